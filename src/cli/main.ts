@@ -1,0 +1,40 @@
+#!/usr/bin/env node
+import { ConfigError, errorMessage } from '../errors.js';
+
+/** Each command lives in its own module and is loaded only when it runs. */
+type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number> }> };
+
+const COMMANDS: Record<string, Command> = {
+  serve: { summary: 'run the localhost substituter proxy', load: () => import('./serve.js') },
+};
+
+function usage(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((c) => c.length));
+  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`);
+  return `usage: nix-lan-cache <command> [options]\n\ncommands:\n${lines.join('\n')}\n\nRun nix-lan-cache <command> --help for a command's options.\n`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(usage());
+    return name ? 0 : 2;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    process.stderr.write(`nix-lan-cache: unknown command ${JSON.stringify(name)}\n\n${usage()}`);
+    return 2;
+  }
+  return (await command.load()).run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`nix-lan-cache: ${errorMessage(err)}\n`);
+    if (!(err instanceof ConfigError) && process.env.NIX_LAN_CACHE_DEBUG) console.error(err);
+    process.exitCode = err instanceof ConfigError ? 2 : 1;
+  },
+);

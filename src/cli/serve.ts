@@ -1,0 +1,93 @@
+import type { Logger } from 'pino';
+import { parseServeFlags, resolveServeConfig, type ServeConfig } from '../config.js';
+import { createLogger } from '../log.js';
+import { HttpOrigin } from '../origins/http-origin.js';
+import { OriginSet } from '../origins/origin-set.js';
+import { TrustedKeys } from '../protocol/signing.js';
+import { buildApp } from '../server/app.js';
+import { NarInfoResolver } from '../server/narinfo-resolver.js';
+import { Stats } from '../stats.js';
+
+const HELP = `usage: nix-lan-cache serve [options]
+
+Runs the localhost substituter. Point Nix at it as the only substituter.
+
+  --listen HOST:PORT          where to listen (default 127.0.0.1:37515)
+  --lan URL                   a static LAN cache, asked first (repeatable)
+  --upstream URL              an upstream cache, asked in order (repeatable;
+                              default https://cache.nixos.org)
+  --trusted-public-key K      NAME:BASE64; added to cache.nixos.org's key and
+                              the config file's keys (repeatable)
+  --no-mdns                   don't browse for LAN caches with mDNS
+  --config FILE               JSON config file (flags win over it)
+  --log-level LEVEL           fatal|error|warn|info|debug|trace|silent
+  --state-dir DIR             where stats are kept across restarts
+  --priority N                Priority in the proxy's nix-cache-info (default 30)
+`;
+
+export interface Running {
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Starts the proxy for a resolved config; returns once it listens. */
+export async function startProxy(config: ServeConfig, log: Logger): Promise<Running> {
+  const trusted = TrustedKeys.parse(config.trustedPublicKeys);
+  const origins = new OriginSet();
+  config.lan.forEach((url, i) =>
+    origins.add(new HttpOrigin({ url, kind: 'lan', priority: 10 + i, timeouts: config.timeouts.lan, trusted, log })),
+  );
+  for (const url of config.upstream) {
+    origins.add(new HttpOrigin({ url, kind: 'upstream', timeouts: config.timeouts.upstream, trusted, log }));
+  }
+  const stats = new Stats((name) => origins.ordered().find((o) => o.name === name)?.kind);
+  const resolver = new NarInfoResolver(origins, config.cache, stats, log);
+  const app = buildApp({ config, origins, resolver, stats, log });
+  await app.listen({ host: config.listen.host, port: config.listen.port });
+  const addr = app.server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : config.listen.port;
+  const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
+  const url = `http://${host}:${port}`;
+  log.info({ event: 'listening', url, lan: config.lan, upstream: config.upstream, mdns: config.mdns, trustedKeys: trusted.names }, `listening on ${url}`);
+  return {
+    url,
+    async close() {
+      await app.close();
+      await origins.close();
+    },
+  };
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const flags = parseServeFlags(argv);
+  if (flags.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const config = resolveServeConfig(flags);
+  const log = createLogger(config.logLevel);
+  const proxy = await startProxy(config, log);
+  process.stdout.write(
+    `# nix-lan-cache is listening. To use it, put these lines in nix.conf:\n` +
+      `substituters = ${proxy.url}\n` +
+      `trusted-public-keys = ${config.trustedPublicKeys.join(' ')}\n`,
+  );
+
+  await new Promise<void>((resolve) => {
+    const stop = (signal: NodeJS.Signals) => {
+      log.info({ event: 'shutdown', signal }, 'shutting down');
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
+      // A second signal, or a shutdown that takes too long, ends the process at once.
+      const force = setTimeout(() => process.exit(1), 10_000);
+      force.unref();
+      proxy.close().then(resolve, (err) => {
+        log.error({ err }, 'error during shutdown');
+        resolve();
+      });
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+  return 0;
+}

@@ -1,0 +1,219 @@
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import type { LevelWithSilent } from 'pino';
+import { ConfigError, errorMessage } from './errors.js';
+import { LOG_LEVELS } from './log.js';
+import { normaliseBaseUrl } from './origins/http-origin.js';
+import { DEFAULT_TIMEOUTS, type OriginTimeouts } from './origins/timeouts.js';
+import { parsePublicKey } from './protocol/signing.js';
+
+export const DEFAULT_PORT = 37515;
+export const CACHE_NIXOS_ORG = 'https://cache.nixos.org';
+export const CACHE_NIXOS_ORG_KEY = 'cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=';
+
+export interface ServeConfig {
+  listen: { host: string; port: number };
+  /** Static LAN caches (the Pi), asked first. */
+  lan: string[];
+  /** Asked in order when no LAN cache has a path. */
+  upstream: string[];
+  /** Always includes cache.nixos.org's key; the config file and flags add more. */
+  trustedPublicKeys: string[];
+  mdns: boolean;
+  logLevel: LevelWithSilent;
+  /** The `Priority` in the proxy's own nix-cache-info. */
+  priority: number;
+  /** Where state that survives restarts lives (stats). */
+  stateDir: string | undefined;
+  timeouts: { lan: OriginTimeouts; upstream: OriginTimeouts };
+  cache: { maxEntries: number; hitTtlSeconds: number; missTtlSeconds: number };
+}
+
+export function defaultConfig(): ServeConfig {
+  return {
+    listen: { host: '127.0.0.1', port: DEFAULT_PORT },
+    lan: [],
+    upstream: [CACHE_NIXOS_ORG],
+    trustedPublicKeys: [CACHE_NIXOS_ORG_KEY],
+    mdns: true,
+    logLevel: 'info',
+    priority: 30,
+    stateDir: undefined,
+    timeouts: { lan: { ...DEFAULT_TIMEOUTS.lan }, upstream: { ...DEFAULT_TIMEOUTS.upstream } },
+    cache: { maxEntries: 50_000, hitTtlSeconds: 3600, missTtlSeconds: 30 },
+  };
+}
+
+export function parseListen(text: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new ConfigError(`listen must be HOST:PORT (e.g. 127.0.0.1:${DEFAULT_PORT} or [::1]:${DEFAULT_PORT}), got ${JSON.stringify(text)}`);
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+// ---- the config file: JSON, the same settings as the flags, camelCase ----
+
+type Checker = (value: unknown, where: string) => unknown;
+
+const str: Checker = (v, where) => {
+  if (typeof v !== 'string') throw new ConfigError(`${where} must be a string`);
+  return v;
+};
+const strList: Checker = (v, where) => {
+  if (!Array.isArray(v)) throw new ConfigError(`${where} must be a list of strings`);
+  return v.map((item, i) => str(item, `${where}[${i}]`));
+};
+const bool: Checker = (v, where) => {
+  if (typeof v !== 'boolean') throw new ConfigError(`${where} must be true or false`);
+  return v;
+};
+const int = (min: number, max: number): Checker => (v, where) => {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new ConfigError(`${where} must be an integer from ${min} to ${max}`);
+  return v;
+};
+function object(shape: Record<string, Checker>): Checker {
+  return (v, where) => {
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError(`${where} must be an object`);
+    const unknown = Object.keys(v).filter((k) => !(k in shape));
+    if (unknown.length) {
+      throw new ConfigError(`${where}: unknown key${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')} (known: ${Object.keys(shape).join(', ')})`);
+    }
+    return Object.fromEntries(Object.entries(v).map(([k, val]) => [k, shape[k]!(val, `${where}.${k}`)]));
+  };
+}
+const timeoutsShape = object({
+  connectMs: int(1, 600_000),
+  firstByteMs: int(1, 600_000),
+  bodyIdleMs: int(1, 3_600_000),
+  probeIntervalMs: int(100, 3_600_000),
+  maxFails: int(1, 1000),
+});
+const fileShape = object({
+  listen: str,
+  lan: strList,
+  upstream: strList,
+  trustedPublicKeys: strList,
+  mdns: bool,
+  logLevel: str,
+  priority: int(0, 1000),
+  stateDir: str,
+  timeouts: object({ lan: timeoutsShape, upstream: timeoutsShape }),
+  cache: object({ maxEntries: int(1, 10_000_000), hitTtlSeconds: int(0, 30 * 86400), missTtlSeconds: int(0, 86400) }),
+});
+
+export type ConfigFile = Partial<{
+  listen: string;
+  lan: string[];
+  upstream: string[];
+  trustedPublicKeys: string[];
+  mdns: boolean;
+  logLevel: string;
+  priority: number;
+  stateDir: string;
+  timeouts: Partial<Record<'lan' | 'upstream', Partial<OriginTimeouts>>>;
+  cache: Partial<ServeConfig['cache']>;
+}>;
+
+export function parseConfigFile(text: string, path: string): ConfigFile {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`${path}: not valid JSON: ${errorMessage(err)}`);
+  }
+  return fileShape(json, path) as ConfigFile;
+}
+
+// ---- flags ----
+
+export const SERVE_OPTIONS = {
+  listen: { type: 'string' },
+  lan: { type: 'string', multiple: true },
+  upstream: { type: 'string', multiple: true },
+  'trusted-public-key': { type: 'string', multiple: true },
+  'no-mdns': { type: 'boolean' },
+  mdns: { type: 'boolean' },
+  config: { type: 'string' },
+  'log-level': { type: 'string' },
+  'state-dir': { type: 'string' },
+  priority: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+export interface ServeFlags {
+  listen?: string;
+  lan?: string[];
+  upstream?: string[];
+  'trusted-public-key'?: string[];
+  'no-mdns'?: boolean;
+  mdns?: boolean;
+  config?: string;
+  'log-level'?: string;
+  'state-dir'?: string;
+  priority?: string;
+  help?: boolean;
+}
+
+export function parseServeFlags(argv: string[]): ServeFlags {
+  try {
+    const { values, positionals } = parseArgs({ args: argv, options: SERVE_OPTIONS, strict: true, allowPositionals: true });
+    if (positionals.length) throw new ConfigError(`serve takes no arguments, got ${JSON.stringify(positionals[0])}`);
+    return values as ServeFlags;
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    throw new ConfigError(errorMessage(err).replace(/^\w+: /, ''));
+  }
+}
+
+/** Defaults < config file < flags, validated once. Keys from every layer are trusted together. */
+export function resolveServeConfig(flags: ServeFlags, readFile: (p: string) => string = (p) => readFileSync(p, 'utf8')): ServeConfig {
+  const config = defaultConfig();
+  let file: ConfigFile = {};
+  if (flags.config) {
+    let text: string;
+    try {
+      text = readFile(flags.config);
+    } catch (err) {
+      throw new ConfigError(`cannot read config file: ${errorMessage(err)}`);
+    }
+    file = parseConfigFile(text, flags.config);
+  }
+
+  const listen = flags.listen ?? file.listen;
+  if (listen !== undefined) config.listen = parseListen(listen);
+  config.lan = flags.lan ?? file.lan ?? config.lan;
+  config.upstream = flags.upstream ?? file.upstream ?? config.upstream;
+  config.trustedPublicKeys = [...new Set([...config.trustedPublicKeys, ...(file.trustedPublicKeys ?? []), ...(flags['trusted-public-key'] ?? [])])];
+  if (file.mdns !== undefined) config.mdns = file.mdns;
+  if (flags.mdns) config.mdns = true;
+  if (flags['no-mdns']) config.mdns = false;
+  const level = flags['log-level'] ?? file.logLevel;
+  if (level !== undefined) {
+    if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new ConfigError(`log level must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(level)}`);
+    config.logLevel = level as LevelWithSilent;
+  }
+  if (flags.priority !== undefined) {
+    config.priority = int(0, 1000)(/^\d+$/.test(flags.priority) ? Number(flags.priority) : NaN, '--priority') as number;
+  } else if (file.priority !== undefined) config.priority = file.priority;
+  config.stateDir = flags['state-dir'] ?? file.stateDir ?? config.stateDir;
+  for (const kind of ['lan', 'upstream'] as const) Object.assign(config.timeouts[kind], file.timeouts?.[kind]);
+  Object.assign(config.cache, file.cache);
+
+  for (const [what, urls] of [['--lan', config.lan], ['--upstream', config.upstream]] as const) {
+    for (const url of urls) {
+      try {
+        normaliseBaseUrl(url);
+      } catch (err) {
+        throw new ConfigError(`${what} ${JSON.stringify(url)}: ${errorMessage(err)}`);
+      }
+    }
+  }
+  for (const key of config.trustedPublicKeys) {
+    try {
+      parsePublicKey(key);
+    } catch (err) {
+      throw new ConfigError(`trusted public key ${JSON.stringify(key)}: ${errorMessage(err)}`);
+    }
+  }
+  return config;
+}

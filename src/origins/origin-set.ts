@@ -1,0 +1,52 @@
+import { EventEmitter } from 'node:events';
+import type { Origin } from './origin.js';
+
+/**
+ * The origins the proxy knows, in the order a lookup asks them: LAN caches by
+ * priority (lower first), then upstreams in configured order. Discovery adds
+ * and removes LAN caches at run time.
+ */
+export class OriginSet extends EventEmitter<{ up: [Origin]; down: [Origin]; added: [Origin]; removed: [Origin] }> {
+  private readonly byId = new Map<string, Origin>();
+  private orderCache: Origin[] | undefined;
+
+  constructor(origins: Iterable<Origin> = []) {
+    super();
+    for (const o of origins) this.add(o);
+  }
+
+  add(origin: Origin): void {
+    if (this.byId.has(origin.id)) return;
+    this.byId.set(origin.id, origin);
+    this.orderCache = undefined;
+    origin.breaker.on('change', (state) => this.emit(state === 'closed' ? 'up' : 'down', origin));
+    this.emit('added', origin);
+  }
+
+  async remove(id: string): Promise<void> {
+    const origin = this.byId.get(id);
+    if (!origin) return;
+    this.byId.delete(id);
+    this.orderCache = undefined;
+    origin.breaker.removeAllListeners('change');
+    await origin.close();
+    this.emit('removed', origin);
+  }
+
+  get(id: string): Origin | undefined {
+    return this.byId.get(id);
+  }
+
+  ordered(): readonly Origin[] {
+    if (!this.orderCache) {
+      const all = [...this.byId.values()];
+      const lan = all.filter((o) => o.kind === 'lan').sort((a, b) => a.priority - b.priority);
+      this.orderCache = [...lan, ...all.filter((o) => o.kind === 'upstream')];
+    }
+    return this.orderCache;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.byId.values()].map((o) => o.close()));
+  }
+}

@@ -1,0 +1,50 @@
+import type { Readable } from 'node:stream';
+import type { NarInfo } from '../protocol/narinfo.js';
+import type { Breaker } from './breaker.js';
+
+export type OriginKind = 'lan' | 'upstream';
+
+/**
+ * What one origin said about a narinfo. "absent" and "unknown" are different
+ * facts: absent is an answer, unknown means the origin could not be asked
+ * (circuit open, refused, timed out, 5xx), and routing treats them differently.
+ */
+export type NarInfoLookup =
+  | { status: 'present'; info: NarInfo; trustedBy: string }
+  | { status: 'absent'; reason: 'not-found' | 'untrusted' | 'invalid' }
+  | { status: 'unknown'; reason: string };
+
+export type FileFetch =
+  | {
+      status: 'present';
+      statusCode: number;
+      headers: Record<string, string | string[] | undefined>;
+      body: Readable;
+    }
+  | { status: 'absent'; statusCode: number }
+  | { status: 'unknown'; reason: string };
+
+export interface FetchOptions {
+  /** A `Range` header value to forward. */
+  range?: string;
+  method?: 'GET' | 'HEAD';
+  signal?: AbortSignal;
+}
+
+export interface Origin {
+  /** Stable short id derived from the base URL; NAR URLs carry it. */
+  readonly id: string;
+  /** A label for logs and stats. */
+  readonly name: string;
+  readonly kind: OriginKind;
+  readonly baseUrl: string;
+  /** Lower is asked first (among LAN caches); upstreams keep their order. */
+  readonly priority: number;
+  readonly breaker: Breaker;
+  lookupNarInfo(storeHash: string): Promise<NarInfoLookup>;
+  /** Fetches a file relative to the origin's root. */
+  fetchFile(path: string, options?: FetchOptions): Promise<FileFetch>;
+  /** Called by a streaming caller when the body failed after the first byte. */
+  reportFailure(reason: string): void;
+  close(): Promise<void>;
+}

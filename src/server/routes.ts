@@ -1,0 +1,69 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { AppError } from '../errors.js';
+import { parseNarUrl } from '../protocol/narurl.js';
+import type { Origin } from '../origins/origin.js';
+import type { AppDeps } from './app.js';
+import { streamNar } from './nar-stream.js';
+import { DEBUGINFO_RE, LOG_RE, LS_RE, NARINFO_RE, REALISATION_RE } from './paths.js';
+
+export function registerCacheRoutes(app: FastifyInstance, deps: AppDeps): void {
+  const { resolver, origins } = deps;
+
+  app.get('/nix-cache-info', async (_req, reply) => {
+    reply.type('text/x-nix-cache-info');
+    return `StoreDir: /nix/store\nWantMassQuery: 1\nPriority: ${deps.config.priority}\n`;
+  });
+
+  // `<hash>.narinfo` and `<hash>.ls` share the root level.
+  app.get<{ Params: { file: string } }>('/:file', async (req, reply) => {
+    const { file } = req.params;
+    const narinfo = NARINFO_RE.exec(file);
+    if (narinfo) {
+      const found = await resolver.resolve(narinfo[1]!);
+      if (found.status !== 'found') {
+        // 404 also when origins were unreachable: Nix then moves on or builds instead of failing.
+        throw new AppError('NOT_IN_ANY_ORIGIN', `no origin has ${narinfo[1]}.narinfo`, found.status === 'unavailable' ? { unknown: found.unknown } : undefined);
+      }
+      reply.header('x-nix-lan-cache-origin', found.origin.name);
+      reply.type('text/x-nix-narinfo');
+      return found.text;
+    }
+    if (LS_RE.test(file)) return passThrough(origins.ordered(), file, req, reply);
+    if (/\.(narinfo|ls)$/.test(file)) throw new AppError('BAD_HASH', `not a store path hash: ${JSON.stringify(file)}`);
+    throw new AppError('NOT_FOUND', `no such file: ${JSON.stringify(file)}`);
+  });
+
+  app.get<{ Params: { '*': string } }>('/nar/*', async (req, reply) => {
+    const ref = parseNarUrl(req.params['*']);
+    if (!ref) throw new AppError('BAD_PATH', 'not a NAR URL handed out by this proxy');
+    reply.hijack();
+    await streamNar(ref, req.method === 'HEAD' ? 'HEAD' : 'GET', req.headers, reply.raw, deps);
+  });
+
+  const passThroughRoute = (prefix: string, re: RegExp) =>
+    app.get<{ Params: { name: string } }>(`/${prefix}/:name`, async (req, reply) => {
+      if (!re.test(req.params.name)) throw new AppError('BAD_PATH', `not a valid ${prefix} name: ${JSON.stringify(req.params.name)}`);
+      return passThrough(origins.ordered(), `${prefix}/${req.params.name}`, req, reply);
+    });
+  passThroughRoute('log', LOG_RE);
+  passThroughRoute('realisations', REALISATION_RE);
+  passThroughRoute('debuginfo', DEBUGINFO_RE);
+}
+
+/** Files nobody signs (listings, logs, realisations, debug info): the first origin that has one serves it. */
+async function passThrough(origins: readonly Origin[], path: string, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+  let unknown = false;
+  for (const origin of origins) {
+    const res = await origin.fetchFile(path, { method: req.method === 'HEAD' ? 'HEAD' : 'GET' });
+    if (res.status === 'present') {
+      reply.header('x-nix-lan-cache-origin', origin.name);
+      const type = res.headers['content-type'];
+      if (typeof type === 'string') reply.type(type);
+      const length = res.headers['content-length'];
+      if (typeof length === 'string') reply.header('content-length', length);
+      return reply.send(res.body);
+    }
+    if (res.status === 'unknown') unknown = true;
+  }
+  throw new AppError(unknown ? 'ORIGINS_UNAVAILABLE' : 'NOT_IN_ANY_ORIGIN', `no origin has ${path}`);
+}

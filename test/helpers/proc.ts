@@ -1,0 +1,59 @@
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { once } from 'node:events';
+
+/**
+ * Every process a test starts goes through here, so `stopAll` can stop each
+ * one by its PID, even when a test fails half way.
+ */
+const running = new Set<ChildProcess>();
+
+export function startProcess(cmd: string, args: string[], options: SpawnOptions = {}): ChildProcess {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options });
+  running.add(child);
+  child.once('exit', () => running.delete(child));
+  return child;
+}
+
+export async function stopProcess(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM', graceMs = 5000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+  const exited = once(child, 'exit');
+  process.kill(child.pid, signal);
+  const timer = setTimeout(() => {
+    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) process.kill(child.pid, 'SIGKILL');
+  }, graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+export async function stopAll(): Promise<void> {
+  await Promise.all([...running].map((c) => stopProcess(c)));
+}
+
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+/** Runs a command to completion, killing it (by PID) if it outlives `timeoutMs`. */
+export async function run(cmd: string, args: string[], options: SpawnOptions & { timeoutMs?: number } = {}): Promise<RunResult> {
+  const started = performance.now();
+  const child = startProcess(cmd, args, options);
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const timer = setTimeout(() => {
+    if (child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
+  }, options.timeoutMs ?? 120_000);
+  const [code] = (await once(child, 'exit')) as [number | null];
+  clearTimeout(timer);
+  return { code, stdout, stderr, ms: performance.now() - started };
+}
+
+export async function runOk(cmd: string, args: string[], options: SpawnOptions & { timeoutMs?: number } = {}): Promise<string> {
+  const res = await run(cmd, args, options);
+  if (res.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${res.code}\n${res.stderr}`);
+  return res.stdout;
+}

@@ -1,0 +1,66 @@
+import type { ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { startProcess, stopProcess } from './proc.js';
+
+export const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
+
+export interface ProxyProcess {
+  url: string;
+  child: ChildProcess;
+  /** Every JSON log line so far. */
+  logs: Array<Record<string, unknown>>;
+  stdout: () => string;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/**
+ * Starts the real CLI (`nix-lan-cache serve`) on a kernel-chosen port. Always
+ * `--no-mdns` unless the caller runs it inside a network namespace.
+ */
+export async function startProxy(args: string[], options: { env?: NodeJS.ProcessEnv; wrapper?: string[] } = {}): Promise<ProxyProcess> {
+  const argv = ['serve', '--listen', '127.0.0.1:0', '--log-level', 'debug', ...args];
+  const [cmd, ...pre] = options.wrapper ?? [];
+  const child = cmd
+    ? startProcess(cmd, [...pre, process.execPath, CLI, ...argv], { env: { ...process.env, NIX_LAN_CACHE_LOG_FORMAT: 'json', ...options.env } })
+    : startProcess(process.execPath, [CLI, ...argv], { env: { ...process.env, NIX_LAN_CACHE_LOG_FORMAT: 'json', ...options.env } });
+  const logs: Array<Record<string, unknown>> = [];
+  let out = '';
+  let buffered = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  const listening = new Promise<string>((resolve, reject) => {
+    child.stderr!.on('data', (d: Buffer) => {
+      buffered += d.toString();
+      let nl: number;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        try {
+          const entry = JSON.parse(line) as Record<string, unknown>;
+          logs.push(entry);
+          if (entry.event === 'listening') resolve(entry.url as string);
+        } catch {
+          logs.push({ raw: line });
+        }
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`proxy exited with ${code} before listening: ${JSON.stringify(logs.slice(-5))}`)));
+  });
+  const timeout = setTimeout(() => child.pid && process.kill(child.pid, 'SIGKILL'), 15_000);
+  const url = await listening.finally(() => clearTimeout(timeout));
+  return {
+    url,
+    child,
+    logs,
+    stdout: () => out,
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      await stopProcess(child, signal);
+    },
+  };
+}
+
+export async function exitCode(child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null) return child.exitCode;
+  const [code] = (await once(child, 'exit')) as [number | null];
+  return code;
+}
