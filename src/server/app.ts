@@ -24,6 +24,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     // One line per request, at debug, from the onResponse hook below.
     logController: new LogController({ disableRequestLogging: true }),
     routerOptions: { maxParamLength: MAX_URL_LENGTH },
+    // Bad URLs and over-long params are rejected by the router before any hook: answer them the same way.
+    frameworkErrors: (err, req, reply) => errorHandler(err, req, reply),
     // Nix keeps connections open; let in-flight NARs finish on shutdown but don't wait on idle sockets.
     forceCloseConnections: 'idle',
     return503OnClosing: true,

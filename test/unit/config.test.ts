@@ -1,0 +1,48 @@
+import { describe, expect, it } from 'vitest';
+import { CACHE_NIXOS_ORG_KEY, DEFAULT_PORT, parseServeFlags, resolveServeConfig } from '../../src/config.js';
+import { ConfigError } from '../../src/errors.js';
+
+const PI_KEY = 'pi.lan-1:' + Buffer.alloc(32, 7).toString('base64');
+const files = (map: Record<string, string>) => (p: string) => {
+  if (!(p in map)) throw new Error(`ENOENT: ${p}`);
+  return map[p]!;
+};
+
+describe('serve configuration: defaults < config file < flags', () => {
+  it('has sensible embedded defaults', () => {
+    const c = resolveServeConfig(parseServeFlags([]));
+    expect(c.listen).toEqual({ host: '127.0.0.1', port: DEFAULT_PORT });
+    expect(c.upstream).toEqual(['https://cache.nixos.org']);
+    expect(c.trustedPublicKeys).toEqual([CACHE_NIXOS_ORG_KEY]);
+    expect(c.mdns).toBe(true);
+  });
+  it('lets the file override defaults and flags override the file; keys add up', () => {
+    const read = files({ '/c.json': JSON.stringify({ listen: '127.0.0.1:9', lan: ['http://pi:8080'], trustedPublicKeys: [PI_KEY], mdns: true, timeouts: { lan: { firstByteMs: 300 } } }) });
+    const c = resolveServeConfig(parseServeFlags(['--config', '/c.json', '--listen', '[::1]:7000', '--no-mdns']), read);
+    expect(c.listen).toEqual({ host: '::1', port: 7000 });
+    expect(c.lan).toEqual(['http://pi:8080']);
+    expect(c.mdns).toBe(false);
+    expect(c.trustedPublicKeys).toEqual([CACHE_NIXOS_ORG_KEY, PI_KEY]);
+    expect(c.timeouts.lan.firstByteMs).toBe(300);
+    expect(c.timeouts.lan.connectMs).toBeGreaterThan(0);
+  });
+  it.each([
+    [['--bogus'], /bogus/],
+    [['--listen', 'nonsense'], /HOST:PORT/],
+    [['--listen', '127.0.0.1:70000'], /HOST:PORT/],
+    [['--lan', 'ftp://pi/'], /http or https/],
+    [['--trusted-public-key', 'pi:xyz'], /trusted public key "pi:xyz"/],
+    [['--log-level', 'loud'], /log level/],
+    [['extra-arg'], /no arguments/],
+  ])('refuses %j with a message that names the problem', (argv, message) => {
+    expect(() => resolveServeConfig(parseServeFlags(argv as string[]))).toThrow(message);
+    expect(() => resolveServeConfig(parseServeFlags(argv as string[]))).toThrow(ConfigError);
+  });
+  it('rejects unknown keys in the config file, naming them, also nested ones', () => {
+    const read = files({ '/a.json': '{"lan": [], "upstreams": []}', '/b.json': '{"timeouts": {"lan": {"conectMs": 1}}}', '/c.json': '{ nope' });
+    expect(() => resolveServeConfig(parseServeFlags(['--config', '/a.json']), read)).toThrow(/unknown key "upstreams"/);
+    expect(() => resolveServeConfig(parseServeFlags(['--config', '/b.json']), read)).toThrow(/timeouts\.lan: unknown key "conectMs"/);
+    expect(() => resolveServeConfig(parseServeFlags(['--config', '/c.json']), read)).toThrow(/not valid JSON/);
+    expect(() => resolveServeConfig(parseServeFlags(['--config', '/missing.json']), read)).toThrow(/cannot read config file/);
+  });
+});

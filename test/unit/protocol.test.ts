@@ -1,0 +1,141 @@
+import { createHash } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodeNix32, encodeNix32 } from '../../src/protocol/nix32.js';
+import { parseSha256, sha256FromBytes } from '../../src/protocol/hash.js';
+import { fingerprint, NarInfoError, parseNarInfo, serialiseNarInfo } from '../../src/protocol/narinfo.js';
+import { parsePublicKey, parseSecretKey, signNarInfo, TrustedKeys } from '../../src/protocol/signing.js';
+import { compressionCompatible, formatNarUrl, parseNarUrl } from '../../src/protocol/narurl.js';
+import { buildClosure, generateKey, makeStaticCache, removeDir, tempDir, type CacheKey } from '../helpers/nix.js';
+
+const SAMPLE = `StorePath: /nix/store/3kklkssmzr75mhpv3s4qw1m26y4w6zrn-x
+URL: nar/03lzs95hsqhn8i2krdmlvw8r1q6mfcjrzg2cp18saf5a0f9f3jdn.nar.xz
+Compression: xz
+FileHash: sha256:03lzs95hsqhn8i2krdmlvw8r1q6mfcjrzg2cp18saf5a0f9f3jdn
+FileSize: 128
+NarHash: sha256:1z36l1l7cvc7d3x3y814zv4pdgx17j6i2i8ml4japbpzwc5yh155
+NarSize: 120
+References: 3kklkssmzr75mhpv3s4qw1m26y4w6zrn-x
+Deriver: m9d41sykm8lkiq32gdhh2a5n3hjy3np6-x.drv
+Sig: pi.lan-1:FhaAYLyFRp8TJK/z8JccpErBXzP7hluQYGVFWOy/ed4xetyWuIWNU8Eo1XKWyjG09g69KD3U+LwvtDX7hjw/Ag==
+`;
+
+describe('nix32', () => {
+  it('round-trips and matches the hash Nix prints for a known input', () => {
+    // `nix-hash --type sha256 --to-base32 $(echo -n "" | sha256sum)` = 0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73
+    const empty = createHash('sha256').update('').digest();
+    expect(encodeNix32(empty)).toBe('0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73');
+    expect(Buffer.from(decodeNix32('0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73', 32)!).equals(empty)).toBe(true);
+  });
+  it('refuses letters outside the alphabet and wrong lengths', () => {
+    expect(decodeNix32('e'.repeat(52), 32)).toBeUndefined();
+    expect(decodeNix32('0'.repeat(51), 32)).toBeUndefined();
+  });
+  it('reads base16, nix32 and SRI sha256 forms as one canonical hash', () => {
+    const bytes = createHash('sha256').update('x').digest();
+    const canonical = sha256FromBytes(bytes);
+    expect(parseSha256(`sha256:${bytes.toString('hex')}`)).toBe(canonical);
+    expect(parseSha256(`sha256-${bytes.toString('base64')}`)).toBe(canonical);
+    expect(parseSha256(canonical)).toBe(canonical);
+    expect(parseSha256('md5:abc')).toBeUndefined();
+  });
+});
+
+describe('narinfo', () => {
+  it('parses, serialises back byte for byte, and fingerprints what the signature covers', () => {
+    const info = parseNarInfo(SAMPLE);
+    expect(info.narSize).toBe(120);
+    expect(info.references).toEqual(['3kklkssmzr75mhpv3s4qw1m26y4w6zrn-x']);
+    expect(serialiseNarInfo(info)).toBe(SAMPLE);
+    expect(fingerprint(info)).toBe(
+      '1;/nix/store/3kklkssmzr75mhpv3s4qw1m26y4w6zrn-x;sha256:1z36l1l7cvc7d3x3y814zv4pdgx17j6i2i8ml4japbpzwc5yh155;120;/nix/store/3kklkssmzr75mhpv3s4qw1m26y4w6zrn-x',
+    );
+  });
+  it('keeps fields it does not know, and defaults Compression to bzip2 as Nix does', () => {
+    const text = SAMPLE.replace('Compression: xz\n', '') + 'Future: thing\n';
+    const info = parseNarInfo(text);
+    expect(info.compression).toBe('bzip2');
+    expect(serialiseNarInfo(info)).toContain('Future: thing\n');
+  });
+  it.each([
+    ['a missing NarHash', SAMPLE.replace(/NarHash.*\n/, '')],
+    ['a bad store path', SAMPLE.replace('/nix/store/3kk', '/tmp/3kk')],
+    ['a non-numeric NarSize', SAMPLE.replace('NarSize: 120', 'NarSize: lots')],
+    ['a line without a colon', SAMPLE + 'garbage\n'],
+    ['a bad reference', SAMPLE.replace('References: 3kk', 'References: ../3kk')],
+  ])('rejects %s with a NarInfoError', (_what, text) => {
+    expect(() => parseNarInfo(text)).toThrow(NarInfoError);
+  });
+});
+
+describe('NAR URLs handed out by the proxy', () => {
+  const ref = {
+    storeHash: '3kklkssmzr75mhpv3s4qw1m26y4w6zrn',
+    narHash: parseSha256('sha256:1z36l1l7cvc7d3x3y814zv4pdgx17j6i2i8ml4japbpzwc5yh155')!,
+    compression: 'xz',
+    originId: 'abc123',
+    originUrl: 'nar/03lzs95hsqhn8i2krdmlvw8r1q6mfcjrzg2cp18saf5a0f9f3jdn.nar.xz',
+  };
+  it('round-trip, readable for plain paths and encoded for anything else', () => {
+    expect(formatNarUrl(ref)).toBe(`nar/${ref.storeHash}/1z36l1l7cvc7d3x3y814zv4pdgx17j6i2i8ml4japbpzwc5yh155/xz/abc123/${ref.originUrl}`);
+    expect(parseNarUrl(formatNarUrl(ref).slice(4))).toEqual(ref);
+    const odd = { ...ref, originUrl: 'nar/x.nar?hash=abc&y=../z' };
+    expect(formatNarUrl(odd)).toMatch(/\/~[A-Za-z0-9_-]+$/);
+    expect(parseNarUrl(formatNarUrl(odd).slice(4))).toEqual(odd);
+  });
+  it('refuses traversal and junk', () => {
+    expect(parseNarUrl(`${ref.storeHash}/1z36l1l7cvc7d3x3y814zv4pdgx17j6i2i8ml4japbpzwc5yh155/xz/abc123/../../etc/passwd`)).toBeUndefined();
+    expect(parseNarUrl('x/y/z')).toBeUndefined();
+  });
+  it('lets Nix-sniffed compressions stand in for each other, never raw or brotli', () => {
+    expect(compressionCompatible('xz', 'zstd')).toBe(true);
+    expect(compressionCompatible('xz', 'none')).toBe(false);
+    expect(compressionCompatible('none', 'xz')).toBe(false);
+    expect(compressionCompatible('br', 'xz')).toBe(false);
+    expect(compressionCompatible('none', 'none')).toBe(true);
+  });
+});
+
+describe('signatures agree with real Nix', () => {
+  let dir: string;
+  let key: CacheKey;
+  let narinfos: string[];
+
+  beforeAll(async () => {
+    dir = await tempDir('sig');
+    key = await generateKey(dir, 'unit.test-1');
+    const closure = await buildClosure(`sig-${process.pid}`, [{ name: 'a', size: 1000 }, { name: 'b', size: 2000 }]);
+    await makeStaticCache(join(dir, 'cache'), [closure.root], key, 'xz');
+    const files = (await readdir(join(dir, 'cache'))).filter((f) => f.endsWith('.narinfo'));
+    narinfos = await Promise.all(files.map((f) => readFile(join(dir, 'cache', f), 'utf8')));
+  });
+  afterAll(async () => removeDir(dir));
+
+  it('verifies narinfos Nix signed, and produces the very signature Nix produced (Ed25519 is deterministic)', async () => {
+    const trusted = TrustedKeys.parse([key.publicKey]);
+    const secret = parseSecretKey(await readFile(key.secretFile, 'utf8'));
+    expect(narinfos).toHaveLength(3);
+    for (const text of narinfos) {
+      const info = parseNarInfo(text);
+      expect(trusted.verify(info)).toBe('unit.test-1');
+      const ours = signNarInfo({ ...info, sigs: [] }, secret);
+      expect(ours.sigs).toEqual(info.sigs);
+    }
+  });
+  it('rejects a tampered narinfo, a signature by an unknown key, and a key with the right name but other bytes', async () => {
+    const trusted = TrustedKeys.parse([key.publicKey]);
+    const info = parseNarInfo(narinfos[0]!);
+    expect(trusted.verify({ ...info, narSize: info.narSize + 1 })).toBeUndefined();
+    const other = await generateKey(dir, 'other-1');
+    expect(TrustedKeys.parse([other.publicKey]).verify(info)).toBeUndefined();
+    const impostor = await generateKey(join(dir), 'unit.test-1-x');
+    const sameName = parsePublicKey(`unit.test-1:${impostor.publicKey.split(':')[1]}`);
+    expect(new TrustedKeys([sameName]).verify(info)).toBeUndefined();
+  });
+  it('refuses malformed keys with a message that says what is wrong', () => {
+    expect(() => parsePublicKey('nocolon')).toThrow(/NAME:BASE64/);
+    expect(() => parsePublicKey('k:AAAA')).toThrow(/3 bytes, expected 32/);
+    expect(() => parseSecretKey('k:AAAA')).toThrow(/expected 64/);
+  });
+});
