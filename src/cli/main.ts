@@ -6,6 +6,9 @@ type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Pro
 
 const COMMANDS: Record<string, Command> = {
   serve: { summary: 'run the localhost substituter proxy', load: () => import('./serve.js') },
+  push: { summary: 'push closures into a static binary cache (dir or ssh://)', load: () => import('./push.js') },
+  gc: { summary: 'delete what no kept root needs from a static binary cache', load: () => import('./gc.js') },
+  verify: { summary: 'check a static binary cache: NARs, hashes, signatures, orphans', load: () => import('./verify.js') },
 };
 
 function usage(): string {

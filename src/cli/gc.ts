@@ -1,0 +1,54 @@
+import { stat } from 'node:fs/promises';
+import { ConfigError } from '../errors.js';
+import { parseCommandArgs, parseCount } from '../push/cliutil.js';
+import { gc } from '../push/gc.js';
+import { formatBytes } from '../push/progress.js';
+
+const HELP = `usage: nix-lan-cache gc --cache DIR [--keep N] [--keep-days D] [--grace-minutes M] [--dry-run]
+
+Deletes from a static binary cache what no kept root needs: keeps the closures
+of the newest N roots of each name (default 3), of roots younger than D days,
+and anything pushed in the last D days (default 14). Never deletes files
+younger than M minutes (default 60), so it is safe while a push runs.
+`;
+
+export async function run(argv: string[]): Promise<number> {
+  const { values } = parseCommandArgs(
+    'gc',
+    argv,
+    {
+      cache: { type: 'string' },
+      keep: { type: 'string' },
+      'keep-days': { type: 'string' },
+      'grace-minutes': { type: 'string' },
+      'dry-run': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    false,
+  );
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (!values.cache) throw new ConfigError('gc: --cache DIR is required');
+  const st = await stat(values.cache).catch(() => undefined);
+  if (!st?.isDirectory()) throw new ConfigError(`gc: ${values.cache} is not a directory`);
+  const dryRun = values['dry-run'] === true;
+  const report = await gc(values.cache, {
+    keep: parseCount('gc', 'keep', values.keep, 3),
+    keepDays: parseCount('gc', 'keep-days', values['keep-days'], 14),
+    graceMinutes: parseCount('gc', 'grace-minutes', values['grace-minutes'], 60),
+    dryRun,
+  });
+  const verb = dryRun ? 'would delete' : 'deleted';
+  for (const r of report.rootsExpired) process.stdout.write(`${verb} root ${r}\n`);
+  for (const f of report.narinfosDeleted) process.stdout.write(`${verb} ${f}\n`);
+  for (const f of report.narsDeleted) process.stdout.write(`${verb} ${f}\n`);
+  for (const f of report.tempsDeleted) process.stdout.write(`${verb} stale ${f}\n`);
+  process.stdout.write(
+    `gc: kept ${report.rootsKept.length} roots and ${report.narinfosKept} narinfos; ${verb} ${report.rootsExpired.length} roots, ` +
+      `${report.narinfosDeleted.length} narinfos, ${report.narsDeleted.length} NARs, ${report.tempsDeleted.length} stale temporary files; ` +
+      `${dryRun ? 'would free' : 'freed'} ${formatBytes(report.bytesFreed)} (${report.bytesFreed} bytes)\n`,
+  );
+  return 0;
+}

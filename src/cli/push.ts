@@ -1,0 +1,110 @@
+import { readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
+import { ConfigError, errorMessage } from '../errors.js';
+import { KeyError, parseSecretKey, type SecretKey } from '../protocol/signing.js';
+import { parseCommandArgs, parseCount } from '../push/cliutil.js';
+import { LocalTarget } from '../push/local-target.js';
+import { COMPRESSIONS, type Compression } from '../push/nar.js';
+import { formatBytes, Progress } from '../push/progress.js';
+import { push } from '../push/push.js';
+import { parseSshUrl, splitSshOpts, SshTarget } from '../push/ssh-target.js';
+import { TargetError, type CacheTarget } from '../push/target.js';
+
+const HELP = `usage: nix-lan-cache push --to DIR|ssh://[user@]host[:port]/path [options] PATH...
+
+Pushes the closures of PATH (store paths or out-links such as ./result) into a
+static binary cache, sending only what is missing.
+
+options:
+  --to TARGET            cache directory, or ssh://[user@]host[:port]/path
+  --key-file FILE        Nix secret key file (as for secret-key-files) to sign with
+  --compression xz|zstd  NAR compression (default xz)
+  --root NAME            record the pushed closure as roots/NAME/<timestamp> for gc
+  --jobs N               NARs compressed and sent at a time (default: CPU count)
+  --ssh-opt OPTS         extra ssh options, split on spaces, repeatable (NIX_SSHOPTS is read too)
+  --dry-run              say what would be sent, write nothing
+  --quiet                no progress output
+`;
+
+async function loadKey(file: string): Promise<SecretKey> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`push: cannot read key file ${file}: ${errorMessage(err)}`);
+  }
+  try {
+    return parseSecretKey(text);
+  } catch (err) {
+    if (err instanceof KeyError) throw new ConfigError(`push: ${file} is not a Nix secret key file: ${err.message}`);
+    throw err;
+  }
+}
+
+export function makeTarget(to: string, sshOpts: string[]): CacheTarget {
+  if (to.startsWith('ssh://')) return new SshTarget(parseSshUrl(to), [...splitSshOpts(process.env.NIX_SSHOPTS), ...sshOpts.flatMap(splitSshOpts)]);
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(to)) {
+    if (to.startsWith('file://')) return new LocalTarget(decodeURIComponent(to.slice('file://'.length).split('?')[0]!));
+    throw new ConfigError(`push: unsupported target ${JSON.stringify(to)}: use a directory or ssh://[user@]host/path`);
+  }
+  return new LocalTarget(to);
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { values, positionals } = parseCommandArgs(
+    'push',
+    argv,
+    {
+      to: { type: 'string' },
+      'key-file': { type: 'string' },
+      compression: { type: 'string' },
+      root: { type: 'string' },
+      jobs: { type: 'string' },
+      'ssh-opt': { type: 'string', multiple: true },
+      'dry-run': { type: 'boolean' },
+      quiet: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    true,
+  );
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (!values.to) throw new ConfigError('push: --to is required (a cache directory or ssh://[user@]host/path)');
+  if (positionals.length === 0) throw new ConfigError('push: give at least one store path or out-link to push');
+  const compression = (values.compression ?? 'xz') as Compression;
+  if (!(compression in COMPRESSIONS)) throw new ConfigError(`push: --compression must be xz or zstd, got ${JSON.stringify(values.compression)}`);
+  const jobs = parseCount('push', 'jobs', values.jobs, availableParallelism(), 1);
+  // Read the key before touching the target: a bad key must not leave anything behind.
+  const key = values['key-file'] ? await loadKey(values['key-file']) : undefined;
+  const progress = new Progress(process.stderr, values.quiet === true);
+  if (!key) progress.log('warning: no --key-file: narinfos carry only the signatures the local store already has');
+  const target = makeTarget(values.to, values['ssh-opt'] ?? []);
+  try {
+    const res = await push({
+      target,
+      paths: positionals,
+      compression,
+      dryRun: values['dry-run'] === true,
+      jobs,
+      progress,
+      ...(key ? { key } : {}),
+      ...(values.root !== undefined ? { rootName: values.root } : {}),
+    });
+    if (!values['dry-run']) {
+      progress.log(
+        `done: ${res.pushed.length} paths sent (${formatBytes(res.narBytes)} NAR, ${formatBytes(res.fileBytes)} compressed), ${res.alreadyThere} already there` +
+          (res.rootFile ? `; root ${res.rootFile}` : ''),
+      );
+    }
+    return 0;
+  } catch (err) {
+    if (err instanceof ConfigError || err instanceof TargetError) throw new ConfigError(errorMessage(err));
+    process.stderr.write(`nix-lan-cache push: ${errorMessage(err)}\n`);
+    process.stderr.write('nix-lan-cache push: the cache is still consistent: every narinfo in it points to a complete NAR; run push again to finish\n');
+    return 1;
+  } finally {
+    await target.close();
+  }
+}

@@ -1,0 +1,128 @@
+import { spawn } from 'node:child_process';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { errorMessage } from '../errors.js';
+import type { NarInfo } from '../protocol/narinfo.js';
+import type { TrustedKeys } from '../protocol/signing.js';
+import { isTemp, listFiles, readNarInfos, safeNarRel } from './cachefiles.js';
+import { mapLimit } from './limit.js';
+import { HashTap } from './nar.js';
+
+export type ProblemKind =
+  | 'unreadable-narinfo'
+  | 'missing-nar'
+  | 'wrong-size'
+  | 'wrong-hash'
+  | 'wrong-nar-hash'
+  | 'bad-signature'
+  | 'missing-reference';
+
+export interface Problem {
+  kind: ProblemKind;
+  file: string;
+  message: string;
+}
+
+export interface VerifyOptions {
+  /** When given, every narinfo must carry a valid signature by one of these. */
+  trustedKeys?: TrustedKeys;
+  /** Also decompress each NAR and check NarHash and NarSize (slow). */
+  deep: boolean;
+  concurrency: number;
+}
+
+export interface VerifyReport {
+  narinfos: number;
+  nars: number;
+  problems: Problem[];
+  /** NAR files no narinfo points to (harmless; gc removes them). */
+  orphans: string[];
+  /** Temporary files of pushes in progress or interrupted. */
+  temps: string[];
+}
+
+const DECOMPRESSORS: Record<string, string[] | null> = { xz: ['xz', '-dc'], zstd: ['zstd', '-dcq'], bzip2: ['bzip2', '-dc'], gzip: ['gzip', '-dc'], none: null };
+
+async function hashFile(path: string): Promise<{ hash: string; size: number }> {
+  const tap = new HashTap();
+  tap.resume();
+  await pipeline(createReadStream(path), tap);
+  return { hash: tap.digest, size: tap.bytes };
+}
+
+async function hashDecompressed(path: string, compression: string): Promise<{ hash: string; size: number }> {
+  const cmd = DECOMPRESSORS[compression];
+  if (cmd === undefined) throw new Error(`unknown compression ${compression}`);
+  if (cmd === null) return hashFile(path);
+  const child = spawn(cmd[0]!, [...cmd.slice(1), path], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((r) => child.on('close', r));
+  const tap = new HashTap();
+  tap.resume();
+  await pipeline(child.stdout, tap);
+  const code = await exited;
+  if (code !== 0) throw new Error(`${cmd[0]} failed: ${err.trim()}`);
+  return { hash: tap.digest, size: tap.bytes };
+}
+
+/** Checks a cache directory; reports every problem found rather than stopping at the first. */
+export async function verify(dir: string, opts: VerifyOptions): Promise<VerifyReport> {
+  const narinfos = await readNarInfos(dir);
+  const problems: Problem[] = [];
+  const referenced = new Set<string>();
+  const add = (kind: ProblemKind, file: string, message: string) => problems.push({ kind, file, message });
+  await mapLimit([...narinfos.values()], opts.concurrency, async (n) => {
+    if (!n.info || n.error) {
+      add('unreadable-narinfo', n.file, n.error ?? 'cannot parse');
+      const rel = safeNarRel(n.url);
+      if (rel) referenced.add(rel);
+      return;
+    }
+    const info: NarInfo = n.info;
+    const rel = safeNarRel(info.url);
+    if (!rel) {
+      add('unreadable-narinfo', n.file, `URL ${JSON.stringify(info.url)} points outside the cache`);
+      return;
+    }
+    referenced.add(rel);
+    const st = await stat(join(dir, rel)).catch(() => undefined);
+    if (!st) add('missing-nar', n.file, `${rel} does not exist`);
+    else if (info.fileSize !== undefined && st.size !== info.fileSize) add('wrong-size', n.file, `${rel} has ${st.size} bytes, FileSize says ${info.fileSize}`);
+    else {
+      try {
+        if (info.fileHash) {
+          const got = await hashFile(join(dir, rel));
+          if (got.hash !== info.fileHash) add('wrong-hash', n.file, `${rel} hashes to ${got.hash}, FileHash says ${info.fileHash}`);
+        }
+        if (opts.deep) {
+          const got = await hashDecompressed(join(dir, rel), info.compression);
+          if (got.hash !== info.narHash || got.size !== info.narSize)
+            add('wrong-nar-hash', n.file, `${rel} unpacks to ${got.hash} (${got.size} bytes), NarHash says ${info.narHash} (${info.narSize} bytes)`);
+        }
+      } catch (err) {
+        add('wrong-nar-hash', n.file, `${rel}: ${errorMessage(err)}`);
+      }
+    }
+    if (opts.trustedKeys && !opts.trustedKeys.verify(info)) {
+      const names = info.sigs.map((s) => s.slice(0, s.indexOf(':')));
+      const trusted = names.filter((k) => opts.trustedKeys!.has(k));
+      add('bad-signature', n.file, trusted.length > 0 ? `signature by ${trusted.join(', ')} does not verify` : `no signature by a trusted key (signed by: ${names.join(', ') || 'nobody'})`);
+    }
+    for (const ref of info.references) {
+      if (!narinfos.has(ref.slice(0, 32))) add('missing-reference', n.file, `reference ${ref} has no narinfo`);
+    }
+  });
+  const orphans: string[] = [];
+  const temps: string[] = [];
+  const nars = await listFiles(dir, 'nar');
+  for (const f of nars) {
+    if (isTemp(f.rel)) temps.push(f.rel);
+    else if (!referenced.has(f.rel)) orphans.push(f.rel);
+  }
+  for (const f of await listFiles(dir, '')) if (isTemp(f.rel)) temps.push(f.rel);
+  problems.sort((a, b) => a.file.localeCompare(b.file) || a.kind.localeCompare(b.kind));
+  return { narinfos: narinfos.size, nars: nars.length - temps.filter((t) => t.startsWith('nar/')).length, problems, orphans: orphans.sort(), temps: temps.sort() };
+}

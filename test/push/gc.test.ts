@@ -1,0 +1,112 @@
+import { readdir, rename, stat, utimes } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rootFileName } from '../../src/push/roots.js';
+import { checkCache, cli } from '../helpers/cache.js';
+import { Nginx } from '../helpers/nginx.js';
+import { buildClosure, generateKey, removeDir, substitute, tempDir, type CacheKey, type Closure } from '../helpers/nix.js';
+import { stopAll } from '../helpers/proc.js';
+
+const salt = `gc-${process.pid}-${Date.now()}`;
+let work: string;
+let key: CacheKey;
+let older: Closure;
+let newer: Closure;
+let cache: string;
+const DAY = 86_400_000;
+
+beforeAll(async () => {
+  work = await tempDir('gc');
+  key = await generateKey(work, 'builder-1');
+  older = await buildClosure(`${salt}-old`, [
+    { name: 'shared', size: 300_000 },
+    { name: 'old-only', size: 400_000 },
+  ]);
+  newer = await buildClosure(`${salt}-new`, [{ name: 'new-only', size: 300_000 }]);
+  cache = join(work, 'cache');
+});
+
+afterAll(async () => {
+  await stopAll();
+  await removeDir(work);
+});
+
+const hashOf = (p: string) => p.slice('/nix/store/'.length, '/nix/store/'.length + 32);
+
+/** Makes everything a push wrote look `days` old: the root's name and the files' mtimes. */
+async function age(paths: string[], rootDir: string, days: number): Promise<void> {
+  const then = new Date(Date.now() - days * DAY);
+  for (const p of paths) {
+    const ni = join(cache, `${hashOf(p)}.narinfo`);
+    await utimes(ni, then, then);
+  }
+  for (const f of await readdir(join(cache, 'nar'))) await utimes(join(cache, 'nar', f), then, then);
+  const [root] = await readdir(rootDir);
+  await rename(join(rootDir, root!), join(rootDir, rootFileName(then)));
+}
+
+describe('gc with two roots of which the older expires', () => {
+  it('keeps the newer root closure substitutable and removes the older one\'s unique files', async () => {
+    const sharedLeaf = older.paths.find((p) => p.endsWith('-shared'))!;
+    expect((await cli(['push', '--to', cache, '--key-file', key.secretFile, '--root', 'pi', older.root])).code).toBe(0);
+    await age(older.paths, join(cache, 'roots', 'pi'), 20);
+    // The newer system also contains the older one's `shared` leaf.
+    expect((await cli(['push', '--to', cache, '--key-file', key.secretFile, '--root', 'pi', newer.root, sharedLeaf])).code).toBe(0);
+    const narsBefore = (await readdir(join(cache, 'nar'))).length;
+    expect(narsBefore).toBe(5);
+
+    const dry = await cli(['gc', '--cache', cache, '--keep', '1', '--keep-days', '14', '--dry-run']);
+    expect(dry.code).toBe(0);
+    expect(dry.stdout).toMatch(/would delete 1 roots, 2 narinfos, 2 NARs/);
+    expect((await readdir(join(cache, 'nar'))).length).toBe(narsBefore);
+
+    const res = await cli(['gc', '--cache', cache, '--keep', '1', '--keep-days', '14']);
+    expect(res.code).toBe(0);
+    expect(res.stdout).toMatch(/deleted 1 roots, 2 narinfos, 2 NARs/);
+    expect(res.stdout).toMatch(/freed [\d.]+ KiB/);
+    const check = await checkCache(cache);
+    expect(check.problems).toEqual([]);
+    expect([...check.narinfos.keys()].sort()).toEqual([...newer.paths, sharedLeaf].map(hashOf).sort());
+    expect((await readdir(join(cache, 'nar'))).length).toBe(3);
+    expect(await readdir(join(cache, 'roots', 'pi'))).toHaveLength(1);
+    const ours = await cli(['verify', '--cache', cache, '--trusted-public-key', key.publicKey]);
+    expect(ours.stdout).toContain('0 problems, 0 orphaned NARs');
+
+    const nginx = await Nginx.start({ root: cache, workDir: join(work, 'nginx') });
+    try {
+      const ok = await substitute(join(work, 'client-new'), [newer.root, sharedLeaf], nginx.url, { xdgCache: join(work, 'xdg1'), trustedKeys: [key.publicKey] });
+      expect(ok.code).toBe(0);
+      const gone = await substitute(join(work, 'client-old'), [older.root], nginx.url, { xdgCache: join(work, 'xdg2'), trustedKeys: [key.publicKey] });
+      expect(gone.code).not.toBe(0);
+    } finally {
+      await nginx.stop();
+    }
+  });
+
+  it('is safe while a push runs: files younger than the grace period stay, however unrooted', async () => {
+    const third = await buildClosure(`${salt}-third`, [{ name: 'pushing', size: 2_000_000 }]);
+    const cache2 = join(work, 'cache2');
+    // An unrooted push and a gc that would delete everything unrooted, at the same time.
+    const [pushRes, gcRes] = await Promise.all([
+      cli(['push', '--to', cache2, '--key-file', key.secretFile, third.root]),
+      (async () => {
+        for (let i = 0; i < 50; i++) {
+          if ((await readdir(join(cache2, 'nar')).catch(() => [])).length > 0) break;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        return cli(['gc', '--cache', cache2, '--keep', '0', '--keep-days', '0']);
+      })(),
+    ]);
+    expect(pushRes.code).toBe(0);
+    expect(gcRes.code).toBe(0);
+    const check = await checkCache(cache2);
+    expect(check.problems).toEqual([]);
+    expect(check.narinfos.size).toBe(2);
+    // With no grace period the same files are fair game: gc really would have removed them.
+    const now = await cli(['gc', '--cache', cache2, '--keep', '0', '--keep-days', '0', '--grace-minutes', '0']);
+    expect(now.stdout).toMatch(/deleted 0 roots, 2 narinfos, 2 NARs/);
+    expect((await checkCache(cache2)).narinfos.size).toBe(0);
+    expect(await readdir(join(cache2, 'nar'))).toEqual([]);
+    expect((await stat(join(cache2, 'nix-cache-info'))).isFile()).toBe(true);
+  });
+});
