@@ -124,7 +124,7 @@ describe('interrupted push', () => {
     let seen = 0;
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline && child.exitCode === null) {
-      seen = (await readdir(cache).catch(() => [] as string[])).filter((n) => n.endsWith('.narinfo')).length;
+      seen = (await readdir(cache).catch(() => [] as string[])).filter((n) => /^[0-9a-z]{32}\.narinfo$/.test(n)).length; // published ones, not .tmp- files
       if (seen >= 2) break;
       await new Promise((r) => setTimeout(r, 20));
     }
