@@ -6,6 +6,9 @@ type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Pro
 
 const COMMANDS: Record<string, Command> = {
   serve: { summary: 'run the localhost substituter proxy', load: () => import('./serve.js') },
+  announce: { summary: 'announce a static binary cache on the LAN with mDNS (for a Pi without Avahi)', load: () => import('./announce.js') },
+  stats: { summary: 'show hit rates, bytes per origin and origin health of a running proxy', load: () => import('./stats.js') },
+  doctor: { summary: 'check that Nix, the proxy and the caches fit together; print fixes', load: () => import('./doctor.js') },
   push: { summary: 'push closures into a static binary cache (dir or ssh://)', load: () => import('./push.js') },
   gc: { summary: 'delete what no kept root needs from a static binary cache', load: () => import('./gc.js') },
   verify: { summary: 'check a static binary cache: NARs, hashes, signatures, orphans', load: () => import('./verify.js') },

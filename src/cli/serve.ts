@@ -6,7 +6,8 @@ import { OriginSet } from '../origins/origin-set.js';
 import { TrustedKeys } from '../protocol/signing.js';
 import { buildApp } from '../server/app.js';
 import { NarInfoResolver } from '../server/narinfo-resolver.js';
-import { Stats } from '../stats.js';
+import { openStats } from '../stats/setup.js';
+import { registerStatsRoutes } from '../server/stats-routes.js';
 
 const HELP = `usage: nix-lan-cache serve [options]
 
@@ -40,9 +41,13 @@ export async function startProxy(config: ServeConfig, log: Logger): Promise<Runn
   for (const url of config.upstream) {
     origins.add(new HttpOrigin({ url, kind: 'upstream', timeouts: config.timeouts.upstream, trusted, log }));
   }
-  const stats = new Stats((name) => origins.ordered().find((o) => o.name === name)?.kind);
+  const { stats, close: closeStats } = openStats(config.stateDir, (name) => origins.ordered().find((o) => o.name === name)?.kind, log);
+  stats.attachOrigins(origins);
   const resolver = new NarInfoResolver(origins, config.cache, stats, log);
-  const app = buildApp({ config, origins, resolver, stats, log });
+  // mDNS discovery (docs/discovery.md): loaded only when browsing is on.
+  const discovery = config.mdns ? (await import('../discovery/index.js')).startDiscovery({ origins, trusted, timeouts: config.timeouts.lan, log }) : undefined;
+  const app = buildApp({ config, origins, resolver, stats, log, discovery });
+  registerStatsRoutes(app, { stats, config });
   await app.listen({ host: config.listen.host, port: config.listen.port });
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : config.listen.port;
@@ -52,8 +57,12 @@ export async function startProxy(config: ServeConfig, log: Logger): Promise<Runn
   return {
     url,
     async close() {
-      await app.close();
+      // Connections that finish a NAR while we close would otherwise sit in keep-alive until they time out.
+      const sweep = setInterval(() => app.server.closeIdleConnections(), 100);
+      await app.close().finally(() => clearInterval(sweep));
+      await discovery?.stop();
       await origins.close();
+      await closeStats();
     },
   };
 }
@@ -66,6 +75,12 @@ export async function run(argv: string[]): Promise<number> {
   }
   const config = resolveServeConfig(flags);
   const log = createLogger(config.logLevel);
+  // Signals are handled from the start: one that arrives while starting stops right after.
+  let signalled: NodeJS.Signals | undefined;
+  let onSignal: (signal: NodeJS.Signals) => void = (signal) => (signalled = signal);
+  const handler = (signal: NodeJS.Signals) => onSignal(signal);
+  process.on('SIGTERM', handler);
+  process.on('SIGINT', handler);
   const proxy = await startProxy(config, log);
   process.stdout.write(
     `# nix-lan-cache is listening. To use it, put these lines in nix.conf:\n` +
@@ -74,20 +89,19 @@ export async function run(argv: string[]): Promise<number> {
   );
 
   await new Promise<void>((resolve) => {
-    const stop = (signal: NodeJS.Signals) => {
+    onSignal = (signal) => {
+      onSignal = () => process.exit(1); // a second signal ends the process at once
       log.info({ event: 'shutdown', signal }, 'shutting down');
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
-      // A second signal, or a shutdown that takes too long, ends the process at once.
       const force = setTimeout(() => process.exit(1), 10_000);
       force.unref();
-      proxy.close().then(resolve, (err) => {
+      proxy.close().then(resolve, (err: unknown) => {
         log.error({ err }, 'error during shutdown');
         resolve();
       });
     };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
+    if (signalled) onSignal(signalled);
   });
+  process.off('SIGTERM', handler);
+  process.off('SIGINT', handler);
   return 0;
 }

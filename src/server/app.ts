@@ -15,6 +15,8 @@ export interface AppDeps {
   resolver: NarInfoResolver;
   stats: Stats;
   log: Logger;
+  /** mDNS discovery, when browsing is on: its snapshot is served at GET /_/discovery. */
+  discovery?: { snapshot(): unknown };
 }
 
 /** The proxy's HTTP app, not yet listening: tests start it on port 0. */
@@ -48,6 +50,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     ok: true,
     origins: deps.origins.ordered().map((o) => ({ name: o.name, kind: o.kind, url: o.baseUrl, state: o.breaker.state, since: new Date(o.breaker.changedAt).toISOString(), reason: o.breaker.lastReason })),
   }));
+  app.get('/_/discovery', async () => deps.discovery?.snapshot() ?? { enabled: false });
   registerCacheRoutes(app, deps);
   return app;
 }

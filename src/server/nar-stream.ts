@@ -6,7 +6,7 @@ import { parseSha256, type Sha256 } from '../protocol/hash.js';
 import { compressionCompatible, type NarRef } from '../protocol/narurl.js';
 import type { Origin } from '../origins/origin.js';
 import type { OriginSet } from '../origins/origin-set.js';
-import type { Stats } from '../stats.js';
+import { outcomeOf, type Stats } from '../stats.js';
 import type { NarInfoResolver } from './narinfo-resolver.js';
 import { formatRange, parseRange } from './range.js';
 import { writeRawError } from './http-errors.js';
@@ -64,6 +64,7 @@ export async function streamNar(
     const fetched = await source.origin.fetchFile(source.path, { method, signal: abort.signal, ...(rangeHeader ? { range: rangeHeader } : {}) });
     if (fetched.status !== 'present') {
       if (fetched.status === 'unknown') sawUnknown = true;
+      deps.stats.narUnavailable(source.origin.name, fetched.status === 'absent' ? 'absent' : 'unavailable');
       log.info({ origin: source.origin.name, result: fetched.status, reason: fetched.status === 'unknown' ? fetched.reason : fetched.statusCode }, 'NAR not available from origin');
       failedOrigin ??= source.origin;
       continue;
@@ -73,7 +74,7 @@ export async function streamNar(
       continue;
     }
     if (failedOrigin && failedOrigin !== source.origin) {
-      deps.stats.failover(failedOrigin.name, source.origin.name);
+      deps.stats.failover(failedOrigin.name, source.origin.name, ref.storeHash);
       log.info({ from: failedOrigin.name, to: source.origin.name, offset }, 'NAR failover');
     }
     deps.stats.narStarted(source.origin.name);
@@ -123,7 +124,10 @@ async function* sources(ref: NarRef, expectedFile: Sha256 | undefined, deps: Nar
   if (own) yield { origin: own, path: ref.originUrl, identical: true };
   for (const origin of deps.origins.ordered()) {
     if (origin === own || origin.breaker.isOpen) continue;
+    const started = performance.now();
     const found = await origin.lookupNarInfo(ref.storeHash);
+    // A real narinfo request to the origin: counted with the others (not as an answer to Nix).
+    deps.stats.narinfoLookup(origin.name, outcomeOf(found), performance.now() - started);
     if (found.status !== 'present') continue;
     const info = found.info;
     if (info.narHash !== ref.narHash || !compressionCompatible(ref.compression, info.compression)) continue;
@@ -135,7 +139,7 @@ async function* sources(ref: NarRef, expectedFile: Sha256 | undefined, deps: Nar
 /** The FileHash of the NAR file the client was promised, from the cached narinfo or the static cache's file name. */
 function expectedFileHash(ref: NarRef, resolver: NarInfoResolver): Sha256 | undefined {
   const cached = resolver.peek(ref.storeHash);
-  if (cached?.status === 'found' && cached.origin.id === ref.originId && cached.info.fileHash) return cached.info.fileHash;
+  if (cached?.status === 'found' && cached.origin.id === ref.originId && cached.fileHash) return cached.fileHash;
   const m = /(?:^|\/)([0-9a-df-np-sv-z]{52})\.nar(?:\.[a-z0-9]+)?$/.exec(ref.originUrl);
   return m ? parseSha256(`sha256:${m[1]}`) : undefined;
 }

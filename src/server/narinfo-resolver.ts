@@ -5,14 +5,17 @@ import { serialiseNarInfo } from '../protocol/narinfo.js';
 import { formatNarUrl } from '../protocol/narurl.js';
 import type { NarInfoLookup, Origin } from '../origins/origin.js';
 import type { OriginSet } from '../origins/origin-set.js';
-import type { Stats } from '../stats.js';
+import { outcomeOf, type LookupOutcome, type Stats } from '../stats.js';
 
 export type Resolution =
-  | { status: 'found'; origin: Origin; info: NarInfo; text: string }
+  /** Only what serving needs is kept: the text Nix gets, and the FileHash that recognises identical NAR files. */
+  | { status: 'found'; origin: Origin; text: string; fileHash: NarInfo['fileHash'] }
   /** Every origin answered "absent". */
   | { status: 'missing' }
   /** No origin had it and at least one could not be asked. */
   | { status: 'unavailable'; unknown: string[] };
+
+const MAX_CACHE_BYTES = 64 * 1024 * 1024;
 
 export interface ResolverOptions {
   maxEntries: number;
@@ -38,7 +41,8 @@ export class NarInfoResolver {
     private readonly stats: Stats,
     private readonly log: Logger,
   ) {
-    this.cache = new LRUCache({ max: options.maxEntries, ttlAutopurge: false });
+    // Bounded by count and by bytes: a narinfo is ~0.5-2 KB of text, big closures list many references.
+    this.cache = new LRUCache({ max: options.maxEntries, maxSize: MAX_CACHE_BYTES, sizeCalculation: (r) => (r.status === 'found' ? r.text.length * 2 + 200 : 100) });
     const forget = () => {
       this.generation++;
       this.cache.clear();
@@ -53,6 +57,7 @@ export class NarInfoResolver {
     const cached = this.cache.get(storeHash);
     if (cached) {
       this.stats.narinfoCache(cached.status === 'found');
+      this.answered(cached);
       return cached;
     }
     let pending = this.inflight.get(storeHash);
@@ -62,7 +67,14 @@ export class NarInfoResolver {
       });
       this.inflight.set(storeHash, (pending = p));
     }
-    return pending;
+    const result = await pending;
+    this.answered(result);
+    return result;
+  }
+
+  /** One client request, one count (concurrent requests share a lookup but each gets an answer). */
+  private answered(r: Resolution): void {
+    this.stats.narinfoAnswered(r.status, r.status === 'found' ? r.origin.name : undefined);
   }
 
   /** A cached answer found on a given origin, if any (used to recognise identical NAR files). */
@@ -73,19 +85,23 @@ export class NarInfoResolver {
   private async lookup(storeHash: string): Promise<Resolution> {
     const generation = this.generation;
     const unknown: string[] = [];
+    const lanSaid: Array<{ origin: string; outcome: LookupOutcome }> = [];
     for (const origin of this.origins.ordered()) {
       if (origin.breaker.isOpen) {
         unknown.push(`${origin.name}: circuit open`);
         this.stats.narinfoLookup(origin.name, 'skipped', 0);
+        if (origin.kind === 'lan') lanSaid.push({ origin: origin.name, outcome: 'skipped' });
         continue;
       }
       const started = performance.now();
       const result: NarInfoLookup = await origin.lookupNarInfo(storeHash);
       const ms = performance.now() - started;
       this.stats.narinfoLookup(origin.name, outcomeOf(result), ms);
+      if (origin.kind === 'lan' && result.status !== 'present') lanSaid.push({ origin: origin.name, outcome: outcomeOf(result) });
       if (result.status === 'present') {
+        if (origin.kind === 'upstream') this.stats.narinfoFallback(storeHash, origin.name, lanSaid);
         const info = { ...result.info, url: formatNarUrl({ storeHash, narHash: result.info.narHash, compression: result.info.compression, originId: origin.id, originUrl: result.info.url }) };
-        const found: Resolution = { status: 'found', origin, info: result.info, text: serialiseNarInfo(info) };
+        const found: Resolution = { status: 'found', origin, text: serialiseNarInfo(info), fileHash: result.info.fileHash };
         if (generation === this.generation) this.cache.set(storeHash, found, { ttl: this.options.hitTtlSeconds * 1000 });
         return found;
       }
@@ -96,10 +112,4 @@ export class NarInfoResolver {
     if (this.options.missTtlSeconds > 0 && generation === this.generation) this.cache.set(storeHash, miss, { ttl: this.options.missTtlSeconds * 1000 });
     return miss;
   }
-}
-
-function outcomeOf(result: NarInfoLookup): 'hit' | 'miss' | 'untrusted' | 'error' | 'timeout' {
-  if (result.status === 'present') return 'hit';
-  if (result.status === 'absent') return result.reason === 'not-found' ? 'miss' : 'untrusted';
-  return /timeout/i.test(result.reason) ? 'timeout' : 'error';
 }

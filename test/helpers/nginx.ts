@@ -1,4 +1,4 @@
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { freePort, waitForPort } from './ports.js';
@@ -21,6 +21,10 @@ export interface NginxOptions {
   limitRate?: string;
   /** Extra directives inside `http {}` (e.g. a proxy for the benchmark peer). */
   extraHttp?: string;
+  /** Address to listen on (default 127.0.0.1), e.g. an address inside a network namespace. */
+  host?: string;
+  /** Command prefix to run nginx with, e.g. ['ip', 'netns', 'exec', 'NS']; readiness is then read from the pid file. */
+  wrapper?: string[];
 }
 
 /** A real nginx serving a static binary cache on 127.0.0.1: the "Pi" or an "upstream". */
@@ -35,7 +39,7 @@ export class Nginx {
   }
 
   get url(): string {
-    return `http://127.0.0.1:${this.port}/`;
+    return `http://${this.options.host ?? '127.0.0.1'}:${this.port}/`;
   }
 
   static async start(options: NginxOptions): Promise<Nginx> {
@@ -66,7 +70,7 @@ http {
   default_type application/octet-stream;
   ${extraHttp ?? ''}
   server {
-    listen 127.0.0.1:${this.port};
+    listen ${this.options.host ?? '127.0.0.1'}:${this.port};
     root ${root};
     location /nar/ { ${limitRate ? `limit_rate ${limitRate};` : ''} }
   }
@@ -74,8 +78,24 @@ http {
 `;
     const confPath = join(workDir, 'nginx.conf');
     await writeFile(confPath, conf);
-    this.child = startProcess('nginx', ['-c', confPath, '-p', workDir, '-g', 'daemon off;'], { stdio: 'ignore' });
-    await waitForPort(this.port);
+    const args = ['-c', confPath, '-p', workDir, '-g', 'daemon off;'];
+    const [cmd, ...pre] = this.options.wrapper ?? [];
+    if (!cmd) {
+      this.child = startProcess('nginx', args, { stdio: 'ignore' });
+      await waitForPort(this.port);
+      return;
+    }
+    // Inside a namespace the port can't be reached from here; nginx writes its pid file after it listens.
+    const pidFile = join(workDir, 'nginx.pid');
+    await rm(pidFile, { force: true });
+    this.child = startProcess(cmd, [...pre, 'nginx', ...args], { stdio: 'ignore' });
+    const deadline = Date.now() + 10_000;
+    for (let i = 0; i < 400 && Date.now() < deadline; i++) {
+      if ((await readFile(pidFile, 'utf8').catch(() => '')).trim()) return;
+      if (this.child.exitCode !== null) break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    throw new Error(`nginx in ${pre.join(' ')} did not start: ${await readFile(join(workDir, 'error.log'), 'utf8').catch(() => '')}`);
   }
 
   async stop(): Promise<void> {

@@ -73,13 +73,17 @@ export interface SubstituteOptions {
   trustedKeys: string[];
   timeoutMs?: number;
   extraOptions?: string[];
+  /** Command prefix to run nix-store with, e.g. ['ip', 'netns', 'exec', 'NS']. */
+  wrapper?: string[];
 }
 
 /** Real Nix substitutes `paths` into a fresh chroot store, as a client machine would. */
 export async function substitute(clientStore: string, paths: string[], substituters: string, opts: SubstituteOptions): Promise<RunResult> {
+  const [cmd, ...pre] = opts.wrapper ?? [];
   return run(
-    'nix-store',
+    cmd ?? 'nix-store',
     [
+      ...(cmd ? [...pre, 'nix-store'] : []),
       '--store', clientStore,
       '-r', ...paths,
       '--option', 'substituters', substituters,

@@ -1,5 +1,8 @@
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startProcess, stopProcess } from './proc.js';
 
@@ -20,10 +23,15 @@ export interface ProxyProcess {
  */
 export async function startProxy(args: string[], options: { env?: NodeJS.ProcessEnv; wrapper?: string[] } = {}): Promise<ProxyProcess> {
   const argv = ['serve', '--listen', '127.0.0.1:0', '--log-level', 'debug', ...args];
+  // Stats persist by default (~/.local/state): without --state-dir, keep them in a temp dir removed on stop.
+  const ownState = !args.includes('--state-dir') && !options.env?.XDG_STATE_HOME && !options.env?.STATE_DIRECTORY ? mkdtempSync(join(tmpdir(), 'nlc-proxy-state-')) : undefined;
+  if (ownState) options = { ...options, env: { ...options.env, XDG_STATE_HOME: ownState, STATE_DIRECTORY: '' } };
   const [cmd, ...pre] = options.wrapper ?? [];
   const child = cmd
     ? startProcess(cmd, [...pre, process.execPath, CLI, ...argv], { env: { ...process.env, NIX_LAN_CACHE_LOG_FORMAT: 'json', ...options.env } })
     : startProcess(process.execPath, [CLI, ...argv], { env: { ...process.env, NIX_LAN_CACHE_LOG_FORMAT: 'json', ...options.env } });
+  // However the process ends (stop(), a signal sent by the test, a crash), its state dir goes with it.
+  if (ownState) child.once('exit', () => rmSync(ownState, { recursive: true, force: true }));
   const logs: Array<Record<string, unknown>> = [];
   let out = '';
   let buffered = '';

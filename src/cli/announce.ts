@@ -1,0 +1,137 @@
+import { hostname } from 'node:os';
+import { isIPv4 } from 'node:net';
+import { parseArgs } from 'node:util';
+import { Bonjour, type Service } from 'bonjour-service';
+import type { LevelWithSilent } from 'pino';
+import { ConfigError, errorMessage } from '../errors.js';
+import { createLogger, LOG_LEVELS } from '../log.js';
+
+const HELP = `usage: nix-lan-cache announce --port P --key-name NAME [options]
+
+Announces a static binary cache on the LAN with mDNS/DNS-SD (service type
+_nix-cache._tcp; see docs/discovery.md), for a Pi without Avahi. Runs until
+SIGTERM or SIGINT, then says goodbye so proxies drop the cache at once.
+
+  --port P             the HTTP port the cache is served on (required)
+  --key-name NAME      the name part of the key that signs the cache, e.g.
+                       pi.lan-1 (required; proxies that don't trust a key by
+                       that name ignore the cache)
+  --path /PATH/        URL path of the cache root (default /)
+  --priority N         lower wins when several caches answer (optional)
+  --interface ADDR     announce on this IPv4 address only (default: all)
+  --name NAME          the service instance name (default "nix-cache on HOST")
+  --host NAME          the host name in the SRV record (default HOST.local)
+  --log-level LEVEL    fatal|error|warn|info|debug|trace|silent
+`;
+
+export interface AnnounceOptions {
+  port: number;
+  keyName: string;
+  path: string;
+  priority: number | undefined;
+  interface: string | undefined;
+  name: string;
+  host: string;
+  logLevel: LevelWithSilent;
+}
+
+export function parseAnnounceFlags(argv: string[]): AnnounceOptions | 'help' {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    const parsed = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        port: { type: 'string' },
+        'key-name': { type: 'string' },
+        path: { type: 'string' },
+        priority: { type: 'string' },
+        interface: { type: 'string' },
+        name: { type: 'string' },
+        host: { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+    values = parsed.values;
+  } catch (err) {
+    throw new ConfigError(errorMessage(err).replace(/^\w+: /, ''));
+  }
+  if (values.help) return 'help';
+  const str = (k: string) => (typeof values[k] === 'string' ? (values[k] as string) : undefined);
+  const portText = str('port');
+  if (!portText || !/^\d{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) throw new ConfigError('--port must be a TCP port (1-65535)');
+  const keyName = str('key-name');
+  if (!keyName || /[\s:=]/.test(keyName)) throw new ConfigError('--key-name must be the name part of the signing key (e.g. pi.lan-1), without spaces, ":" or "="');
+  let path = str('path') ?? '/';
+  if (!path.startsWith('/') || !/^\/[A-Za-z0-9._~\-/%]*$/.test(path) || path.split('/').some((s) => s === '..' || s === '.')) throw new ConfigError(`--path must be a plain URL path starting with "/", got ${JSON.stringify(path)}`);
+  if (!path.endsWith('/')) path += '/';
+  const priorityText = str('priority');
+  if (priorityText !== undefined && !/^\d{1,4}$/.test(priorityText)) throw new ConfigError('--priority must be an integer from 0 to 9999');
+  const iface = str('interface');
+  if (iface !== undefined && !isIPv4(iface)) throw new ConfigError(`--interface must be an IPv4 address of this machine, got ${JSON.stringify(iface)}`);
+  const level = str('log-level') ?? 'info';
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new ConfigError(`log level must be one of ${LOG_LEVELS.join(', ')}`);
+  const host = hostname().split('.')[0] || 'nix-cache';
+  return {
+    port: Number(portText),
+    keyName,
+    path,
+    priority: priorityText === undefined ? undefined : Number(priorityText),
+    interface: iface,
+    name: str('name') ?? `nix-cache on ${host}`,
+    host: str('host') ?? `${host}.local`,
+    logLevel: level as LevelWithSilent,
+  };
+}
+
+/** The TXT records of the contract (docs/discovery.md). */
+export function txtRecords(o: Pick<AnnounceOptions, 'path' | 'keyName' | 'priority'>): Record<string, string> {
+  return { path: o.path, key: o.keyName, ...(o.priority === undefined ? {} : { priority: String(o.priority) }) };
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const options = parseAnnounceFlags(argv);
+  if (options === 'help') {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const log = createLogger(options.logLevel);
+  // bonjour-service, not mdns-js: mdns-js's advertiser splits TXT values at dots
+  // (key=pi.lan-1 arrives as "key=pi" and "lan-1"); see docs/discovery.md.
+  // multicast-dns binds to --interface unless told to bind 0.0.0.0, and then never hears queries.
+  let failed: Error | undefined;
+  // (Bonjour passes its options on to multicast-dns, whose `interface`/`bind` its types don't list.)
+  const mdnsOptions = (options.interface ? { interface: options.interface, bind: '0.0.0.0' } : {}) as ConstructorParameters<typeof Bonjour>[0];
+  const bonjour = new Bonjour(mdnsOptions, (err: Error) => {
+    failed = err;
+    log.error({ event: 'announce-error', err: errorMessage(err) }, `mDNS error: ${errorMessage(err)}`);
+  });
+  const txt = txtRecords(options);
+  const service: Service = bonjour.publish({ name: options.name, type: 'nix-cache', protocol: 'tcp', port: options.port, host: options.host, txt, disableIPv6: options.interface !== undefined });
+  if (options.interface) {
+    // bonjour-service puts an A record for every interface in the announcement; keep the one asked for.
+    const records = service.records.bind(service);
+    service.records = () => records().filter((r) => r.type !== 'A' || r.data === options.interface);
+  }
+  service.on('up', () =>
+    log.info({ event: 'announcing', name: service.fqdn, host: options.host, port: options.port, txt, interface: options.interface }, `announcing ${service.fqdn} on port ${options.port}`),
+  );
+
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  log.info({ event: 'shutdown', signal }, 'sending goodbye');
+  await new Promise<void>((resolve) => {
+    const force = setTimeout(resolve, 3000);
+    force.unref();
+    bonjour.unpublishAll(() => {
+      clearTimeout(force);
+      resolve();
+    });
+  });
+  await new Promise<void>((resolve) => bonjour.destroy(() => resolve()));
+  return failed ? 1 : 0;
+}

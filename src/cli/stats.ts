@@ -1,0 +1,130 @@
+import { parseArgs } from 'node:util';
+import { DEFAULT_PORT } from '../config.js';
+import { ConfigError, errorMessage } from '../errors.js';
+import type { StatsResponse } from '../server/stats-routes.js';
+import type { PeriodStats } from '../stats/snapshot.js';
+
+export const DEFAULT_URL = `http://127.0.0.1:${DEFAULT_PORT}`;
+
+const HELP = `usage: nix-lan-cache stats [--url URL] [--json]
+
+Shows what a running proxy served: LAN hit rate, bytes per origin, origin health.
+
+  --url URL    the proxy (default ${DEFAULT_URL})
+  --json       print the proxy's /_/stats document as is (schema: docs/stats.md)
+`;
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${v} B` : `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
+}
+
+export function formatPct(r: number | null): string {
+  return r === null ? '–' : `${(r * 100).toFixed(1)}%`;
+}
+
+function ago(iso: string | null, now: number): string {
+  if (!iso) return '';
+  const s = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.round(s / 60)} min ago`;
+  if (s < 86400) return `${Math.round(s / 3600)} h ago`;
+  return `${Math.round(s / 86400)} d ago`;
+}
+
+function table(rows: string[][], rightAlign: Set<number>): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows
+    .map((r) => r.map((c, i) => (rightAlign.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd())
+    .join('\n');
+}
+
+/** The readable report for a /_/stats document. */
+export function formatStats(s: StatsResponse, url: string, now = Date.now()): string {
+  const p = s.periods;
+  const cols: Array<[string, PeriodStats]> = [['today', p.today], ['last 7 days', p.last7Days], ['since install', p.sinceInstall]];
+  const out: string[] = [];
+  out.push(`nix-lan-cache at ${url}: up ${ago(s.startedAt, now).replace(' ago', '')}, counting since ${s.installedAt}`);
+  out.push('');
+  out.push(
+    table(
+      [
+        ['', ...cols.map(([n]) => n)],
+        ['LAN hit rate, by NAR bytes', ...cols.map(([, c]) => formatPct(c.lanHitRate.byBytes))],
+        ['LAN hit rate, by narinfo hits', ...cols.map(([, c]) => formatPct(c.lanHitRate.byNarinfo))],
+        ['kept off the internet', ...cols.map(([, c]) => formatBytes(c.bytesKeptOffInternet))],
+        ['from upstreams', ...cols.map(([, c]) => formatBytes(c.nar.upstreamBytes))],
+        ['narinfo requests from Nix', ...cols.map(([, c]) => String(c.client.narinfoRequests))],
+        ['  answered 404', ...cols.map(([, c]) => String(c.client.narinfoMissing + c.client.narinfoUnavailable))],
+        ['NAR failovers', ...cols.map(([, c]) => String(c.failovers))],
+      ],
+      new Set([1, 2, 3]),
+    ),
+  );
+  out.push('');
+  const rows = [['origin', 'kind', 'health', 'since', 'narinfo asked', 'hits', 'misses', 'errors', 'NARs', 'NAR bytes']];
+  for (const o of s.origins) {
+    const c = p.sinceInstall.origins[o.name];
+    const asked = c ? c.narinfo.hit + c.narinfo.miss + c.narinfo.untrusted + c.narinfo.error + c.narinfo.timeout : 0;
+    rows.push([
+      o.name,
+      o.kind,
+      o.state,
+      `${ago(o.since, now)}${o.state === 'down' && o.reason ? ` (${o.reason})` : ''}`,
+      String(asked),
+      String(c?.narinfo.hit ?? 0),
+      String(c?.narinfo.miss ?? 0),
+      String(c ? c.narinfo.error + c.narinfo.timeout + c.narinfo.untrusted : 0),
+      String(c?.nar.requests ?? 0),
+      formatBytes(c?.nar.bytes ?? 0),
+    ]);
+  }
+  out.push(table(rows, new Set([4, 5, 6, 7, 8, 9])));
+  if (s.recentFallbacks.length) {
+    out.push('', 'recent fallbacks (newest first):');
+    for (const f of s.recentFallbacks.slice(0, 5)) {
+      const what =
+        f.what === 'nar'
+          ? `NAR moved from ${f.from} to ${f.to}`
+          : `narinfo from ${f.to}${f.lan?.length ? ` (${f.lan.map((l) => `${l.origin}: ${l.outcome}`).join(', ')})` : ''}`;
+      out.push(`  ${ago(f.at, now).padEnd(11)} ${f.storeHash ? `${f.storeHash.slice(0, 12)}  ` : ''}${what}`);
+    }
+  }
+  if (!s.persistence.file) out.push('', `note: counters are not saved across restarts${s.persistence.error ? ` (${s.persistence.error})` : ''}`);
+  return out.join('\n') + '\n';
+}
+
+export async function fetchStats(url: string, timeoutMs = 5000): Promise<StatsResponse> {
+  const res = await fetch(new URL('_/stats', url.endsWith('/') ? url : `${url}/`), { signal: AbortSignal.timeout(timeoutMs) });
+  if (!res.ok) throw new Error(`HTTP ${res.status} from ${url}/_/stats`);
+  return (await res.json()) as StatsResponse;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  let values: { url?: string; json?: boolean; help?: boolean };
+  try {
+    ({ values } = parseArgs({ args: argv, options: { url: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, strict: true }));
+  } catch (err) {
+    throw new ConfigError(errorMessage(err).replace(/^\w+: /, ''));
+  }
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const url = (values.url ?? DEFAULT_URL).replace(/\/+$/, '');
+  let s: StatsResponse;
+  try {
+    s = await fetchStats(url);
+  } catch (err) {
+    process.stderr.write(`nix-lan-cache stats: cannot get stats from ${url}: ${errorMessage(err)}\n  Is the proxy running? Start it with \`nix-lan-cache serve\`, or pass --url.\n`);
+    return 1;
+  }
+  process.stdout.write(values.json ? `${JSON.stringify(s, null, 2)}\n` : formatStats(s, url));
+  return 0;
+}

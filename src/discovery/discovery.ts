@@ -1,0 +1,510 @@
+import { networkInterfaces as osNetworkInterfaces, type NetworkInterfaceInfo } from 'node:os';
+import { request } from 'undici';
+import type { Logger } from 'pino';
+import { errorMessage } from '../errors.js';
+import { HttpOrigin, normaliseBaseUrl } from '../origins/http-origin.js';
+import type { FetchOptions, FileFetch, NarInfoLookup, Origin } from '../origins/origin.js';
+import type { OriginSet } from '../origins/origin-set.js';
+import type { OriginTimeouts } from '../origins/timeouts.js';
+import type { TrustedKeys } from '../protocol/signing.js';
+import { NIX_CACHE_SERVICE, type ServiceBrowser, type ServiceInstance } from './browser.js';
+
+export type CacheStatus = 'checking' | 'admitted' | 'refused' | 'lost' | 'gone';
+
+/** What `stats` and `GET /_/discovery` show about one discovered cache. */
+export interface DiscoveredCache {
+  url: string;
+  instance: string;
+  keyName: string | undefined;
+  priority: number;
+  status: CacheStatus;
+  reason: string;
+  firstSeen: string;
+  lastAnnounced: string;
+  decidedAt: string | undefined;
+  /** Narinfos it served that its announced key verified / that it did not. */
+  verified: number;
+  untrusted: number;
+  breaker?: { state: string; since: string; reason: string };
+}
+
+export interface DiscoveryEvent {
+  at: string;
+  event: string;
+  url: string;
+  instance: string;
+  reason: string;
+}
+
+export interface DiscoverySnapshot {
+  enabled: true;
+  serviceType: string;
+  trustedKeyNames: string[];
+  caches: DiscoveredCache[];
+  /** The latest decisions, oldest first. */
+  events: DiscoveryEvent[];
+}
+
+export interface DiscoveryOptions {
+  browser: ServiceBrowser;
+  origins: OriginSet;
+  trusted: TrustedKeys;
+  timeouts: OriginTimeouts;
+  log: Logger;
+  /** A discovered cache whose circuit stays open this long is dropped (default 30 s). */
+  dropAfterMs?: number;
+  /** How often the interface list is compared (default 3 s). */
+  interfacePollMs?: number;
+  /** How often an admitted cache's `nix-cache-info` is checked while its circuit is closed (default 5 s). */
+  healthCheckMs?: number;
+  /** A cache refused for a reason that may pass (not answering) is checked again after this (default 15 s). */
+  recheckMs?: number;
+  /** The origin priority of a cache that announces none (default 50; `--lan` caches get 10, 11, …). */
+  defaultPriority?: number;
+  networkInterfaces?: () => NodeJS.Dict<NetworkInterfaceInfo[]>;
+}
+
+interface Claim {
+  keyName: string | undefined;
+  priority: number;
+  priorityText: string | undefined;
+}
+
+interface Candidate {
+  url: string;
+  /** The instance whose announcement defines this candidate; others announcing the same URL wait behind it. */
+  owner: string;
+  claims: Map<string, Claim>;
+  status: CacheStatus;
+  reason: string;
+  retryable: boolean;
+  firstSeen: number;
+  lastAnnounced: number;
+  decidedAt: number | undefined;
+  origin: DiscoveredOrigin | undefined;
+  /** Bumped whenever the candidate changes, so a check that started before is ignored. */
+  generation: number;
+  checking: boolean;
+  healthChecking: boolean;
+  lastHealthCheck: number;
+}
+
+const MAX_CANDIDATES = 64;
+const MAX_EVENTS = 100;
+const MAX_CACHE_INFO_BYTES = 64 * 1024;
+const TICK_MS = 1000;
+/** A tick this late means the machine slept. */
+const WAKE_GAP_MS = 10_000;
+/** Forgotten caches are kept in the snapshot this long. */
+const KEEP_GONE_MS = 3600_000;
+
+/**
+ * Turns `_nix-cache._tcp` announcements into LAN origins, each only after it
+ * proves itself (docs/discovery.md): its announced key name is trusted, its
+ * `nix-cache-info` answers for /nix/store, and the narinfos it serves are
+ * signed by the key it announced.
+ */
+export class Discovery {
+  private readonly candidates = new Map<string, Candidate>();
+  private readonly urlsByInstance = new Map<string, Set<string>>();
+  private readonly events: DiscoveryEvent[] = [];
+  private readonly log: Logger;
+  private timer: NodeJS.Timeout | undefined;
+  private lastTick = 0;
+  private lastInterfacePoll = 0;
+  private interfaceSignature = '';
+  private readonly opts: Required<Omit<DiscoveryOptions, 'browser' | 'origins' | 'trusted' | 'timeouts' | 'log'>>;
+  private readonly onUp = (s: ServiceInstance) => this.announced(s);
+  private readonly onDown = (s: ServiceInstance) => this.withdrawn(s, 'announcement expired or said goodbye');
+
+  constructor(private readonly options: DiscoveryOptions) {
+    this.log = options.log.child({ component: 'discovery' });
+    this.opts = {
+      dropAfterMs: options.dropAfterMs ?? 30_000,
+      interfacePollMs: options.interfacePollMs ?? 3000,
+      healthCheckMs: options.healthCheckMs ?? 5000,
+      recheckMs: options.recheckMs ?? 15_000,
+      defaultPriority: options.defaultPriority ?? 50,
+      networkInterfaces: options.networkInterfaces ?? osNetworkInterfaces,
+    };
+  }
+
+  start(): void {
+    if (this.timer) return;
+    this.interfaceSignature = this.signature();
+    this.lastTick = this.lastInterfacePoll = Date.now();
+    this.options.browser.on('up', this.onUp);
+    this.options.browser.on('down', this.onDown);
+    this.options.browser.start();
+    this.timer = setInterval(() => this.tick(), TICK_MS);
+    this.timer.unref();
+    this.log.info({ event: 'discovery-started', serviceType: NIX_CACHE_SERVICE, trustedKeyNames: this.options.trusted.names }, `browsing for ${NIX_CACHE_SERVICE}`);
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    this.options.browser.off('up', this.onUp);
+    this.options.browser.off('down', this.onDown);
+    await this.options.browser.stop();
+    for (const c of this.candidates.values()) {
+      c.generation++;
+      if (c.origin) await this.options.origins.remove(c.origin.id);
+      c.origin = undefined;
+    }
+  }
+
+  snapshot(): DiscoverySnapshot {
+    return {
+      enabled: true,
+      serviceType: NIX_CACHE_SERVICE,
+      trustedKeyNames: this.options.trusted.names,
+      caches: [...this.candidates.values()].map((c) => {
+        const claim = c.claims.get(c.owner);
+        const breaker = c.origin?.breaker;
+        return {
+          url: c.url,
+          instance: c.owner,
+          keyName: claim?.keyName,
+          priority: claim?.priority ?? this.opts.defaultPriority,
+          status: c.status,
+          reason: c.reason,
+          firstSeen: iso(c.firstSeen),
+          lastAnnounced: iso(c.lastAnnounced),
+          decidedAt: c.decidedAt === undefined ? undefined : iso(c.decidedAt),
+          verified: c.origin?.verified ?? 0,
+          untrusted: c.origin?.untrusted ?? 0,
+          ...(breaker ? { breaker: { state: breaker.state, since: iso(breaker.changedAt), reason: breaker.lastReason } } : {}),
+        };
+      }),
+      events: [...this.events],
+    };
+  }
+
+  // ---- announcements ----
+
+  private announced(s: ServiceInstance): void {
+    const now = Date.now();
+    const claim: Claim = { keyName: s.txt.key || undefined, priorityText: s.txt.priority, priority: this.opts.defaultPriority };
+    if (claim.priorityText !== undefined && /^\d{1,4}$/.test(claim.priorityText)) claim.priority = Number(claim.priorityText);
+    const path = s.txt.path ?? '/';
+    const urls = new Set<string>();
+    let badPath: string | undefined;
+    if (!/^\/[A-Za-z0-9._~\-/%]*$/.test(path) || path.split('/').some((seg) => seg === '..' || seg === '.')) badPath = path;
+    else {
+      for (const address of s.addresses) {
+        try {
+          urls.add(normaliseBaseUrl(`http://${address}:${s.port}${path}`));
+        } catch {
+          // not a usable URL; the instance is refused below if none is
+        }
+      }
+    }
+    if (urls.size === 0) {
+      this.record('discovery-refused', `http://${s.addresses[0] ?? '?'}:${s.port}${path}`, s.name, badPath !== undefined ? `announced path ${JSON.stringify(badPath)} is not a plain URL path` : 'announcement has no usable address');
+    }
+    const previous = this.urlsByInstance.get(s.name) ?? new Set<string>();
+    for (const url of previous) if (!urls.has(url)) this.release(s.name, url, 'its announcement moved to another address');
+    this.urlsByInstance.set(s.name, urls);
+
+    for (const url of urls) {
+      let c = this.candidates.get(url);
+      if (!c) {
+        if (this.candidates.size >= MAX_CANDIDATES) this.forgetOldGone();
+        if (this.candidates.size >= MAX_CANDIDATES) {
+          this.log.warn({ event: 'discovery-full', url, instance: s.name }, 'too many discovered caches; ignoring this one');
+          continue;
+        }
+        c = {
+          url,
+          owner: s.name,
+          claims: new Map(),
+          status: 'checking',
+          reason: 'announced',
+          retryable: false,
+          firstSeen: now,
+          lastAnnounced: now,
+          decidedAt: undefined,
+          origin: undefined,
+          generation: 0,
+          checking: false,
+          healthChecking: false,
+          lastHealthCheck: now,
+        };
+        this.candidates.set(url, c);
+      }
+      const before = c.claims.get(c.owner);
+      c.claims.set(s.name, claim);
+      c.lastAnnounced = now;
+      if (c.status === 'gone') {
+        c.owner = s.name;
+        this.check(c, 'announced again');
+      } else if (c.owner !== s.name) {
+        if (!sameClaim(c.claims.get(c.owner), claim)) {
+          this.log.info({ event: 'discovery-conflict', url, instance: s.name, owner: c.owner }, `${s.name} announces ${url} with other records than ${c.owner}; ignored while ${c.owner} announces it`);
+        }
+      } else if (!before || !sameClaim(before, claim)) {
+        this.check(c, before ? 'announcement changed' : 'announced');
+      } else if (c.status !== 'admitted' && c.retryable && !c.checking && now - (c.decidedAt ?? 0) >= this.opts.recheckMs) {
+        this.check(c, 'announced again');
+      }
+    }
+  }
+
+  private withdrawn(s: ServiceInstance, reason: string): void {
+    for (const url of this.urlsByInstance.get(s.name) ?? []) this.release(s.name, url, reason);
+    this.urlsByInstance.delete(s.name);
+  }
+
+  /** `instance` no longer announces `url`. */
+  private release(instance: string, url: string, reason: string): void {
+    const c = this.candidates.get(url);
+    if (!c) return;
+    c.claims.delete(instance);
+    if (c.owner !== instance) return;
+    const next = c.claims.keys().next();
+    if (!next.done) {
+      // Another instance announces the same URL: it takes over, and must prove itself again.
+      c.owner = next.value;
+      this.check(c, `${instance} went away; ${next.value} announces it too`);
+      return;
+    }
+    this.unadmit(c);
+    this.decide(c, 'gone', reason, false, 'discovery-gone');
+  }
+
+  // ---- trust ----
+
+  private check(c: Candidate, why: string): void {
+    const generation = ++c.generation;
+    this.unadmit(c);
+    const claim = c.claims.get(c.owner);
+    c.status = 'checking';
+    c.reason = why;
+    this.record('discovery-announced', c.url, c.owner, `${why}: key=${claim?.keyName ?? '(none)'} priority=${claim?.priorityText ?? '(none)'}`);
+    if (!claim?.keyName) return this.decide(c, 'refused', 'its announcement has no key= TXT record', false);
+    if (!this.options.trusted.has(claim.keyName)) {
+      return this.decide(c, 'refused', `its key name ${JSON.stringify(claim.keyName)} is not one of the trusted keys (${this.options.trusted.names.join(', ')})`, false);
+    }
+    c.checking = true;
+    void this.cacheInfo(c.url).then((problem) => {
+      if (generation !== c.generation) return; // superseded
+      c.checking = false;
+      if (problem) return this.decide(c, 'refused', problem, true);
+      this.admit(c, claim.keyName!, claim.priority);
+    });
+  }
+
+  /** undefined if the cache's `nix-cache-info` says `StoreDir: /nix/store`; otherwise what is wrong. */
+  private async cacheInfo(url: string): Promise<string | undefined> {
+    const t = this.options.timeouts;
+    try {
+      const res = await request(new URL('nix-cache-info', url), {
+        method: 'GET',
+        headers: { 'user-agent': 'nix-lan-cache' },
+        headersTimeout: t.firstByteMs,
+        bodyTimeout: t.firstByteMs,
+        signal: AbortSignal.timeout(t.connectMs + t.firstByteMs),
+      });
+      if (res.statusCode !== 200) {
+        res.body.resume();
+        return `its nix-cache-info answered HTTP ${res.statusCode}`;
+      }
+      let size = 0;
+      const chunks: Buffer[] = [];
+      for await (const chunk of res.body as AsyncIterable<Buffer>) {
+        size += chunk.length;
+        if (size > MAX_CACHE_INFO_BYTES) {
+          res.body.destroy();
+          return 'its nix-cache-info is too large';
+        }
+        chunks.push(chunk);
+      }
+      const storeDir = /^StoreDir:\s*(\S+)\s*$/m.exec(Buffer.concat(chunks).toString('utf8'))?.[1];
+      if (storeDir !== '/nix/store') return `its nix-cache-info says StoreDir ${storeDir === undefined ? '(none)' : JSON.stringify(storeDir)}, not /nix/store`;
+      return undefined;
+    } catch (err) {
+      return `its nix-cache-info did not answer: ${errorMessage(err)}`;
+    }
+  }
+
+  private admit(c: Candidate, keyName: string, priority: number): void {
+    const http = new HttpOrigin({
+      url: c.url,
+      kind: 'lan',
+      name: `mdns:${new URL(c.url).host}`,
+      priority,
+      timeouts: this.options.timeouts,
+      trusted: this.options.trusted,
+      requireKeyName: keyName,
+      log: this.options.log,
+    });
+    const origin = new DiscoveredOrigin(http, keyName, (reason) => {
+      if (c.origin !== origin) return;
+      this.unadmit(c);
+      this.decide(c, 'refused', reason, false);
+    });
+    c.origin = origin;
+    c.lastHealthCheck = Date.now();
+    this.options.origins.add(origin);
+    this.decide(c, 'admitted', `nix-cache-info answered and key ${keyName} is trusted; narinfos must be signed by ${keyName}`, false);
+  }
+
+  private unadmit(c: Candidate): void {
+    const origin = c.origin;
+    c.origin = undefined;
+    if (origin) void this.options.origins.remove(origin.id);
+  }
+
+  private decide(c: Candidate, status: CacheStatus, reason: string, retryable: boolean, event = `discovery-${status}`): void {
+    c.status = status;
+    c.reason = reason;
+    c.retryable = retryable;
+    c.decidedAt = Date.now();
+    this.record(event, c.url, c.owner, reason);
+  }
+
+  private record(event: string, url: string, instance: string, reason: string): void {
+    this.events.push({ at: iso(Date.now()), event, url, instance, reason });
+    if (this.events.length > MAX_EVENTS) this.events.splice(0, this.events.length - MAX_EVENTS);
+    this.log.info({ event, url, instance, reason }, `${event.replace('discovery-', '')}: ${url} (${instance}): ${reason}`);
+  }
+
+  // ---- time: network changes, dead caches, rechecks ----
+
+  private tick(): void {
+    const now = Date.now();
+    const slept = now - this.lastTick > WAKE_GAP_MS;
+    this.lastTick = now;
+    if (slept) this.networkChanged('woke from sleep');
+    else if (now - this.lastInterfacePoll >= this.opts.interfacePollMs) {
+      this.lastInterfacePoll = now;
+      const sig = this.signature();
+      if (sig !== this.interfaceSignature) {
+        this.interfaceSignature = sig;
+        this.networkChanged('network interfaces or addresses changed');
+      }
+    }
+    for (const c of this.candidates.values()) {
+      const origin = c.origin;
+      if (origin && c.status === 'admitted') {
+        if (origin.breaker.isOpen && now - origin.breaker.changedAt > this.opts.dropAfterMs) {
+          this.unadmit(c);
+          this.decide(c, 'lost', `not answering for ${Math.round((now - origin.breaker.changedAt) / 1000)} s (${origin.breaker.lastReason})`, true);
+        } else if (!origin.breaker.isOpen && now - c.lastHealthCheck >= this.opts.healthCheckMs) {
+          this.healthCheck(c, origin);
+        }
+      } else if (c.retryable && !c.checking && c.claims.size > 0 && now - (c.decidedAt ?? 0) >= this.opts.recheckMs) {
+        this.check(c, 'checking again');
+      }
+    }
+    this.forgetOldGone();
+  }
+
+  /**
+   * Checks an admitted cache while nobody uses it, so a Pi that vanished is
+   * known to be down (its circuit open) before a request would wait on it.
+   */
+  private healthCheck(c: Candidate, origin: DiscoveredOrigin): void {
+    if (c.healthChecking) return;
+    c.healthChecking = true;
+    c.lastHealthCheck = Date.now();
+    void this.cacheInfo(c.url)
+      .then((problem) => {
+        if (problem && c.origin === origin && !origin.breaker.isOpen) origin.breaker.trip(problem);
+      })
+      .finally(() => {
+        c.healthChecking = false;
+      });
+  }
+
+  private networkChanged(reason: string): void {
+    this.log.info({ event: 'discovery-network-changed', reason }, `${reason}: asking for LAN caches again`);
+    this.options.browser.refresh(reason);
+    for (const c of this.candidates.values()) {
+      if (c.origin && c.status === 'admitted') this.healthCheck(c, c.origin);
+      else if (c.retryable && !c.checking && c.claims.size > 0) this.check(c, reason);
+    }
+  }
+
+  private signature(): string {
+    const all = this.opts.networkInterfaces();
+    const parts: string[] = [];
+    for (const [name, infos] of Object.entries(all)) {
+      for (const i of infos ?? []) if (!i.internal) parts.push(`${name}/${i.address}/${i.netmask}`);
+    }
+    return parts.sort().join(',');
+  }
+
+  private forgetOldGone(): void {
+    const now = Date.now();
+    for (const [url, c] of this.candidates) {
+      if (c.status === 'gone' && c.claims.size === 0 && now - (c.decidedAt ?? now) > KEEP_GONE_MS) this.candidates.delete(url);
+    }
+  }
+}
+
+/**
+ * A discovered cache's origin: an HttpOrigin that only counts signatures by
+ * the announced key, and that reports the cache as refused when it serves a
+ * narinfo not signed by that key before it served one that is.
+ */
+export class DiscoveredOrigin implements Origin {
+  verified = 0;
+  untrusted = 0;
+
+  constructor(
+    private readonly http: HttpOrigin,
+    readonly keyName: string,
+    private readonly refuse: (reason: string) => void,
+  ) {}
+
+  get id() {
+    return this.http.id;
+  }
+  get name() {
+    return this.http.name;
+  }
+  get kind() {
+    return this.http.kind;
+  }
+  get baseUrl() {
+    return this.http.baseUrl;
+  }
+  get priority() {
+    return this.http.priority;
+  }
+  get breaker() {
+    return this.http.breaker;
+  }
+
+  async lookupNarInfo(storeHash: string): Promise<NarInfoLookup> {
+    const result = await this.http.lookupNarInfo(storeHash);
+    if (result.status === 'present') this.verified++;
+    else if (result.status === 'absent' && result.reason === 'untrusted') {
+      this.untrusted++;
+      if (this.verified === 0) this.refuse(`it served ${storeHash}.narinfo without a valid signature by ${this.keyName}, the key it announced`);
+    }
+    return result;
+  }
+
+  fetchFile(path: string, options?: FetchOptions): Promise<FileFetch> {
+    return this.http.fetchFile(path, options);
+  }
+
+  reportFailure(reason: string): void {
+    this.http.reportFailure(reason);
+  }
+
+  close(): Promise<void> {
+    return this.http.close();
+  }
+}
+
+function sameClaim(a: Claim | undefined, b: Claim | undefined): boolean {
+  return a?.keyName === b?.keyName && a?.priority === b?.priority;
+}
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}

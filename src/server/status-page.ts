@@ -1,0 +1,250 @@
+/**
+ * The status page at `/`: one self-contained HTML document (inline CSS and
+ * JS, no external requests, nothing to build at run time). It polls
+ * `/_/stats` and draws its charts on <canvas>.
+ */
+export const STATUS_PAGE_HTML = String.raw`<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>nix-lan-cache</title>
+<style>
+  :root { --lan: #2e7d32; --up: #1565c0; --bad: #c62828; --fg: #1b1b1b; --muted: #666; --bg: #fafafa; --card: #fff; }
+  * { box-sizing: border-box; }
+  body { margin: 0; font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--fg); background: var(--bg); }
+  header { padding: 12px 20px; background: #263238; color: #fff; display: flex; align-items: baseline; gap: 16px; }
+  header h1 { font-size: 18px; margin: 0; }
+  header .meta { color: #b0bec5; font-size: 12px; }
+  main { padding: 16px 20px; display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 16px; }
+  section { background: var(--card); border: 1px solid #e0e0e0; border-radius: 6px; padding: 12px 14px; }
+  section h2 { font-size: 14px; margin: 0 0 8px; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); }
+  .tiles { display: grid; grid-template-columns: repeat(3, 1fr); gap: 8px; }
+  .tile { border: 1px solid #eee; border-radius: 4px; padding: 8px; }
+  .tile .v { font-size: 22px; font-weight: 600; }
+  .tile .l { color: var(--muted); font-size: 12px; }
+  table { width: 100%; border-collapse: collapse; }
+  th, td { text-align: left; padding: 4px 6px; border-bottom: 1px solid #eee; font-variant-numeric: tabular-nums; }
+  td.num, th.num { text-align: right; }
+  .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff; font-size: 12px; }
+  .badge.up { background: var(--lan); } .badge.down { background: var(--bad); } .badge.gone { background: #9e9e9e; }
+  canvas { width: 100%; height: 220px; display: block; }
+  .legend span { display: inline-block; margin-right: 12px; font-size: 12px; }
+  .legend i { display: inline-block; width: 10px; height: 10px; margin-right: 4px; vertical-align: -1px; }
+  #error { color: var(--bad); }
+  .muted { color: var(--muted); }
+  ol#fallbacks { margin: 0; padding-left: 32px; max-height: 240px; overflow: auto; }
+  .wide { grid-column: 1 / -1; }
+</style>
+</head>
+<body>
+<header><h1>nix-lan-cache</h1><span class="meta" id="meta">loading…</span><span id="error"></span></header>
+<main>
+  <section class="wide">
+    <h2>LAN hit rate</h2>
+    <div class="tiles">
+      <div class="tile"><div class="l">today, by NAR bytes</div><div class="v" id="rate-today">–</div><div class="l" id="rate-today-narinfo"></div></div>
+      <div class="tile"><div class="l">last 7 days, by NAR bytes</div><div class="v" id="rate-week">–</div><div class="l" id="rate-week-narinfo"></div></div>
+      <div class="tile"><div class="l">since install, by NAR bytes</div><div class="v" id="rate-install">–</div><div class="l" id="rate-install-narinfo"></div></div>
+      <div class="tile"><div class="l">kept off the internet, since install</div><div class="v" id="bytes-kept">–</div></div>
+      <div class="tile"><div class="l">from upstreams, since install</div><div class="v" id="bytes-upstream">–</div></div>
+      <div class="tile"><div class="l">narinfo requests from Nix, since install</div><div class="v" id="narinfo-requests">–</div></div>
+    </div>
+  </section>
+  <section>
+    <h2>Origin health</h2>
+    <table id="origins"><thead><tr><th>origin</th><th>kind</th><th>state</th><th>since</th><th class="num">narinfo hits</th><th class="num">NAR bytes</th></tr></thead><tbody></tbody></table>
+    <canvas id="chart-health" height="120" aria-label="origin health"></canvas>
+  </section>
+  <section>
+    <h2>Bytes per origin (since install)</h2>
+    <canvas id="chart-bytes" aria-label="bytes per origin"></canvas>
+  </section>
+  <section class="wide">
+    <h2>LAN hit rate over time (last 48 hours)</h2>
+    <div class="legend"><span><i style="background:var(--lan)"></i>LAN bytes</span><span><i style="background:var(--up)"></i>upstream bytes</span><span><i style="background:#ff8f00"></i>LAN share</span></div>
+    <canvas id="chart-rate" aria-label="LAN hit rate over time"></canvas>
+  </section>
+  <section class="wide">
+    <h2>Recent fallbacks</h2>
+    <ol id="fallbacks"></ol>
+    <p class="muted" id="no-fallbacks" hidden>none yet</p>
+  </section>
+</main>
+<script>
+"use strict";
+const $ = (id) => document.getElementById(id);
+const COLORS = { lan: "#2e7d32", upstream: "#1565c0", unknown: "#757575" };
+const PALETTE = ["#2e7d32", "#66bb6a", "#1565c0", "#42a5f5", "#6a1b9a", "#ef6c00", "#757575"];
+
+function bytes(n) {
+  const u = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return (i === 0 ? String(n) : n.toFixed(n < 10 ? 2 : 1)) + " " + u[i];
+}
+function pct(r) { return r === null || r === undefined ? "–" : (r * 100).toFixed(1) + "%"; }
+function ago(iso) {
+  if (!iso) return "";
+  const s = Math.round((Date.now() - Date.parse(iso)) / 1000);
+  if (s < 60) return s + " s ago";
+  if (s < 3600) return Math.round(s / 60) + " min ago";
+  if (s < 86400) return Math.round(s / 3600) + " h ago";
+  return Math.round(s / 86400) + " d ago";
+}
+function setText(id, text, value) {
+  const el = $(id);
+  el.textContent = text;
+  if (value !== undefined) el.dataset.value = String(value);
+}
+
+function canvas2d(el) {
+  const dpr = window.devicePixelRatio || 1;
+  const w = el.clientWidth, h = el.clientHeight;
+  el.width = Math.round(w * dpr); el.height = Math.round(h * dpr);
+  const ctx = el.getContext("2d");
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, w, h);
+  ctx.font = "11px system-ui, sans-serif";
+  return { ctx, w, h };
+}
+
+function drawBytes(origins) {
+  const { ctx, w, h } = canvas2d($("chart-bytes"));
+  const rows = origins.map((o) => ({ name: o.name, kind: o.kind, v: o.bytes }));
+  const max = Math.max(1, ...rows.map((r) => r.v));
+  const rowH = Math.min(36, (h - 10) / Math.max(1, rows.length));
+  rows.forEach((r, i) => {
+    const y = 5 + i * rowH;
+    const bw = (w - 220) * (r.v / max);
+    ctx.fillStyle = COLORS[r.kind] || COLORS.unknown;
+    ctx.fillRect(120, y + 4, Math.max(bw, r.v > 0 ? 2 : 0), rowH - 10);
+    ctx.fillStyle = "#1b1b1b";
+    ctx.textBaseline = "middle";
+    ctx.fillText(r.name.length > 18 ? r.name.slice(0, 17) + "…" : r.name, 4, y + rowH / 2);
+    ctx.fillText(bytes(r.v), 124 + bw + 4, y + rowH / 2);
+  });
+  $("chart-bytes").dataset.drawn = String(rows.length);
+}
+
+function drawRate(hourly) {
+  const { ctx, w, h } = canvas2d($("chart-rate"));
+  const left = 40, right = 40, top = 8, bottom = 22;
+  const pw = w - left - right, ph = h - top - bottom;
+  const max = Math.max(1, ...hourly.map((x) => x.lanBytes + x.upstreamBytes));
+  const bw = pw / hourly.length;
+  ctx.strokeStyle = "#ccc"; ctx.beginPath(); ctx.moveTo(left, top + ph); ctx.lineTo(left + pw, top + ph); ctx.stroke();
+  hourly.forEach((x, i) => {
+    const lanH = ph * (x.lanBytes / max), upH = ph * (x.upstreamBytes / max);
+    const bx = left + i * bw + 1;
+    ctx.fillStyle = COLORS.lan; ctx.fillRect(bx, top + ph - lanH, bw - 2, lanH);
+    ctx.fillStyle = COLORS.upstream; ctx.fillRect(bx, top + ph - lanH - upH, bw - 2, upH);
+  });
+  ctx.strokeStyle = "#ff8f00"; ctx.lineWidth = 2; ctx.beginPath();
+  let started = false;
+  hourly.forEach((x, i) => {
+    const t = x.lanBytes + x.upstreamBytes;
+    if (!t) return;
+    const px = left + (i + 0.5) * bw, py = top + ph * (1 - x.lanBytes / t);
+    if (!started) { ctx.moveTo(px, py); started = true; } else ctx.lineTo(px, py);
+    ctx.fillStyle = "#ff8f00"; ctx.fillRect(px - 2, py - 2, 4, 4);
+  });
+  ctx.stroke(); ctx.lineWidth = 1;
+  ctx.fillStyle = "#666"; ctx.textBaseline = "alphabetic";
+  ctx.fillText(bytes(max), 2, top + 10);
+  ctx.fillText("100%", w - right + 4, top + 10);
+  ctx.fillText("0%", w - right + 4, top + ph);
+  for (let i = 0; i < hourly.length; i += 6) ctx.fillText(hourly[i].hour.slice(11) + "h", left + i * bw, h - 6);
+  $("chart-rate").dataset.drawn = String(hourly.filter((x) => x.lanBytes + x.upstreamBytes > 0).length);
+}
+
+function drawHealth(origins) {
+  const { ctx, w, h } = canvas2d($("chart-health"));
+  const live = origins.filter((o) => o.configured);
+  const cw = Math.min(150, w / Math.max(1, live.length));
+  live.forEach((o, i) => {
+    const cx = i * cw + cw / 2, cy = h / 2 - 10, r = Math.min(28, h / 4);
+    ctx.beginPath(); ctx.arc(cx, cy, r, 0, Math.PI * 2);
+    ctx.fillStyle = o.state === "up" ? "#2e7d32" : "#c62828"; ctx.fill();
+    ctx.fillStyle = "#fff"; ctx.textAlign = "center"; ctx.textBaseline = "middle";
+    ctx.font = "bold 12px system-ui, sans-serif"; ctx.fillText(o.state.toUpperCase(), cx, cy);
+    ctx.fillStyle = "#1b1b1b"; ctx.font = "11px system-ui, sans-serif";
+    ctx.fillText(o.name.length > 22 ? o.name.slice(0, 21) + "…" : o.name, cx, cy + r + 12);
+    ctx.textAlign = "start";
+  });
+  $("chart-health").dataset.drawn = String(live.length);
+}
+
+function render(s) {
+  const p = s.periods;
+  setText("rate-today", pct(p.today.lanHitRate.byBytes), p.today.lanHitRate.byBytes);
+  setText("rate-week", pct(p.last7Days.lanHitRate.byBytes), p.last7Days.lanHitRate.byBytes);
+  setText("rate-install", pct(p.sinceInstall.lanHitRate.byBytes), p.sinceInstall.lanHitRate.byBytes);
+  setText("rate-today-narinfo", "by narinfo hits: " + pct(p.today.lanHitRate.byNarinfo));
+  setText("rate-week-narinfo", "by narinfo hits: " + pct(p.last7Days.lanHitRate.byNarinfo));
+  setText("rate-install-narinfo", "by narinfo hits: " + pct(p.sinceInstall.lanHitRate.byNarinfo), p.sinceInstall.lanHitRate.byNarinfo);
+  setText("bytes-kept", bytes(p.sinceInstall.bytesKeptOffInternet), p.sinceInstall.bytesKeptOffInternet);
+  setText("bytes-upstream", bytes(p.sinceInstall.nar.upstreamBytes), p.sinceInstall.nar.upstreamBytes);
+  setText("narinfo-requests", String(p.sinceInstall.client.narinfoRequests), p.sinceInstall.client.narinfoRequests);
+  $("meta").textContent = "up " + s.uptimeSeconds + " s · stats since " + new Date(s.installedAt).toLocaleString() + (s.persistence.file ? " · saved to " + s.persistence.file : " · not saved");
+
+  const tbody = $("origins").querySelector("tbody");
+  tbody.textContent = "";
+  const rows = s.origins.map((o) => {
+    const c = p.sinceInstall.origins[o.name];
+    return { ...o, bytes: c ? c.nar.bytes : 0, hits: c ? c.narinfo.hit : 0 };
+  });
+  for (const o of rows) {
+    const tr = document.createElement("tr");
+    tr.dataset.origin = o.name;
+    const cells = [o.name, o.kind, null, ago(o.since) + (o.reason ? " (" + o.reason + ")" : ""), String(o.hits), bytes(o.bytes)];
+    cells.forEach((text, i) => {
+      const td = document.createElement("td");
+      if (i === 2) {
+        const b = document.createElement("span");
+        b.className = "badge " + o.state; b.textContent = o.state; td.appendChild(b);
+        td.dataset.field = "state";
+      } else td.textContent = text;
+      if (i === 4) { td.className = "num"; td.dataset.field = "hits"; td.dataset.value = String(o.hits); }
+      if (i === 5) { td.className = "num"; td.dataset.field = "bytes"; td.dataset.value = String(o.bytes); }
+      tr.appendChild(td);
+    });
+    tbody.appendChild(tr);
+  }
+  drawHealth(s.origins);
+  drawBytes(rows);
+  drawRate(s.hourly);
+
+  const ol = $("fallbacks");
+  ol.textContent = "";
+  for (const f of s.recentFallbacks.slice(0, 20)) {
+    const li = document.createElement("li");
+    const why = f.what === "nar"
+      ? "NAR download moved from " + f.from + " to " + f.to
+      : "narinfo from " + f.to + (f.lan && f.lan.length ? " (" + f.lan.map((l) => l.origin + ": " + l.outcome).join(", ") + ")" : "");
+    li.textContent = new Date(f.at).toLocaleTimeString() + " · " + (f.storeHash ? f.storeHash.slice(0, 12) + " · " : "") + why;
+    li.dataset.what = f.what;
+    ol.appendChild(li);
+  }
+  $("no-fallbacks").hidden = s.recentFallbacks.length > 0;
+  document.body.dataset.generatedAt = s.generatedAt;
+}
+
+const refreshMs = Math.max(500, Number(new URLSearchParams(location.search).get("refresh")) || 5000);
+async function tick() {
+  try {
+    const res = await fetch("_/stats", { cache: "no-store" });
+    if (!res.ok) throw new Error("HTTP " + res.status);
+    render(await res.json());
+    $("error").textContent = "";
+  } catch (err) {
+    $("error").textContent = "cannot reach the proxy: " + err.message;
+  } finally {
+    setTimeout(tick, refreshMs);
+  }
+}
+tick();
+</script>
+</body>
+</html>
+`;

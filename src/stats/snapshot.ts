@@ -1,0 +1,176 @@
+import {
+  addBucket,
+  dayKey,
+  emptyBucket,
+  hourKey,
+  LATENCY_BUCKETS,
+  type Bucket,
+  type Fallback,
+  type LookupOutcome,
+  type OriginCounters,
+  type Stats,
+} from '../stats.js';
+
+/** One period ("since install", "today", "last 7 days"); see docs/stats.md. */
+export interface PeriodStats {
+  /** First local day counted (for "since install", the install time). */
+  from: string;
+  client: {
+    narinfoRequests: number;
+    narinfoFound: number;
+    narinfoMissing: number;
+    narinfoUnavailable: number;
+    narinfoFromLan: number;
+    narinfoFromUpstream: number;
+  };
+  nar: { requests: number; bytes: number; lanBytes: number; upstreamBytes: number };
+  /** Shares in [0, 1]; null when there was nothing to count. */
+  lanHitRate: { byBytes: number | null; byNarinfo: number | null };
+  /** NAR bytes that came from a LAN cache instead of an upstream. */
+  bytesKeptOffInternet: number;
+  failovers: number;
+  origins: Record<string, OriginCounters>;
+}
+
+export interface OriginStatus {
+  name: string;
+  kind: 'lan' | 'upstream' | 'unknown';
+  url: string | null;
+  /** Whether the proxy currently knows this origin (discovered caches come and go). */
+  configured: boolean;
+  state: 'up' | 'down' | 'gone';
+  /** When the circuit last changed (or the proxy started watching it). */
+  since: string | null;
+  reason: string | null;
+  downsSinceInstall: number;
+  latency: { buckets: Array<{ le: number | '+Inf'; count: number }>; sumSeconds: number; count: number };
+}
+
+export interface StatsSnapshot {
+  schema: 1;
+  generatedAt: string;
+  startedAt: string;
+  installedAt: string;
+  uptimeSeconds: number;
+  persistence: { file: string | null; lastSavedAt: string | null; error: string | null };
+  periods: { sinceInstall: PeriodStats; today: PeriodStats; last7Days: PeriodStats };
+  origins: OriginStatus[];
+  /** Hourly series for the last 48 hours, oldest first, one entry per hour (zeros included). */
+  hourly: Array<{ hour: string; lanBytes: number; upstreamBytes: number; narinfoFromLan: number; narinfoFromUpstream: number; narinfoMissing: number }>;
+  /** The latest times a narinfo came from an upstream or a NAR download moved origin, newest first. */
+  recentFallbacks: Fallback[];
+  narinfoMemoryCache: { found: number; missing: number };
+}
+
+export function period(b: Bucket, from: string): PeriodStats {
+  let lanBytes = 0;
+  let upstreamBytes = 0;
+  let requests = 0;
+  let failovers = 0;
+  for (const c of Object.values(b.origins)) {
+    requests += c.nar.requests;
+    failovers += c.failoversTo;
+    if (c.kind === 'lan') lanBytes += c.nar.bytes;
+    else upstreamBytes += c.nar.bytes;
+  }
+  let fromLan = 0;
+  let fromUpstream = 0;
+  for (const [name, n] of Object.entries(b.client.narinfoFrom)) {
+    if (b.origins[name]?.kind === 'lan') fromLan += n;
+    else fromUpstream += n;
+  }
+  const n = b.client.narinfo;
+  const ratio = (a: number, total: number) => (total > 0 ? a / total : null);
+  return {
+    from,
+    client: {
+      narinfoRequests: n.found + n.missing + n.unavailable,
+      narinfoFound: n.found,
+      narinfoMissing: n.missing,
+      narinfoUnavailable: n.unavailable,
+      narinfoFromLan: fromLan,
+      narinfoFromUpstream: fromUpstream,
+    },
+    nar: { requests, bytes: lanBytes + upstreamBytes, lanBytes, upstreamBytes },
+    lanHitRate: { byBytes: ratio(lanBytes, lanBytes + upstreamBytes), byNarinfo: ratio(fromLan, fromLan + fromUpstream) },
+    bytesKeptOffInternet: lanBytes,
+    failovers,
+    origins: b.origins,
+  };
+}
+
+export interface SnapshotContext {
+  file: string | null;
+  lastSavedAt: Date | undefined;
+  error: string | undefined;
+}
+
+export function snapshot(stats: Stats, now = new Date()): StatsSnapshot {
+  const s = stats.state;
+  const ctx: SnapshotContext = stats.persistence();
+  const today = dayKey(now);
+  const week = emptyBucket();
+  const weekDays: string[] = [];
+  for (let i = 6; i >= 0; i--) {
+    const d = new Date(now.getFullYear(), now.getMonth(), now.getDate() - i, 12);
+    weekDays.push(dayKey(d));
+  }
+  for (const d of weekDays) if (s.days[d]) addBucket(week, s.days[d]!);
+
+  const hourly: StatsSnapshot['hourly'] = [];
+  for (let i = 47; i >= 0; i--) {
+    const h = new Date(now.getTime() - i * 3600_000);
+    const key = hourKey(h);
+    const p = period(s.hours[key] ?? emptyBucket(), key);
+    hourly.push({ hour: key, lanBytes: p.nar.lanBytes, upstreamBytes: p.nar.upstreamBytes, narinfoFromLan: p.client.narinfoFromLan, narinfoFromUpstream: p.client.narinfoFromUpstream, narinfoMissing: p.client.narinfoMissing + p.client.narinfoUnavailable });
+  }
+
+  const live = stats.attached?.ordered() ?? [];
+  const names = [...new Set([...live.map((o) => o.name), ...Object.keys(s.originInfo), ...Object.keys(s.total.origins)])];
+  const origins: OriginStatus[] = names.map((name) => {
+    const o = live.find((x) => x.name === name);
+    const info = s.originInfo[name];
+    const lat = info?.latency;
+    let cum = 0;
+    const buckets = lat
+      ? [...LATENCY_BUCKETS, '+Inf' as const].map((le, i) => ({ le, count: (cum += lat.counts[i] ?? 0) }))
+      : [];
+    return {
+      name,
+      kind: o?.kind ?? info?.kind ?? s.total.origins[name]?.kind ?? 'unknown',
+      url: o?.baseUrl ?? info?.url ?? null,
+      configured: o !== undefined,
+      state: o ? (o.breaker.isOpen ? 'down' : 'up') : 'gone',
+      since: o ? new Date(o.breaker.changedAt).toISOString() : (info?.lastChange?.at ?? null),
+      reason: o ? o.breaker.lastReason : (info?.lastChange?.reason ?? null),
+      downsSinceInstall: info?.downs ?? 0,
+      latency: { buckets, sumSeconds: lat?.sum ?? 0, count: lat?.count ?? 0 },
+    };
+  });
+  // Configured origins first, in asking order.
+  origins.sort((a, b) => rank(a) - rank(b));
+  function rank(o: OriginStatus): number {
+    const i = live.findIndex((x) => x.name === o.name);
+    return i < 0 ? 1000 : i;
+  }
+
+  return {
+    schema: 1,
+    generatedAt: now.toISOString(),
+    startedAt: new Date(stats.startedAt).toISOString(),
+    installedAt: s.installedAt,
+    uptimeSeconds: Math.round((now.getTime() - stats.startedAt) / 1000),
+    persistence: { file: ctx.file, lastSavedAt: ctx.lastSavedAt?.toISOString() ?? null, error: ctx.error ?? null },
+    periods: {
+      sinceInstall: period(s.total, s.installedAt),
+      today: period(s.days[today] ?? emptyBucket(), today),
+      last7Days: period(week, weekDays[0]!),
+    },
+    origins,
+    hourly,
+    recentFallbacks: [...s.fallbacks].reverse(),
+    narinfoMemoryCache: { ...s.narinfoCache },
+  };
+}
+
+export type { LookupOutcome };

@@ -1,0 +1,232 @@
+import type { ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, symlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startAvahiPublisher } from '../helpers/avahi.js';
+import { NetLab } from '../helpers/netns.js';
+import { Nginx } from '../helpers/nginx.js';
+import { buildClosure, generateKey, makeStaticCache, removeDir, substitute, tempDir, type CacheKey, type Closure } from '../helpers/nix.js';
+import { run, startProcess, stopAll, stopProcess } from '../helpers/proc.js';
+import { CLI, startProxy, type ProxyProcess } from '../helpers/proxy.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const LEAVES = Array.from({ length: 6 }, (_, i) => ({ name: `leaf${i}`, size: 40_000 + i * 1000 }));
+type Log = Record<string, unknown>;
+
+async function until<T>(what: string, timeoutMs: number, probe: () => T | undefined | Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (let i = 0; i < 10_000 && Date.now() < deadline; i++) {
+    const v = await probe();
+    if (v !== undefined && v !== false) return v;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+/** `nix-lan-cache announce` in a namespace; resolves once it has published. */
+async function announce(wrapper: string[], args: string[]): Promise<ChildProcess> {
+  const [cmd, ...pre] = wrapper;
+  const child = startProcess(cmd!, [...pre, process.execPath, CLI, 'announce', ...args], { cwd: ROOT, env: { ...process.env, NIX_LAN_CACHE_LOG_FORMAT: 'json' } });
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  await until(`announce ${args.join(' ')}`, 10_000, () => {
+    if (child.exitCode !== null) throw new Error(`announce exited ${child.exitCode}: ${err}`);
+    return err.includes('"event":"announcing"') || undefined;
+  });
+  return child;
+}
+
+describe('mDNS discovery across network namespaces, with real Nix, nginx, avahi', () => {
+  let lab: NetLab;
+  let dir: string;
+  let closure: Closure;
+  let piKey: CacheKey;
+  let upstreamKey: CacheKey;
+  let pi: Nginx;
+  let upstream: Nginx;
+  let spoof: Nginx;
+  let trustedKeys: string[];
+  let piUrl: string;
+  let proxy2: ProxyProcess;
+  let baselineMs = 0;
+  let n = 0;
+
+  beforeAll(async () => {
+    dir = await tempDir('discovery');
+    lab = await NetLab.create('disc', 42, ['laptop', 'pi', 'spoof']);
+    closure = await buildClosure('discovery', LEAVES);
+    piKey = await generateKey(dir, 'pi.lan-1');
+    upstreamKey = await generateKey(dir, 'upstream-1');
+    const evilKey = await generateKey(dir, 'evil-1');
+    trustedKeys = [piKey.publicKey, upstreamKey.publicKey];
+    await Promise.all([
+      makeStaticCache(join(dir, 'pi-cache'), [closure.root], piKey, 'xz'),
+      makeStaticCache(join(dir, 'upstream-cache'), [closure.root], upstreamKey, 'zstd'),
+      makeStaticCache(join(dir, 'spoof-cache', 'b'), [closure.root], evilKey, 'xz'),
+    ]);
+    await symlink(join(dir, 'spoof-cache', 'b'), join(dir, 'spoof-cache', 'a'));
+    for (const d of ['pi-nginx', 'upstream-nginx', 'spoof-nginx']) await mkdir(join(dir, d));
+    pi = await Nginx.start({ root: join(dir, 'pi-cache'), workDir: join(dir, 'pi-nginx'), port: 8080, host: lab.address('pi'), wrapper: lab.exec('pi') });
+    upstream = await Nginx.start({ root: join(dir, 'upstream-cache'), workDir: join(dir, 'upstream-nginx'), port: 8081, wrapper: lab.exec('laptop') });
+    spoof = await Nginx.start({ root: join(dir, 'spoof-cache'), workDir: join(dir, 'spoof-nginx'), port: 8080, host: lab.address('spoof'), wrapper: lab.exec('spoof') });
+    piUrl = `http://${lab.address('pi')}:8080/`;
+  });
+
+  afterAll(async () => {
+    await stopAll(); // proxies, announcers, avahi, nginx: each by its PID
+    await lab?.destroy();
+    if (dir) await removeDir(dir);
+  });
+
+  const proxyArgs = () => ['--upstream', 'http://127.0.0.1:8081/', '--trusted-public-key', piKey.publicKey, '--trusted-public-key', upstreamKey.publicKey];
+
+  /** Real Nix in the laptop's namespace, as a fresh client, through the proxy. */
+  async function fetchClosure(proxy: ProxyProcess) {
+    n++;
+    const store = join(dir, `client-${n}`);
+    const res = await substitute(store, [closure.root], proxy.url, { xdgCache: join(dir, `xdg-${n}`), trustedKeys, wrapper: lab.exec('laptop'), timeoutMs: 60_000 });
+    expect(res.code, res.stderr).toBe(0);
+    expect(closure.paths.every((p) => existsSync(join(store, p)))).toBe(true);
+    return res;
+  }
+
+  /** NAR downloads per server during `fn`. */
+  async function narsDuring<T>(fn: () => Promise<T>): Promise<{ result: T; pi: number; upstream: number; spoof: number }> {
+    const before = await Promise.all([pi.narHits(), upstream.narHits(), spoof.narHits()]);
+    const result = await fn();
+    const after = await Promise.all([pi.narHits(), upstream.narHits(), spoof.narHits()]);
+    const [p, u, s] = after.map((a, i) => new Set(a.slice(before[i]!.length).map((e) => e.uri)).size);
+    return { result, pi: p!, upstream: u!, spoof: s! };
+  }
+
+  function logged(proxy: ProxyProcess, event: string, url: string, since = 0): Log | undefined {
+    return proxy.logs.slice(since).find((l) => l.event === event && l.url === url);
+  }
+
+  async function discoverySnapshot(proxy: ProxyProcess): Promise<{ caches: Array<Record<string, unknown>> }> {
+    const script = `fetch(${JSON.stringify(`${proxy.url}/_/discovery`)}).then((r) => r.text()).then((t) => process.stdout.write(t))`;
+    const res = await run('ip', [...lab.exec('laptop').slice(1), process.execPath, '-e', script], { timeoutMs: 10_000 });
+    return JSON.parse(res.stdout) as { caches: Array<Record<string, unknown>> };
+  }
+
+  it('finds a Pi announced by `nix-lan-cache announce` within 3 s; Nix gets every NAR from the Pi', async () => {
+    const announcer = await announce(lab.exec('pi'), ['--port', '8080', '--key-name', 'pi.lan-1', '--priority', '30', '--name', 'pi', '--host', 'pi.local', '--interface', lab.address('pi')]);
+    const started = Date.now();
+    const proxy = await startProxy(proxyArgs(), { wrapper: lab.exec('laptop') });
+    await until('the Pi admitted', 3000 - (Date.now() - started), () => logged(proxy, 'discovery-admitted', piUrl));
+    const ms = Date.now() - started;
+
+    const { pi: fromPi, upstream: fromUpstream } = await narsDuring(() => fetchClosure(proxy));
+    expect(fromPi).toBe(closure.paths.length);
+    expect(fromUpstream).toBe(0);
+    const snap = await discoverySnapshot(proxy);
+    expect(snap.caches).toContainEqual(expect.objectContaining({ url: piUrl, status: 'admitted', keyName: 'pi.lan-1', priority: 30, verified: closure.paths.length }));
+
+    // Goodbye: the proxy drops the Pi at once instead of waiting out the TTL.
+    const mark = proxy.logs.length;
+    const stopped = Date.now();
+    await stopProcess(announcer, 'SIGTERM');
+    await until('the Pi dropped after its goodbye', 3000, () => logged(proxy, 'discovery-gone', piUrl, mark));
+    console.log(`announce: admitted ${ms} ms after the proxy started; dropped ${Date.now() - stopped} ms after goodbye`);
+    await proxy.stop();
+  });
+
+  it('finds a Pi announced by Debian avahi-daemon with nix/avahi/nix-cache.service within 3 s', async () => {
+    const xml = (await readFile(join(ROOT, 'nix/avahi/nix-cache.service'), 'utf8')).replace('<port>80</port>', '<port>8080</port>');
+    expect(xml).toContain('<port>8080</port>');
+    const proxy1 = await startProxy(proxyArgs(), { wrapper: lab.exec('laptop') });
+    const started = Date.now();
+    await startAvahiPublisher(lab.exec('pi'), join(dir, 'avahi-pi'), 'pi-avahi', { 'nix-cache.service': xml });
+    // A running proxy hears avahi's announcement …
+    await until('the Pi admitted after avahi started', 3000, () => logged(proxy1, 'discovery-admitted', piUrl));
+    const heard = Date.now() - started;
+    // … and a proxy started afterwards finds it by asking.
+    const started2 = Date.now();
+    proxy2 = await startProxy(proxyArgs(), { wrapper: lab.exec('laptop') });
+    await until('the Pi admitted by a new proxy', 3000 - (Date.now() - started2), () => logged(proxy2, 'discovery-admitted', piUrl));
+    console.log(`avahi: heard ${heard} ms after avahi started; found ${Date.now() - started2} ms after a proxy started`);
+    await proxy1.stop();
+
+    const { result, pi: fromPi, upstream: fromUpstream } = await narsDuring(() => fetchClosure(proxy2));
+    expect(fromPi).toBe(closure.paths.length);
+    expect(fromUpstream).toBe(0);
+    baselineMs = result.ms;
+  });
+
+  it('the Pi link goes down: the closure comes from upstream at most 2 s slower; link up: the Pi is used again within 5 s', async () => {
+    await lab.link('pi', 'down');
+    const down = await narsDuring(() => fetchClosure(proxy2));
+    expect(down.upstream).toBe(closure.paths.length);
+    expect(down.pi).toBe(0);
+    expect(down.result.ms - baselineMs).toBeLessThan(2000);
+
+    const mark = proxy2.logs.length;
+    await lab.link('pi', 'up');
+    const up = Date.now();
+    const piName = `mdns:${new URL(piUrl).host}`;
+    await until('the Pi back in use', 5000, () =>
+      proxy2.logs.slice(mark).find((l) => (l.event === 'origin-state' && l.origin === piName && l.state === 'closed') || (l.event === 'discovery-admitted' && l.url === piUrl)),
+    );
+    const back = Date.now() - up;
+    const again = await narsDuring(() => fetchClosure(proxy2));
+    expect(again.pi).toBe(closure.paths.length);
+    expect(again.upstream).toBe(0);
+    console.log(`link down: ${down.result.ms.toFixed(0)} ms vs ${baselineMs.toFixed(0)} ms with the Pi; Pi usable again ${back} ms after link up`);
+  });
+
+  it('spoofed announcements (untrusted key; trusted key name but other signatures) are refused and logged; the Pi and upstream are unaffected', async () => {
+    const spoofAddr = lab.address('spoof');
+    const urlA = `http://${spoofAddr}:8080/a/`;
+    const urlB = `http://${spoofAddr}:8080/b/`;
+    const mark = proxy2.logs.length;
+    await announce(lab.exec('spoof'), ['--port', '8080', '--path', '/a/', '--key-name', 'evil-1', '--priority', '1', '--name', 'evil a', '--host', 'evil-a.local', '--interface', spoofAddr]);
+    await announce(lab.exec('spoof'), ['--port', '8080', '--path', '/b/', '--key-name', 'pi.lan-1', '--priority', '1', '--name', 'evil b', '--host', 'evil-b.local', '--interface', spoofAddr]);
+    const refusedA = await until('spoof A refused', 5000, () => logged(proxy2, 'discovery-refused', urlA, mark));
+    expect(String(refusedA.reason)).toMatch(/"evil-1" is not one of the trusted keys/);
+    // B claims the Pi's key name and has a working nix-cache-info: admitted, on probation.
+    await until('spoof B admitted', 5000, () => logged(proxy2, 'discovery-admitted', urlB, mark));
+
+    const withSpoofs = await narsDuring(() => fetchClosure(proxy2));
+    expect(withSpoofs.pi).toBe(closure.paths.length);
+    expect(withSpoofs.spoof).toBe(0);
+    expect(withSpoofs.upstream).toBe(0);
+    expect(withSpoofs.result.ms - baselineMs).toBeLessThan(1000);
+    const refusedB = logged(proxy2, 'discovery-refused', urlB, mark);
+    expect(String(refusedB?.reason)).toMatch(/without a valid signature by pi\.lan-1/);
+    expect(proxy2.logs.slice(mark).some((l) => l.event === 'untrusted-narinfo')).toBe(true);
+    // The spoof saw at most the one narinfo request that gave it away.
+    const spoofNarinfos = (await spoof.log()).filter((e) => e.uri.endsWith('.narinfo'));
+    expect(spoofNarinfos.length).toBeLessThanOrEqual(2);
+
+    // Away from the Pi, with the spoofs still on the network: upstream serves everything.
+    await lab.link('pi', 'down');
+    try {
+      const away = await narsDuring(() => fetchClosure(proxy2));
+      expect(away.upstream).toBe(closure.paths.length);
+      expect(away.spoof).toBe(0);
+      expect(away.result.ms - baselineMs).toBeLessThan(2000);
+    } finally {
+      await lab.link('pi', 'up');
+    }
+
+    const snap = await discoverySnapshot(proxy2);
+    expect(snap.caches).toContainEqual(expect.objectContaining({ url: urlA, status: 'refused', keyName: 'evil-1' }));
+    expect(snap.caches).toContainEqual(expect.objectContaining({ url: urlB, status: 'refused', keyName: 'pi.lan-1' }));
+    expect(snap.caches).toContainEqual(expect.objectContaining({ url: piUrl, keyName: 'pi.lan-1' }));
+  });
+
+  it('the laptop gets a new address: the proxy notices, rebinds its mDNS sockets and still hears announcements', async () => {
+    const mark = proxy2.logs.length;
+    await run('ip', ['-n', lab.ns('laptop'), 'addr', 'add', `10.231.42.200/24`, 'dev', 'eth0']);
+    await until('the network change noticed', 5000, () => proxy2.logs.slice(mark).find((l) => l.event === 'discovery-network-changed'));
+    const late = `http://${lab.address('spoof')}:8080/c/`;
+    await announce(lab.exec('spoof'), ['--port', '8080', '--path', '/c/', '--key-name', 'late-1', '--name', 'late', '--host', 'late.local', '--interface', lab.address('spoof')]);
+    const refused = await until('the late announcement heard', 5000, () => logged(proxy2, 'discovery-refused', late, mark));
+    expect(String(refused.reason)).toMatch(/"late-1" is not one of the trusted keys/);
+    // The Pi stays in use.
+    const after = await narsDuring(() => fetchClosure(proxy2));
+    expect(after.pi).toBe(closure.paths.length);
+  });
+});

@@ -1,0 +1,62 @@
+import { once } from 'node:events';
+import { request } from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseNarInfo } from '../../src/protocol/narinfo.js';
+import { household, type Household } from '../helpers/scenario.js';
+import { exitCode, startProxy } from '../helpers/proxy.js';
+import { stopAll } from '../helpers/proc.js';
+
+function fetchBody(url: string): Promise<{ status: number; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode!, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.setTimeout(20_000, () => req.destroy(new Error('timeout')));
+    req.end();
+  });
+}
+
+describe('graceful shutdown', () => {
+  let h: Household;
+  beforeAll(async () => {
+    // 3 MB at 2 MB/s: the download is still running when SIGTERM arrives.
+    h = await household('shutdown', [{ name: 'big', size: 3_000_000 }], { piLimitRate: '2m' });
+  });
+  afterAll(async () => {
+    await stopAll();
+    await h?.cleanup();
+  });
+
+  it('SIGTERM during a NAR download: the download completes whole, the proxy then exits 0', async () => {
+    const proxy = await startProxy(['--no-mdns', '--lan', h.pi.url, '--upstream', h.upstream.url, '--trusted-public-key', h.piKey.publicKey]);
+    const big = h.closure.paths.find((p) => p.endsWith('-big'))!;
+    const hash = big.slice(11, 43);
+    const served = parseNarInfo((await fetchBody(`${proxy.url}/${hash}.narinfo`)).body.toString());
+    const original = parseNarInfo(await readFile(join(h.piDir, `${hash}.narinfo`), 'utf8'));
+    const file = await readFile(join(h.piDir, original.url));
+
+    const download = fetchBody(`${proxy.url}/${served.url}`);
+    await new Promise((r) => setTimeout(r, 300));
+    process.kill(proxy.child.pid!, 'SIGTERM');
+    const res = await download;
+    expect(res.status).toBe(200);
+    expect(res.body.equals(file)).toBe(true);
+    expect(await exitCode(proxy.child)).toBe(0);
+    expect(proxy.logs.some((l) => l.event === 'shutdown')).toBe(true);
+  });
+
+  it('SIGINT with nothing in flight exits at once', async () => {
+    const proxy = await startProxy(['--no-mdns', '--upstream', h.upstream.url]);
+    const started = Date.now();
+    process.kill(proxy.child.pid!, 'SIGINT');
+    await once(proxy.child, 'exit');
+    expect(proxy.child.exitCode).toBe(0);
+    expect(Date.now() - started).toBeLessThan(3000);
+  });
+});
