@@ -3,6 +3,7 @@ import { DEFAULT_PORT } from '../config.js';
 import { ConfigError, errorMessage } from '../errors.js';
 import type { StatsResponse } from '../server/stats-routes.js';
 import type { PeriodStats } from '../stats/snapshot.js';
+import type { DiscoverySnapshot } from '../discovery/discovery.js';
 
 export const DEFAULT_URL = `http://127.0.0.1:${DEFAULT_PORT}`;
 
@@ -43,6 +44,15 @@ function table(rows: string[][], rightAlign: Set<number>): string {
   return rows
     .map((r) => r.map((c, i) => (rightAlign.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd())
     .join('\n');
+}
+
+/** The caches mDNS found, and why any was refused (from /_/discovery). */
+export function formatDiscovery(d: DiscoverySnapshot | { enabled: false }, now = Date.now()): string {
+  if (!d.enabled) return 'mDNS discovery is off (--no-mdns).\n';
+  if (d.caches.length === 0) return `mDNS discovery: no ${d.serviceType} announcement heard yet.\n`;
+  const rows = [['discovered cache', 'key', 'status', 'first seen', 'why']];
+  for (const c of d.caches) rows.push([c.url, c.keyName ?? '–', c.status, ago(c.firstSeen, now), c.reason ?? '']);
+  return `${table(rows, new Set())}\n`;
 }
 
 /** The readable report for a /_/stats document. */
@@ -125,6 +135,15 @@ export async function run(argv: string[]): Promise<number> {
     process.stderr.write(`nix-lan-cache stats: cannot get stats from ${url}: ${errorMessage(err)}\n  Is the proxy running? Start it with \`nix-lan-cache serve\`, or pass --url.\n`);
     return 1;
   }
-  process.stdout.write(values.json ? `${JSON.stringify(s, null, 2)}\n` : formatStats(s, url));
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify(s, null, 2)}\n`);
+    return 0;
+  }
+  process.stdout.write(formatStats(s, url));
+  // Discovery is a separate document; a proxy too old to have it just leaves this out.
+  const discovery = await fetch(`${url}/_/discovery`, { signal: AbortSignal.timeout(5000) })
+    .then((r) => (r.ok ? (r.json() as Promise<DiscoverySnapshot | { enabled: false }>) : undefined))
+    .catch(() => undefined);
+  if (discovery) process.stdout.write(`\n${formatDiscovery(discovery)}`);
   return 0;
 }

@@ -215,6 +215,14 @@ describe('mDNS discovery across network namespaces, with real Nix, nginx, avahi'
     expect(snap.caches).toContainEqual(expect.objectContaining({ url: urlA, status: 'refused', keyName: 'evil-1' }));
     expect(snap.caches).toContainEqual(expect.objectContaining({ url: urlB, status: 'refused', keyName: 'pi.lan-1' }));
     expect(snap.caches).toContainEqual(expect.objectContaining({ url: piUrl, keyName: 'pi.lan-1' }));
+
+    // `nix-lan-cache stats` shows the same: which caches were found and why one was refused.
+    const [cmd, ...pre] = lab.exec('laptop');
+    const table = await run(cmd!, [...pre, process.execPath, CLI, 'stats', '--url', proxy2.url], { timeoutMs: 15_000 });
+    expect(table.code, table.stderr).toBe(0);
+    const lineA = table.stdout.split('\n').find((l) => l.startsWith(urlA));
+    expect(lineA).toMatch(/evil-1\s+refused\s.*"evil-1" is not one of the trusted keys/);
+    expect(table.stdout.split('\n').find((l) => l.startsWith(urlB))).toMatch(/pi\.lan-1\s+refused\s.*without a valid signature by pi\.lan-1/);
   });
 
   it('the laptop gets a new address: the proxy notices, rebinds its mDNS sockets and still hears announcements', async () => {
