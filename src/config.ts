@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import type { LevelWithSilent } from 'pino';
+import { parseCommandArgs } from './cli/args.js';
 import { ConfigError, errorMessage } from './errors.js';
 import { LOG_LEVELS } from './log.js';
 import { normaliseBaseUrl } from './origins/http-origin.js';
@@ -155,14 +155,7 @@ export interface ServeFlags {
 }
 
 export function parseServeFlags(argv: string[]): ServeFlags {
-  try {
-    const { values, positionals } = parseArgs({ args: argv, options: SERVE_OPTIONS, strict: true, allowPositionals: true });
-    if (positionals.length) throw new ConfigError(`serve takes no arguments, got ${JSON.stringify(positionals[0])}`);
-    return values as ServeFlags;
-  } catch (err) {
-    if (err instanceof ConfigError) throw err;
-    throw new ConfigError(errorMessage(err).replace(/^\w+: /, ''));
-  }
+  return parseCommandArgs('serve', argv, SERVE_OPTIONS, false).values as ServeFlags;
 }
 
 /** Defaults < config file < flags, validated once. Keys from every layer are trusted together. */

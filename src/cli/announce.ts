@@ -1,6 +1,6 @@
+import { parseCommandArgs } from './args.js';
 import { hostname } from 'node:os';
 import { isIPv4 } from 'node:net';
-import { parseArgs } from 'node:util';
 import { Bonjour, type Service } from 'bonjour-service';
 import type { LevelWithSilent } from 'pino';
 import { ConfigError, errorMessage } from '../errors.js';
@@ -36,28 +36,22 @@ export interface AnnounceOptions {
 }
 
 export function parseAnnounceFlags(argv: string[]): AnnounceOptions | 'help' {
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    const parsed = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        port: { type: 'string' },
-        'key-name': { type: 'string' },
-        path: { type: 'string' },
-        priority: { type: 'string' },
-        interface: { type: 'string' },
-        name: { type: 'string' },
-        host: { type: 'string' },
-        'log-level': { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-    values = parsed.values;
-  } catch (err) {
-    throw new ConfigError(errorMessage(err).replace(/^\w+: /, ''));
-  }
+  const values: Record<string, string | boolean | undefined> = parseCommandArgs(
+    'announce',
+    argv,
+    {
+      port: { type: 'string' },
+      'key-name': { type: 'string' },
+      path: { type: 'string' },
+      priority: { type: 'string' },
+      interface: { type: 'string' },
+      name: { type: 'string' },
+      host: { type: 'string' },
+      'log-level': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    false,
+  ).values;
   if (values.help) return 'help';
   const str = (k: string) => (typeof values[k] === 'string' ? (values[k] as string) : undefined);
   const portText = str('port');

@@ -1,6 +1,6 @@
-import { parseArgs } from 'node:util';
+import { parseCommandArgs } from './args.js';
 import { defaultConfig, resolveServeConfig, type ServeFlags } from '../config.js';
-import { ConfigError, errorMessage } from '../errors.js';
+import { errorMessage } from '../errors.js';
 import type { Finding } from '../doctor/finding.js';
 import { readNixConfig, type NixConfig } from '../doctor/nix-config.js';
 import { checkKeys, checkNegativeTtl, checkSubstituters, type Expected } from '../doctor/nix-checks.js';
@@ -99,25 +99,21 @@ export async function diagnose(input: DoctorInput): Promise<Finding[]> {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  let values: ServeFlags & { url?: string; json?: boolean; strict?: boolean };
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        url: { type: 'string' },
-        config: { type: 'string' },
-        lan: { type: 'string', multiple: true },
-        upstream: { type: 'string', multiple: true },
-        'trusted-public-key': { type: 'string', multiple: true },
-        json: { type: 'boolean' },
-        strict: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-    }));
-  } catch (err) {
-    throw new ConfigError(errorMessage(err).replace(/^\w+: /, ''));
-  }
+  const values: ServeFlags & { url?: string; json?: boolean; strict?: boolean } = parseCommandArgs(
+    'doctor',
+    argv,
+    {
+      url: { type: 'string' },
+      config: { type: 'string' },
+      lan: { type: 'string', multiple: true },
+      upstream: { type: 'string', multiple: true },
+      'trusted-public-key': { type: 'string', multiple: true },
+      json: { type: 'boolean' },
+      strict: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    false,
+  ).values;
   if (values.help) {
     process.stdout.write(HELP);
     return 0;

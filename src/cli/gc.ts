@@ -1,8 +1,8 @@
 import { stat } from 'node:fs/promises';
 import { ConfigError } from '../errors.js';
-import { parseCommandArgs, parseCount } from '../push/cliutil.js';
+import { parseCommandArgs, parseCount } from './args.js';
 import { gc } from '../push/gc.js';
-import { formatBytes } from '../push/progress.js';
+import { formatBytes } from '../format.js';
 
 const HELP = `usage: nix-lan-cache gc --cache DIR [--keep N] [--keep-days D] [--grace-minutes M] [--dry-run]
 

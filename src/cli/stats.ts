@@ -1,9 +1,10 @@
-import { parseArgs } from 'node:util';
+import { parseCommandArgs } from './args.js';
 import { DEFAULT_PORT } from '../config.js';
-import { ConfigError, errorMessage } from '../errors.js';
+import { errorMessage } from '../errors.js';
 import type { StatsResponse } from '../server/stats-routes.js';
 import type { PeriodStats } from '../stats/snapshot.js';
 import type { DiscoverySnapshot } from '../discovery/discovery.js';
+import { formatBytes } from '../format.js';
 
 export const DEFAULT_URL = `http://127.0.0.1:${DEFAULT_PORT}`;
 
@@ -15,16 +16,6 @@ Shows what a running proxy served: LAN hit rate, bytes per origin, origin health
   --json       print the proxy's /_/stats document as is (schema: docs/stats.md)
 `;
 
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${v} B` : `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
-}
 
 export function formatPct(r: number | null): string {
   return r === null ? '–' : `${(r * 100).toFixed(1)}%`;
@@ -117,12 +108,7 @@ export async function fetchStats(url: string, timeoutMs = 5000): Promise<StatsRe
 }
 
 export async function run(argv: string[]): Promise<number> {
-  let values: { url?: string; json?: boolean; help?: boolean };
-  try {
-    ({ values } = parseArgs({ args: argv, options: { url: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, strict: true }));
-  } catch (err) {
-    throw new ConfigError(errorMessage(err).replace(/^\w+: /, ''));
-  }
+  const { values } = parseCommandArgs('stats', argv, { url: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, false);
   if (values.help) {
     process.stdout.write(HELP);
     return 0;

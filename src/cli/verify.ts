@@ -2,7 +2,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { ConfigError, errorMessage } from '../errors.js';
 import { parsePublicKey, TrustedKeys, type PublicKey } from '../protocol/signing.js';
-import { parseCommandArgs } from '../push/cliutil.js';
+import { parseCommandArgs } from './args.js';
 import { verify } from '../push/verify.js';
 
 const HELP = `usage: nix-lan-cache verify --cache DIR [--trusted-public-key KEY]... [--deep]

@@ -6,7 +6,8 @@ import { parseStorePath } from '../protocol/storepath.js';
 import { queryClosure, resolveStorePaths, type LocalPathInfo } from './closure.js';
 import { Semaphore } from './limit.js';
 import { COMPRESSIONS, dumpCompressed, type Compression } from './nar.js';
-import { formatBytes, type Progress } from './progress.js';
+import { formatBytes } from '../format.js';
+import type { Progress } from './progress.js';
 import { checkRootName, formatRootListing, rootFileName } from './roots.js';
 import type { CacheTarget } from './target.js';
 

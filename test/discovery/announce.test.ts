@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { avahiBrowse } from '../helpers/avahi.js';
 import { NetLab } from '../helpers/netns.js';
 import { removeDir, tempDir } from '../helpers/nix.js';
-import { startProcess, stopAll, stopProcess } from '../helpers/proc.js';
+import { collectJsonLines, startProcess, stopAll, stopProcess } from '../helpers/proc.js';
 import { CLI } from '../helpers/proxy.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -13,25 +13,12 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 async function startLogged(cmd: string, args: string[], event: string, timeoutMs = 10_000): Promise<{ child: ChildProcess; logs: Array<Record<string, unknown>> }> {
   const child = startProcess(cmd, args, { cwd: ROOT, env: { ...process.env, NIX_LAN_CACHE_LOG_FORMAT: 'json' } });
   const logs: Array<Record<string, unknown>> = [];
-  let buffered = '';
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no ${event} after ${timeoutMs} ms: ${JSON.stringify(logs)}`)), timeoutMs);
-    child.stderr!.on('data', (d: Buffer) => {
-      buffered += d.toString();
-      let nl: number;
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        try {
-          const entry = JSON.parse(line) as Record<string, unknown>;
-          logs.push(entry);
-          if (entry.event === event) {
-            clearTimeout(timer);
-            resolve();
-          }
-        } catch {
-          logs.push({ raw: line });
-        }
+    collectJsonLines(child.stderr!, logs, (entry) => {
+      if (entry.event === event) {
+        clearTimeout(timer);
+        resolve();
       }
     });
     child.once('exit', (code) => {

@@ -57,3 +57,29 @@ export async function runOk(cmd: string, args: string[], options: SpawnOptions &
   if (res.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${res.code}\n${res.stderr}`);
   return res.stdout;
 }
+
+export type LogEntry = Record<string, unknown>;
+
+/**
+ * Collects a process's JSON log lines (pino) from `stream` into `logs` and
+ * calls `onEntry` for each; a line that isn't JSON is kept as `{ raw }`.
+ */
+export function collectJsonLines(stream: NodeJS.ReadableStream, logs: LogEntry[], onEntry: (entry: LogEntry) => void = () => {}): void {
+  let buffered = '';
+  stream.on('data', (d: Buffer) => {
+    buffered += d.toString();
+    let nl: number;
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, nl);
+      buffered = buffered.slice(nl + 1);
+      let entry: LogEntry;
+      try {
+        entry = JSON.parse(line) as LogEntry;
+      } catch {
+        entry = { raw: line };
+      }
+      logs.push(entry);
+      onEntry(entry);
+    }
+  });
+}

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startProcess, stopProcess } from './proc.js';
+import { collectJsonLines, startProcess, stopProcess } from './proc.js';
 
 export const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
 
@@ -34,23 +34,10 @@ export async function startProxy(args: string[], options: { env?: NodeJS.Process
   if (ownState) child.once('exit', () => rmSync(ownState, { recursive: true, force: true }));
   const logs: Array<Record<string, unknown>> = [];
   let out = '';
-  let buffered = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   const listening = new Promise<string>((resolve, reject) => {
-    child.stderr!.on('data', (d: Buffer) => {
-      buffered += d.toString();
-      let nl: number;
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        try {
-          const entry = JSON.parse(line) as Record<string, unknown>;
-          logs.push(entry);
-          if (entry.event === 'listening') resolve(entry.url as string);
-        } catch {
-          logs.push({ raw: line });
-        }
-      }
+    collectJsonLines(child.stderr!, logs, (entry) => {
+      if (entry.event === 'listening') resolve(entry.url as string);
     });
     child.once('exit', (code) => reject(new Error(`proxy exited with ${code} before listening: ${JSON.stringify(logs.slice(-5))}`)));
   });

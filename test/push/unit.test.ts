@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { parsePathInfoJson, topoSort, type LocalPathInfo } from '../../src/push/closure.js';
 import { mapLimit, Semaphore } from '../../src/push/limit.js';
-import { formatBar, formatBytes } from '../../src/push/progress.js';
+import { formatBar } from '../../src/push/progress.js';
+import { formatBytes } from '../../src/format.js';
 import { parseRootFileName, rootFileName, checkRootName } from '../../src/push/roots.js';
 import { parseSshUrl, shQuote, splitSshOpts } from '../../src/push/ssh-target.js';
 

@@ -9,7 +9,7 @@ import { removeDir, tempDir } from '../helpers/nix.js';
 import type { AccessLogEntry, Nginx } from '../helpers/nginx.js';
 import { parsePrometheus } from '../../src/stats/prometheus.js';
 import type { StatsResponse } from '../../src/server/stats-routes.js';
-import { formatBytes } from '../../src/cli/stats.js';
+import { formatBytes } from '../../src/format.js';
 
 const LEAVES = Array.from({ length: 4 }, (_, i) => ({ name: `leaf${i}`, size: 30_000 + i * 7000 }));
 const FLUSH = { NIX_LAN_CACHE_STATS_FLUSH_MS: '100' };

@@ -33,7 +33,7 @@ describe('serve configuration: defaults < config file < flags', () => {
     [['--lan', 'ftp://pi/'], /http or https/],
     [['--trusted-public-key', 'pi:xyz'], /trusted public key "pi:xyz"/],
     [['--log-level', 'loud'], /log level/],
-    [['extra-arg'], /no arguments/],
+    [['extra-arg'], /unexpected argument "extra-arg"/],
   ])('refuses %j with a message that names the problem', (argv, message) => {
     expect(() => resolveServeConfig(parseServeFlags(argv as string[]))).toThrow(message);
     expect(() => resolveServeConfig(parseServeFlags(argv as string[]))).toThrow(ConfigError);

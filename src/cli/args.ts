@@ -1,7 +1,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { ConfigError, errorMessage } from '../errors.js';
 
 type ParseArgsOptionsConfig = NonNullable<ParseArgsConfig['options']>;
-import { ConfigError, errorMessage } from '../errors.js';
 
 /** node:util parseArgs (strict), turning its errors into ConfigErrors that name the command. */
 export function parseCommandArgs<const O extends ParseArgsOptionsConfig>(command: string, argv: string[], options: O, allowPositionals: boolean) {
