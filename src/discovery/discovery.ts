@@ -1,12 +1,11 @@
 import { networkInterfaces as osNetworkInterfaces, type NetworkInterfaceInfo } from 'node:os';
-import { request } from 'undici';
 import type { Logger } from 'pino';
-import { errorMessage } from '../errors.js';
+import { checkCacheInfo } from '../origins/cache-info.js';
 import { HttpOrigin, normaliseBaseUrl } from '../origins/http-origin.js';
-import type { FetchOptions, FileFetch, NarInfoLookup, Origin } from '../origins/origin.js';
 import type { OriginSet } from '../origins/origin-set.js';
 import type { OriginTimeouts } from '../origins/timeouts.js';
 import type { TrustedKeys } from '../protocol/signing.js';
+import { DiscoveredOrigin } from './discovered-origin.js';
 import { NIX_CACHE_SERVICE, type ServiceBrowser, type ServiceInstance } from './browser.js';
 
 export type CacheStatus = 'checking' | 'admitted' | 'refused' | 'lost' | 'gone';
@@ -91,7 +90,6 @@ interface Candidate {
 
 const MAX_CANDIDATES = 64;
 const MAX_EVENTS = 100;
-const MAX_CACHE_INFO_BYTES = 64 * 1024;
 const TICK_MS = 1000;
 /** A tick this late means the machine slept. */
 const WAKE_GAP_MS = 10_000;
@@ -287,45 +285,12 @@ export class Discovery {
       return this.decide(c, 'refused', `its key name ${JSON.stringify(claim.keyName)} is not one of the trusted keys (${this.options.trusted.names.join(', ')})`, false);
     }
     c.checking = true;
-    void this.cacheInfo(c.url).then((problem) => {
+    void checkCacheInfo(c.url, this.options.timeouts).then((problem) => {
       if (generation !== c.generation) return; // superseded
       c.checking = false;
       if (problem) return this.decide(c, 'refused', problem, true);
       this.admit(c, claim.keyName!, claim.priority);
     });
-  }
-
-  /** undefined if the cache's `nix-cache-info` says `StoreDir: /nix/store`; otherwise what is wrong. */
-  private async cacheInfo(url: string): Promise<string | undefined> {
-    const t = this.options.timeouts;
-    try {
-      const res = await request(new URL('nix-cache-info', url), {
-        method: 'GET',
-        headers: { 'user-agent': 'nix-lan-cache' },
-        headersTimeout: t.firstByteMs,
-        bodyTimeout: t.firstByteMs,
-        signal: AbortSignal.timeout(t.connectMs + t.firstByteMs),
-      });
-      if (res.statusCode !== 200) {
-        res.body.resume();
-        return `its nix-cache-info answered HTTP ${res.statusCode}`;
-      }
-      let size = 0;
-      const chunks: Buffer[] = [];
-      for await (const chunk of res.body as AsyncIterable<Buffer>) {
-        size += chunk.length;
-        if (size > MAX_CACHE_INFO_BYTES) {
-          res.body.destroy();
-          return 'its nix-cache-info is too large';
-        }
-        chunks.push(chunk);
-      }
-      const storeDir = /^StoreDir:\s*(\S+)\s*$/m.exec(Buffer.concat(chunks).toString('utf8'))?.[1];
-      if (storeDir !== '/nix/store') return `its nix-cache-info says StoreDir ${storeDir === undefined ? '(none)' : JSON.stringify(storeDir)}, not /nix/store`;
-      return undefined;
-    } catch (err) {
-      return `its nix-cache-info did not answer: ${errorMessage(err)}`;
-    }
   }
 
   private admit(c: Candidate, keyName: string, priority: number): void {
@@ -409,7 +374,7 @@ export class Discovery {
     if (c.healthChecking) return;
     c.healthChecking = true;
     c.lastHealthCheck = Date.now();
-    void this.cacheInfo(c.url)
+    void checkCacheInfo(c.url, this.options.timeouts)
       .then((problem) => {
         if (problem && c.origin === origin && !origin.breaker.isOpen) origin.breaker.trip(problem);
       })
@@ -441,63 +406,6 @@ export class Discovery {
     for (const [url, c] of this.candidates) {
       if (c.status === 'gone' && c.claims.size === 0 && now - (c.decidedAt ?? now) > KEEP_GONE_MS) this.candidates.delete(url);
     }
-  }
-}
-
-/**
- * A discovered cache's origin: an HttpOrigin that only counts signatures by
- * the announced key, and that reports the cache as refused when it serves a
- * narinfo not signed by that key before it served one that is.
- */
-export class DiscoveredOrigin implements Origin {
-  verified = 0;
-  untrusted = 0;
-
-  constructor(
-    private readonly http: HttpOrigin,
-    readonly keyName: string,
-    private readonly refuse: (reason: string) => void,
-  ) {}
-
-  get id() {
-    return this.http.id;
-  }
-  get name() {
-    return this.http.name;
-  }
-  get kind() {
-    return this.http.kind;
-  }
-  get baseUrl() {
-    return this.http.baseUrl;
-  }
-  get priority() {
-    return this.http.priority;
-  }
-  get breaker() {
-    return this.http.breaker;
-  }
-
-  async lookupNarInfo(storeHash: string): Promise<NarInfoLookup> {
-    const result = await this.http.lookupNarInfo(storeHash);
-    if (result.status === 'present') this.verified++;
-    else if (result.status === 'absent' && result.reason === 'untrusted') {
-      this.untrusted++;
-      if (this.verified === 0) this.refuse(`it served ${storeHash}.narinfo without a valid signature by ${this.keyName}, the key it announced`);
-    }
-    return result;
-  }
-
-  fetchFile(path: string, options?: FetchOptions): Promise<FileFetch> {
-    return this.http.fetchFile(path, options);
-  }
-
-  reportFailure(reason: string): void {
-    this.http.reportFailure(reason);
-  }
-
-  close(): Promise<void> {
-    return this.http.close();
   }
 }
 

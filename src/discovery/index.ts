@@ -5,7 +5,8 @@ import type { TrustedKeys } from '../protocol/signing.js';
 import { Discovery } from './discovery.js';
 import { MdnsJsServiceBrowser } from './mdns-js-browser.js';
 
-export { Discovery, DiscoveredOrigin, type DiscoverySnapshot, type DiscoveredCache } from './discovery.js';
+export { Discovery, type DiscoverySnapshot, type DiscoveredCache } from './discovery.js';
+export { DiscoveredOrigin } from './discovered-origin.js';
 export { NIX_CACHE_SERVICE, type ServiceBrowser, type ServiceInstance } from './browser.js';
 export { MdnsJsServiceBrowser, parseTxt } from './mdns-js-browser.js';
 

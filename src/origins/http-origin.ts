@@ -6,6 +6,7 @@ import { errorMessage } from '../errors.js';
 import { NarInfoError, parseNarInfo } from '../protocol/narinfo.js';
 import type { TrustedKeys } from '../protocol/signing.js';
 import { Breaker } from './breaker.js';
+import { checkCacheInfo } from './cache-info.js';
 import type { FetchOptions, FileFetch, NarInfoLookup, Origin, OriginKind } from './origin.js';
 import type { OriginTimeouts } from './timeouts.js';
 
@@ -157,23 +158,9 @@ export class HttpOrigin implements Origin {
     this.breaker.failure(reason);
   }
 
-  /** The background probe: the cache's `nix-cache-info` answers. */
+  /** The background probe: the cache's `nix-cache-info` answers for /nix/store. */
   private async probe(): Promise<boolean> {
-    const url = this.resolve('nix-cache-info');
-    if (!url) return false;
-    try {
-      const res = await this.agent.request({
-        origin: url.origin,
-        path: url.pathname,
-        method: 'GET',
-        headersTimeout: this.options.timeouts.firstByteMs,
-        bodyTimeout: this.options.timeouts.firstByteMs,
-      });
-      const body = await res.body.text();
-      return res.statusCode === 200 && body.includes('StoreDir:');
-    } catch {
-      return false;
-    }
+    return (await checkCacheInfo(this.baseUrl, this.options.timeouts, this.agent)) === undefined;
   }
 
   async close(): Promise<void> {

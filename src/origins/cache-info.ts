@@ -1,0 +1,46 @@
+import { request, type Dispatcher } from 'undici';
+import { errorMessage } from '../errors.js';
+import type { OriginTimeouts } from './timeouts.js';
+
+const MAX_CACHE_INFO_BYTES = 64 * 1024;
+
+/**
+ * Asks a binary cache for its `nix-cache-info`: undefined when it answers
+ * for `/nix/store`, otherwise what is wrong. The background probe of an open
+ * circuit and the admission of a discovered cache both rest on this.
+ */
+export async function checkCacheInfo(
+  baseUrl: string,
+  timeouts: Pick<OriginTimeouts, 'connectMs' | 'firstByteMs'>,
+  dispatcher?: Dispatcher,
+): Promise<string | undefined> {
+  try {
+    const res = await request(new URL('nix-cache-info', baseUrl), {
+      method: 'GET',
+      headers: { 'user-agent': 'nix-lan-cache' },
+      headersTimeout: timeouts.firstByteMs,
+      bodyTimeout: timeouts.firstByteMs,
+      signal: AbortSignal.timeout(timeouts.connectMs + timeouts.firstByteMs),
+      ...(dispatcher ? { dispatcher } : {}),
+    });
+    if (res.statusCode !== 200) {
+      res.body.resume();
+      return `its nix-cache-info answered HTTP ${res.statusCode}`;
+    }
+    let size = 0;
+    const chunks: Buffer[] = [];
+    for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > MAX_CACHE_INFO_BYTES) {
+        res.body.destroy();
+        return 'its nix-cache-info is too large';
+      }
+      chunks.push(chunk);
+    }
+    const storeDir = /^StoreDir:\s*(\S+)\s*$/m.exec(Buffer.concat(chunks).toString('utf8'))?.[1];
+    if (storeDir !== '/nix/store') return `its nix-cache-info says StoreDir ${storeDir === undefined ? '(none)' : JSON.stringify(storeDir)}, not /nix/store`;
+    return undefined;
+  } catch (err) {
+    return `its nix-cache-info did not answer: ${errorMessage(err)}`;
+  }
+}
