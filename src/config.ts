@@ -87,6 +87,7 @@ const timeoutsShape = object({
   bodyIdleMs: int(1, 3_600_000),
   probeIntervalMs: int(100, 3_600_000),
   maxFails: int(1, 1000),
+  hedgeMs: int(0, 600_000),
 });
 const fileShape = object({
   listen: str,

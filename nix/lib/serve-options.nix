@@ -36,6 +36,7 @@ let
     bodyIdleMs = nullOrInt 1 3600000 "Longest silence in the middle of a body from ${kind} caches (ms).";
     probeIntervalMs = nullOrInt 100 3600000 "Background probe interval while a ${kind} cache is considered down (ms).";
     maxFails = nullOrInt 1 1000 "Consecutive failures before a ${kind} cache is considered down.";
+    hedgeMs = nullOrInt 0 600000 "A narinfo lookup to a ${kind} cache this slow (ms) is no longer waited on alone: the next caches are asked alongside (0: never).";
   };
 
   dropNulls = lib.filterAttrsRecursive (_: v: v != null);

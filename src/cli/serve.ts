@@ -43,7 +43,8 @@ export async function startProxy(config: ServeConfig, log: Logger): Promise<Runn
   }
   const { stats, close: closeStats } = openStats(config.stateDir, (name) => origins.ordered().find((o) => o.name === name)?.kind, log);
   stats.attachOrigins(origins);
-  const resolver = new NarInfoResolver(origins, config.cache, stats, log);
+  const hedgeMs = { lan: config.timeouts.lan.hedgeMs, upstream: config.timeouts.upstream.hedgeMs };
+  const resolver = new NarInfoResolver(origins, { ...config.cache, hedgeMs }, stats, log);
   // mDNS discovery (docs/discovery.md): loaded only when browsing is on.
   const discovery = config.mdns ? (await import('../discovery/index.js')).startDiscovery({ origins, trusted, timeouts: config.timeouts.lan, log }) : undefined;
   const app = buildApp({ config, origins, resolver, stats, log, discovery });

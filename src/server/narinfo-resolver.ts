@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { NarInfo } from '../protocol/narinfo.js';
 import { serialiseNarInfo } from '../protocol/narinfo.js';
 import { formatNarUrl } from '../protocol/narurl.js';
-import type { NarInfoLookup, Origin } from '../origins/origin.js';
+import type { Origin, OriginKind } from '../origins/origin.js';
 import type { OriginSet } from '../origins/origin-set.js';
 import { outcomeOf, type LookupOutcome, type Stats } from '../stats.js';
 
@@ -21,6 +21,16 @@ export interface ResolverOptions {
   maxEntries: number;
   hitTtlSeconds: number;
   missTtlSeconds: number;
+  /** Per kind of origin: after this long without an answer, the next origins are asked alongside (0: never). */
+  hedgeMs: Record<OriginKind, number>;
+}
+
+type Found = { origin: Origin; info: NarInfo };
+
+/** What the origins said on the way, for the log and the fallback record. */
+interface Trail {
+  unknown: string[];
+  lanSaid: Array<{ origin: string; outcome: LookupOutcome }>;
 }
 
 /**
@@ -84,32 +94,83 @@ export class NarInfoResolver {
 
   private async lookup(storeHash: string): Promise<Resolution> {
     const generation = this.generation;
-    const unknown: string[] = [];
-    const lanSaid: Array<{ origin: string; outcome: LookupOutcome }> = [];
-    for (const origin of this.origins.ordered()) {
-      if (origin.breaker.isOpen) {
-        unknown.push(`${origin.name}: circuit open`);
-        this.stats.narinfoLookup(origin.name, 'skipped', 0);
-        if (origin.kind === 'lan') lanSaid.push({ origin: origin.name, outcome: 'skipped' });
-        continue;
-      }
-      const started = performance.now();
-      const result: NarInfoLookup = await origin.lookupNarInfo(storeHash);
-      const ms = performance.now() - started;
-      this.stats.narinfoLookup(origin.name, outcomeOf(result), ms);
-      if (origin.kind === 'lan' && result.status !== 'present') lanSaid.push({ origin: origin.name, outcome: outcomeOf(result) });
-      if (result.status === 'present') {
-        if (origin.kind === 'upstream') this.stats.narinfoFallback(storeHash, origin.name, lanSaid);
-        const info = { ...result.info, url: formatNarUrl({ storeHash, narHash: result.info.narHash, compression: result.info.compression, originId: origin.id, originUrl: result.info.url }) };
-        const found: Resolution = { status: 'found', origin, text: serialiseNarInfo(info), fileHash: result.info.fileHash };
-        if (generation === this.generation) this.cache.set(storeHash, found, { ttl: this.options.hitTtlSeconds * 1000 });
-        return found;
-      }
-      if (result.status === 'unknown') unknown.push(`${origin.name}: ${result.reason}`);
+    const trail: Trail = { unknown: [], lanSaid: [] };
+    const hit = await this.firstPresent(this.origins.ordered(), 0, storeHash, trail);
+    if (hit) {
+      const { origin, info } = hit;
+      if (origin.kind === 'upstream') this.stats.narinfoFallback(storeHash, origin.name, [...trail.lanSaid]);
+      const served = { ...info, url: formatNarUrl({ storeHash, narHash: info.narHash, compression: info.compression, originId: origin.id, originUrl: info.url }) };
+      const found: Resolution = { status: 'found', origin, text: serialiseNarInfo(served), fileHash: info.fileHash };
+      if (generation === this.generation) this.cache.set(storeHash, found, { ttl: this.options.hitTtlSeconds * 1000 });
+      return found;
     }
+    const { unknown } = trail;
     const miss: Resolution = unknown.length ? { status: 'unavailable', unknown } : { status: 'missing' };
     if (unknown.length) this.log.debug({ storeHash, unknown }, 'narinfo not found; some origins could not be asked');
     if (this.options.missTtlSeconds > 0 && generation === this.generation) this.cache.set(storeHash, miss, { ttl: this.options.missTtlSeconds * 1000 });
     return miss;
   }
+
+  /**
+   * Asks `origins[from..]` in order for the first validly signed narinfo. An
+   * origin whose circuit is open is skipped without waiting. One that has not
+   * answered within its kind's hedge delay is not waited on alone: the rest of
+   * the chain is asked alongside and the first present answer wins, so a Pi
+   * that hangs costs the hedge delay, not its whole first-byte timeout.
+   */
+  private async firstPresent(origins: readonly Origin[], from: number, storeHash: string, trail: Trail): Promise<Found | undefined> {
+    for (let i = from; i < origins.length; i++) {
+      const origin = origins[i]!;
+      if (origin.breaker.isOpen) {
+        trail.unknown.push(`${origin.name}: circuit open`);
+        this.stats.narinfoLookup(origin.name, 'skipped', 0);
+        if (origin.kind === 'lan') trail.lanSaid.push({ origin: origin.name, outcome: 'skipped' });
+        continue;
+      }
+      const asking = this.ask(origin, storeHash, trail);
+      const hedgeMs = this.options.hedgeMs[origin.kind];
+      const early = hedgeMs > 0 && i + 1 < origins.length ? await settledWithin(asking, hedgeMs) : { value: await asking };
+      if (!early) return firstDefined(asking, this.firstPresent(origins, i + 1, storeHash, trail));
+      if (early.value) return early.value;
+    }
+    return undefined;
+  }
+
+  /** One origin's answer, counted; undefined unless it is present. */
+  private async ask(origin: Origin, storeHash: string, trail: Trail): Promise<Found | undefined> {
+    const started = performance.now();
+    const result = await origin.lookupNarInfo(storeHash);
+    const outcome = outcomeOf(result);
+    this.stats.narinfoLookup(origin.name, outcome, performance.now() - started);
+    if (result.status === 'present') return { origin, info: result.info };
+    if (origin.kind === 'lan') trail.lanSaid.push({ origin: origin.name, outcome });
+    if (result.status === 'unknown') trail.unknown.push(`${origin.name}: ${result.reason}`);
+    return undefined;
+  }
+}
+
+/** `{ value }` if `p` settles within `ms`, undefined otherwise. */
+async function settledWithin<T>(p: Promise<T>, ms: number): Promise<{ value: T } | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms);
+  });
+  try {
+    return await Promise.race([p.then((value) => ({ value })), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The first of two lookups to find something; undefined once both found nothing. */
+function firstDefined<T>(a: Promise<T | undefined>, b: Promise<T | undefined>): Promise<T | undefined> {
+  return new Promise((resolve, reject) => {
+    let pending = 2;
+    const settle = (value: T | undefined) => {
+      if (value !== undefined) resolve(value);
+      else if (--pending === 0) resolve(undefined);
+    };
+    a.then(settle, reject);
+    b.then(settle, reject);
+  });
 }

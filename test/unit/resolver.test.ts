@@ -1,0 +1,96 @@
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import { Breaker } from '../../src/origins/breaker.js';
+import type { NarInfoLookup, Origin, OriginKind } from '../../src/origins/origin.js';
+import { OriginSet } from '../../src/origins/origin-set.js';
+import { parseNarInfo } from '../../src/protocol/narinfo.js';
+import { NarInfoResolver } from '../../src/server/narinfo-resolver.js';
+import { Stats } from '../../src/stats.js';
+
+const HASH = '3kklkssmzr75mhpv3s4qw1m26y4w6zrn';
+const INFO = parseNarInfo(`StorePath: /nix/store/${HASH}-x
+URL: nar/03lzs95hsqhn8i2krdmlvw8r1q6mfcjrzg2cp18saf5a0f9f3jdn.nar.xz
+Compression: xz
+NarHash: sha256:1z36l1l7cvc7d3x3y814zv4pdgx17j6i2i8ml4japbpzwc5yh155
+NarSize: 120
+References: 
+`);
+
+/** A unit-test stand-in for an origin: answers `answer` after `delayMs`. */
+function fakeOrigin(name: string, kind: OriginKind, answer: NarInfoLookup['status'], delayMs: number): Origin & { asked: number } {
+  const breaker = new Breaker({ maxFails: 1, probeIntervalMs: 60_000 }, async () => false);
+  const result: NarInfoLookup =
+    answer === 'present' ? { status: 'present', info: INFO, trustedBy: 'k' } : answer === 'absent' ? { status: 'absent', reason: 'not-found' } : { status: 'unknown', reason: 'timeout' };
+  return {
+    id: name,
+    name,
+    kind,
+    baseUrl: `http://${name}/`,
+    priority: 10,
+    breaker,
+    asked: 0,
+    async lookupNarInfo() {
+      this.asked++;
+      await new Promise((r) => setTimeout(r, delayMs));
+      return result;
+    },
+    async fetchFile() {
+      return { status: 'unknown', reason: 'not used' };
+    },
+    reportFailure() {},
+    async close() {
+      breaker.close();
+    },
+  };
+}
+
+function resolver(origins: Origin[], hedgeMs = 50) {
+  return new NarInfoResolver(new OriginSet(origins), { maxEntries: 100, hitTtlSeconds: 60, missTtlSeconds: 60, hedgeMs: { lan: hedgeMs, upstream: 0 } }, new Stats(), pino({ level: 'silent' }));
+}
+
+describe('narinfo routing: LAN first, upstream next, hedged when the LAN is slow', () => {
+  it('a Pi that hangs costs the hedge delay, not its whole timeout: upstream answers', async () => {
+    const pi = fakeOrigin('pi', 'lan', 'unknown', 1500);
+    const up = fakeOrigin('up', 'upstream', 'present', 5);
+    const started = Date.now();
+    const r = await resolver([pi, up]).resolve(HASH);
+    expect(r.status === 'found' && r.origin.name).toBe('up');
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+
+  it('a slow Pi that answers before upstream still wins', async () => {
+    const pi = fakeOrigin('pi', 'lan', 'present', 120);
+    const up = fakeOrigin('up', 'upstream', 'present', 400);
+    const r = await resolver([pi, up]).resolve(HASH);
+    expect(r.status === 'found' && r.origin.name).toBe('pi');
+    expect(up.asked).toBe(1); // hedged: upstream was asked alongside
+  });
+
+  it('a quick Pi is asked alone', async () => {
+    const pi = fakeOrigin('pi', 'lan', 'present', 1);
+    const up = fakeOrigin('up', 'upstream', 'present', 1);
+    const r = await resolver([pi, up]).resolve(HASH);
+    expect(r.status === 'found' && r.origin.name).toBe('pi');
+    expect(up.asked).toBe(0);
+  });
+
+  it('"absent" everywhere is missing; "couldn\'t ask" somewhere is unavailable; both answer 404 upstream of here', async () => {
+    expect((await resolver([fakeOrigin('pi', 'lan', 'absent', 1), fakeOrigin('up', 'upstream', 'absent', 1)]).resolve(HASH)).status).toBe('missing');
+    const r = await resolver([fakeOrigin('pi', 'lan', 'unknown', 1), fakeOrigin('up', 'upstream', 'absent', 1)]).resolve(HASH);
+    expect(r).toMatchObject({ status: 'unavailable', unknown: ['pi: timeout'] });
+  });
+
+  it('an open circuit is skipped without asking; cached misses are forgotten when an origin comes back', async () => {
+    const pi = fakeOrigin('pi', 'lan', 'present', 1);
+    const up = fakeOrigin('up', 'upstream', 'absent', 1);
+    const res = resolver([pi, up]);
+    pi.breaker.trip('test');
+    expect((await res.resolve(HASH)).status).toBe('unavailable');
+    expect(pi.asked).toBe(0);
+    expect((await res.resolve(HASH)).status).toBe('unavailable'); // cached miss
+    pi.breaker.success(); // the probe brought it back
+    const r = await res.resolve(HASH);
+    expect(r.status === 'found' && r.origin.name).toBe('pi');
+    pi.breaker.close();
+  });
+});
