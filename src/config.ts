@@ -40,7 +40,8 @@ export function defaultConfig(): ServeConfig {
     priority: 30,
     stateDir: undefined,
     timeouts: { lan: { ...DEFAULT_TIMEOUTS.lan }, upstream: { ...DEFAULT_TIMEOUTS.upstream } },
-    cache: { maxEntries: 50_000, hitTtlSeconds: 3600, missTtlSeconds: 30 },
+    // A whole NixOS system is a few thousand paths; Nix keeps its own 30-day narinfo cache on disk.
+    cache: { maxEntries: 4096, hitTtlSeconds: 3600, missTtlSeconds: 30 },
   };
 }
 

@@ -15,7 +15,7 @@ export type Resolution =
   /** No origin had it and at least one could not be asked. */
   | { status: 'unavailable'; unknown: string[] };
 
-const MAX_CACHE_BYTES = 64 * 1024 * 1024;
+const MAX_CACHE_BYTES = 8 * 1024 * 1024;
 
 export interface ResolverOptions {
   maxEntries: number;
