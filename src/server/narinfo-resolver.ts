@@ -42,6 +42,12 @@ interface Trail {
 export class NarInfoResolver {
   private readonly cache: LRUCache<string, Resolution>;
   private readonly inflight = new Map<string, Promise<Resolution>>();
+  /**
+   * Origins whose last lookup outlived the hedge delay: until one of their
+   * answers arrives, lookups ask the next origins alongside at once instead
+   * of waiting the delay again (their circuit opens at the first-byte timeout).
+   */
+  private readonly slow = new Set<Origin>();
   /** Bumped whenever cached answers are dropped, so a lookup that started before doesn't store a stale one. */
   private generation = 0;
 
@@ -116,7 +122,7 @@ export class NarInfoResolver {
    * origin whose circuit is open is skipped without waiting. One that has not
    * answered within its kind's hedge delay is not waited on alone: the rest of
    * the chain is asked alongside and the first present answer wins, so a Pi
-   * that hangs costs the hedge delay, not its whole first-byte timeout.
+   * that hangs costs the hedge delay, once, not its whole first-byte timeout.
    */
   private async firstPresent(origins: readonly Origin[], from: number, storeHash: string, trail: Trail): Promise<Found | undefined> {
     for (let i = from; i < origins.length; i++) {
@@ -129,8 +135,12 @@ export class NarInfoResolver {
       }
       const asking = this.ask(origin, storeHash, trail);
       const hedgeMs = this.options.hedgeMs[origin.kind];
-      const early = hedgeMs > 0 && i + 1 < origins.length ? await settledWithin(asking, hedgeMs) : { value: await asking };
-      if (!early) return firstDefined(asking, this.firstPresent(origins, i + 1, storeHash, trail));
+      const hedged = hedgeMs > 0 && i + 1 < origins.length;
+      const early = !hedged ? { value: await asking } : this.slow.has(origin) ? undefined : await settledWithin(asking, hedgeMs);
+      if (!early) {
+        this.slow.add(origin);
+        return firstDefined(asking, this.firstPresent(origins, i + 1, storeHash, trail));
+      }
       if (early.value) return early.value;
     }
     return undefined;
@@ -140,6 +150,7 @@ export class NarInfoResolver {
   private async ask(origin: Origin, storeHash: string, trail: Trail): Promise<Found | undefined> {
     const started = performance.now();
     const result = await origin.lookupNarInfo(storeHash);
+    if (result.status !== 'unknown') this.slow.delete(origin);
     const outcome = outcomeOf(result);
     this.stats.narinfoLookup(origin.name, outcome, performance.now() - started);
     if (result.status === 'present') return { origin, info: result.info };

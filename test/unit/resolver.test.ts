@@ -94,3 +94,25 @@ describe('narinfo routing: LAN first, upstream next, hedged when the LAN is slow
     pi.breaker.close();
   });
 });
+
+describe('a LAN cache that went slow', () => {
+  it('is not waited on again: the next lookups ask upstream alongside at once, until it answers', async () => {
+    const pi = fakeOrigin('pi', 'lan', 'present', 400);
+    const up = fakeOrigin('up', 'upstream', 'present', 5);
+    const res = resolver([pi, up], 100);
+    const t0 = Date.now();
+    const first = await res.resolve(HASH);
+    expect(first.status === 'found' && first.origin.name).toBe('up');
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(95); // waited the hedge delay once
+    const other = HASH.replace(/^3/, '4'); // another path, not in the cache
+    const t1 = Date.now();
+    await res.resolve(other).catch(() => undefined);
+    expect(Date.now() - t1).toBeLessThan(90); // no second wait
+    // Once the Pi has answered, it is waited on (for the hedge delay) as before.
+    await new Promise((r) => setTimeout(r, 450));
+    expect(pi.asked).toBe(2);
+    const t2 = Date.now();
+    await res.resolve(HASH.replace(/^3/, '5'));
+    expect(Date.now() - t2).toBeGreaterThanOrEqual(95);
+  });
+});
