@@ -213,9 +213,14 @@ export class Stats {
     return this.kindOf(name) ?? this.state.originInfo[name]?.kind ?? 'unknown';
   }
 
+  /** The buckets of the current hour, kept until the hour ends: the request path asks for them on every event. */
+  private current: { from: number; until: number; buckets: Bucket[] } | undefined;
+
   /** The buckets an event at `now` counts in: since install, today, this hour. Old buckets are pruned here. */
   private buckets(): Bucket[] {
     const now = this.now();
+    const t = now.getTime();
+    if (this.current && t >= this.current.from && t < this.current.until) return this.current.buckets;
     const day = dayKey(now);
     const hour = hourKey(now);
     let d = this.state.days[day];
@@ -228,7 +233,10 @@ export class Stats {
       h = this.state.hours[hour] = emptyBucket();
       prune(this.state.hours, KEEP_HOURS);
     }
-    return [this.state.total, d, h];
+    const from = new Date(now.getFullYear(), now.getMonth(), now.getDate(), now.getHours()).getTime();
+    const until = new Date(now.getFullYear(), now.getMonth(), now.getDate(), now.getHours() + 1).getTime();
+    this.current = { from, until, buckets: [this.state.total, d, h] };
+    return this.current.buckets;
   }
 
   private each(origin: string, f: (c: OriginCounters) => void): void {

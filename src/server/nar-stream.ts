@@ -40,7 +40,9 @@ export async function streamNar(
   res: ServerResponse,
   deps: NarDeps,
 ): Promise<void> {
-  const log = deps.log.child({ storeHash: ref.storeHash });
+  // A child logger costs more than a NAR request's other work: make it only when there is something to say.
+  let child: Logger | undefined;
+  const log = () => (child ??= deps.log.child({ storeHash: ref.storeHash }));
   const requested = parseRange(typeof headers.range === 'string' ? headers.range : undefined) ?? undefined;
   const abort = new AbortController();
   res.once('close', () => {
@@ -65,7 +67,7 @@ export async function streamNar(
     if (fetched.status !== 'present') {
       if (fetched.status === 'unknown') sawUnknown = true;
       deps.stats.narUnavailable(source.origin.name, fetched.status === 'absent' ? 'absent' : 'unavailable');
-      log.info({ origin: source.origin.name, result: fetched.status, reason: fetched.status === 'unknown' ? fetched.reason : fetched.statusCode }, 'NAR not available from origin');
+      log().info({ origin: source.origin.name, result: fetched.status, reason: fetched.status === 'unknown' ? fetched.reason : fetched.statusCode }, 'NAR not available from origin');
       failedOrigin ??= source.origin;
       continue;
     }
@@ -75,7 +77,7 @@ export async function streamNar(
     }
     if (failedOrigin && failedOrigin !== source.origin) {
       deps.stats.failover(failedOrigin.name, source.origin.name, ref.storeHash);
-      log.info({ from: failedOrigin.name, to: source.origin.name, offset }, 'NAR failover');
+      log().info({ from: failedOrigin.name, to: source.origin.name, offset }, 'NAR failover');
     }
     deps.stats.narStarted(source.origin.name);
     if (!headSent) {
@@ -101,7 +103,7 @@ export async function streamNar(
       const reason = `NAR body failed at byte ${offset}: ${errorMessage(err)}`;
       source.origin.reportFailure(reason);
       deps.stats.narError(source.origin.name);
-      log.warn({ origin: source.origin.name, offset }, reason);
+      log().warn({ origin: source.origin.name, offset }, reason);
       failedOrigin = source.origin;
     }
   }
@@ -110,11 +112,11 @@ export async function streamNar(
     const err = sawUnknown
       ? new AppError('ORIGINS_UNAVAILABLE', `no reachable origin can serve the NAR of ${ref.storeHash}`)
       : new AppError('NOT_IN_ANY_ORIGIN', `no origin has the NAR of ${ref.storeHash}`);
-    log.warn({ code: err.code }, err.message);
+    log().warn({ code: err.code }, err.message);
     writeRawError(res, err);
     return;
   }
-  log.error({ offset }, 'NAR interrupted and no origin holds the identical file to resume from; aborting the response');
+  log().error({ offset }, 'NAR interrupted and no origin holds the identical file to resume from; aborting the response');
   res.destroy();
 }
 
