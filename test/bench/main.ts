@@ -1,0 +1,142 @@
+/**
+ * `npm run bench`: the proxy side by side with nginx and with Nix alone
+ * (issue 8). Every process it starts goes through test/helpers/proc.ts and is
+ * stopped by PID, also on failure or Ctrl-C. Loopback only.
+ *
+ *   npm run bench                      # everything, writes docs/benchmarks.md
+ *   npm run bench -- --only 1,2,5      # some cases; prints, writes docs/benchmarks.md only with --write
+ *   npm run bench -- --quick           # small sizes, for checking the script itself
+ */
+import { writeFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { removeDir, tempDir } from '../helpers/nix.js';
+import { stopAll } from '../helpers/proc.js';
+import { runAway } from './away.js';
+import { runHome } from './home.js';
+import { describeMachine } from './machine.js';
+import { PEER_DIRECTIVES } from './peer.js';
+import { runPush } from './push.js';
+import { log, table, type CaseReport } from './util.js';
+
+const PEER_NOTES: CaseReport = {
+  title: '4. The nginx peer: what it cannot do',
+  markdown: [
+    'The peer is measured in cases 1–3 (rows "nginx peer"), with this config (`test/bench/peer.ts`):',
+    '',
+    '```nginx',
+    PEER_DIRECTIVES('PI_HOST:PORT', 'UPSTREAM_HOST:PORT', 8080).trim(),
+    '```',
+    '',
+    'What it gets wrong or cannot do, by construction (these were not exercised by the benchmark):',
+    '- **No signature checks.** It relays whatever the Pi answers. A narinfo the client does not trust (unsigned, or signed by a',
+    '  key it lacks) reaches Nix, which rejects it and does not ask the upstream: the path is built or the command fails. The',
+    '  proxy treats an untrusted narinfo as absent and asks the next origin.',
+    '- **No NAR failover.** A narinfo from the Pi names the Pi\'s file (`nar/<filehash>.nar.xz`). If the Pi fails between the',
+    '  narinfo and the NAR, the peer asks the upstream for that same file name, which the upstream (other compression, other',
+    '  file hash) does not have: 404, and Nix fails that path. The proxy finds the upstream\'s narinfo with the same NarHash',
+    '  and streams its NAR instead (also mid-stream, from an identical file).',
+    '- **A hanging Pi costs a timeout per retry window.** `max_fails=1 fail_timeout=10s` takes the Pi out for 10 s after one',
+    '  failure; then the next requests wait `proxy_read_timeout` (2 s here) again. A short read timeout also cuts a slow but',
+    '  healthy Pi transfer; a long one makes every retry window cost that long.',
+    '- **No narinfo cache** (no `proxy_cache` configured): each narinfo request is one request to the Pi.',
+    '- It has no idea of which Pi is home (no mDNS), and no stats.',
+  ].join('\n'),
+};
+
+const DOC = fileURLToPath(new URL('../../docs/benchmarks.md', import.meta.url));
+
+const { values } = parseArgs({
+  options: {
+    only: { type: 'string' },
+    quick: { type: 'boolean' },
+    write: { type: 'boolean' },
+    'no-write': { type: 'boolean' },
+  },
+});
+const only = new Set((values.only ?? '1,2,3,4,5,6').split(',').map((s) => s.trim()));
+const quick = values.quick === true;
+const write = values['no-write'] ? false : values.write === true || (values.only === undefined && !quick);
+
+const started = performance.now();
+const dir = await tempDir('bench');
+let interrupted = false;
+const onSignal = (signal: NodeJS.Signals) => {
+  if (interrupted) return;
+  interrupted = true;
+  log(`${signal}: stopping every process the benchmark started`);
+  void stopAll()
+    .then(() => removeDir(dir))
+    .finally(() => process.exit(130));
+};
+process.on('SIGINT', onSignal);
+process.on('SIGTERM', onSignal);
+
+const reports: CaseReport[] = [];
+let failed = false;
+try {
+  const machine = await describeMachine();
+  log(`machine: ${machine.map(([k, v]) => `${k}=${v}`).join('; ')}`);
+  if (only.has('1') || only.has('2') || only.has('5')) {
+    reports.push(
+      ...(await runHome({
+        dir: `${dir}/home`,
+        narBytes: quick ? 64 * 2 ** 20 : 2 ** 30,
+        throughputRounds: quick ? 2 : 5,
+        loadRounds: quick ? 1 : 3,
+        loadSeconds: quick ? 2 : 5,
+        uncachedPerRound: quick ? 2000 : 10_000,
+        uncachedSeconds: quick ? 1 : 3,
+      })),
+    );
+  }
+  if (only.has('3')) {
+    reports.push(
+      await runAway({
+        dir: `${dir}/away`,
+        paths: quick ? 20 : 200,
+        rounds: quick ? 1 : 3,
+        timeoutMs: quick ? 15_000 : 60_000,
+      }),
+    );
+  }
+  if (only.has('6')) {
+    reports.push(await runPush({ dir: `${dir}/push`, smallLeaves: quick ? 15 : 195, largeLeaves: quick ? 1 : 4, largeBytes: 8 * 2 ** 20, rounds: quick ? 1 : 2 }));
+  }
+  if (only.has('4')) reports.push(PEER_NOTES);
+  const minutes = (performance.now() - started) / 60_000;
+  const order = (r: CaseReport) => r.title;
+  reports.sort((a, b) => order(a).localeCompare(order(b), 'en', { numeric: true }));
+  const doc = [
+    '# Benchmarks',
+    '',
+    'Generated by `npm run bench` (`test/bench/main.ts`); do not edit by hand. Everything runs on 127.0.0.1: real nginx plays the',
+    'Raspberry Pi and the upstream cache, real Nix is the client, and the "peer" is nginx configured as a fallback reverse proxy',
+    '(what a user could set up instead of nix-lan-cache; config in `test/bench/peer.ts`).',
+    '',
+    '## Machine',
+    '',
+    table(['', ''], machine),
+    '',
+    `Whole run: ${minutes.toFixed(1)} minutes.`,
+    '',
+    '**Noise.** The machine has 2 cores, shared with the load generator, the servers under test and, during this run, other',
+    "engineers' test suites. Absolute numbers move by tens of percent between runs; the sides were run alternately in the same",
+    'run, so compare medians and ratios within this page, not with other machines or other runs.',
+    '',
+    ...reports.flatMap((r) => [`## ${r.title}`, '', r.markdown, '']),
+  ].join('\n');
+  process.stdout.write(`\n${doc}\n`);
+  if (write) {
+    await writeFile(DOC, doc);
+    log(`wrote ${DOC}`);
+  }
+} catch (err) {
+  failed = true;
+  log(`FAILED: ${err instanceof Error ? err.stack : String(err)}`);
+} finally {
+  await stopAll();
+  await removeDir(dir).catch(() => {});
+  log(`done in ${((performance.now() - started) / 1000).toFixed(0)} s`);
+}
+process.exit(failed ? 1 : 0);
