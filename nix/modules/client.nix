@@ -10,6 +10,7 @@
 let
   inherit (lib) mkEnableOption mkOption mkIf mkDefault mkForce types;
   serve = import ../lib/serve-options.nix { inherit lib; };
+  hardening = import ../lib/hardening.nix;
   cfg = config.services.nix-lan-cache;
 
   stateDir = "/var/lib/nix-lan-cache";
@@ -64,7 +65,7 @@ in
       # Works offline too (it falls through to upstream and back): no network-online.
       after = [ "network.target" ];
       restartTriggers = [ configFile ];
-      serviceConfig = {
+      serviceConfig = hardening // {
         ExecStart = "${lib.getExe cfg.package} serve --config ${configFile}";
         Restart = "on-failure";
         RestartSec = 2;
@@ -76,31 +77,12 @@ in
         UMask = "0077";
         WorkingDirectory = stateDir;
 
-        NoNewPrivileges = true;
         CapabilityBoundingSet = if port < 1024 then "CAP_NET_BIND_SERVICE" else "";
         AmbientCapabilities = lib.optionals (port < 1024) [ "CAP_NET_BIND_SERVICE" ];
-        ProtectSystem = "strict";
-        ProtectHome = true;
-        PrivateTmp = true;
-        PrivateDevices = true;
         PrivateUsers = port >= 1024;
-        ProtectHostname = true;
-        ProtectClock = true;
-        ProtectKernelTunables = true;
-        ProtectKernelModules = true;
-        ProtectKernelLogs = true;
-        ProtectControlGroups = true;
         ProtectProc = "invisible";
         # AF_NETLINK: Node sees interface and address changes (re-browse mDNS).
         RestrictAddressFamilies = [ "AF_INET" "AF_INET6" "AF_UNIX" "AF_NETLINK" ];
-        RestrictNamespaces = true;
-        RestrictRealtime = true;
-        RestrictSUIDSGID = true;
-        LockPersonality = true;
-        SystemCallArchitectures = "native";
-        SystemCallFilter = [ "@system-service" ];
-        SystemCallErrorNumber = "EPERM";
-        # No MemoryDenyWriteExecute: Node's JIT needs writable+executable pages.
       };
     };
 

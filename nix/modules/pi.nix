@@ -32,27 +32,8 @@ let
     </service-group>
   '';
 
-  hardening = {
-    NoNewPrivileges = true;
-    ProtectSystem = "strict";
-    ProtectHome = true;
-    PrivateTmp = true;
-    PrivateDevices = true;
-    ProtectHostname = true;
-    ProtectClock = true;
-    ProtectKernelTunables = true;
-    ProtectKernelModules = true;
-    ProtectKernelLogs = true;
-    ProtectControlGroups = true;
-    RestrictNamespaces = true;
-    RestrictRealtime = true;
-    RestrictSUIDSGID = true;
-    LockPersonality = true;
-    CapabilityBoundingSet = "";
-    SystemCallArchitectures = "native";
-    SystemCallFilter = [ "@system-service" ];
-    SystemCallErrorNumber = "EPERM";
-  };
+  hardening = import ../lib/hardening.nix;
+
 in
 {
   imports = [ ./common.nix ];
