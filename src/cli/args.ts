@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, errorMessage } from '../errors.js';
 
@@ -21,4 +22,12 @@ export function parseCount(command: string, flag: string, value: string | undefi
   if (value === undefined) return fallback;
   if (!/^\d+(\.\d+)?$/.test(value) || Number(value) < min) throw new ConfigError(`${command}: --${flag} must be a number >= ${min}, got ${JSON.stringify(value)}`);
   return Number(value);
+}
+
+/** The `--cache DIR` of gc and verify: given, and a directory. */
+export async function requireCacheDir(command: string, dir: string | undefined): Promise<string> {
+  if (!dir) throw new ConfigError(`${command}: --cache DIR is required`);
+  const st = await stat(dir).catch(() => undefined);
+  if (!st?.isDirectory()) throw new ConfigError(`${command}: ${dir} is not a directory`);
+  return dir;
 }

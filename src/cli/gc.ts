@@ -1,6 +1,4 @@
-import { stat } from 'node:fs/promises';
-import { ConfigError } from '../errors.js';
-import { parseCommandArgs, parseCount } from './args.js';
+import { parseCommandArgs, requireCacheDir, parseCount } from './args.js';
 import { gc } from '../push/gc.js';
 import { formatBytes } from '../format.js';
 
@@ -30,11 +28,9 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
-  if (!values.cache) throw new ConfigError('gc: --cache DIR is required');
-  const st = await stat(values.cache).catch(() => undefined);
-  if (!st?.isDirectory()) throw new ConfigError(`gc: ${values.cache} is not a directory`);
+  const cache = await requireCacheDir('gc', values.cache);
   const dryRun = values['dry-run'] === true;
-  const report = await gc(values.cache, {
+  const report = await gc(cache, {
     keep: parseCount('gc', 'keep', values.keep, 3),
     keepDays: parseCount('gc', 'keep-days', values['keep-days'], 14),
     graceMinutes: parseCount('gc', 'grace-minutes', values['grace-minutes'], 60),

@@ -1,8 +1,8 @@
-import { readFile, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { ConfigError, errorMessage } from '../errors.js';
 import { parsePublicKey, TrustedKeys, type PublicKey } from '../protocol/signing.js';
-import { parseCommandArgs } from './args.js';
+import { parseCommandArgs, requireCacheDir } from './args.js';
 import { verify } from '../push/verify.js';
 
 const HELP = `usage: nix-lan-cache verify --cache DIR [--trusted-public-key KEY]... [--deep]
@@ -45,12 +45,10 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
-  if (!values.cache) throw new ConfigError('verify: --cache DIR is required');
-  const st = await stat(values.cache).catch(() => undefined);
-  if (!st?.isDirectory()) throw new ConfigError(`verify: ${values.cache} is not a directory`);
+  const cache = await requireCacheDir('verify', values.cache);
   const keys = values['trusted-public-key'] ?? [];
   const trustedKeys = keys.length > 0 ? new TrustedKeys(await Promise.all(keys.map(loadPublicKey))) : undefined;
-  const report = await verify(values.cache, { deep: values.deep === true, concurrency: availableParallelism(), ...(trustedKeys ? { trustedKeys } : {}) });
+  const report = await verify(cache, { deep: values.deep === true, concurrency: availableParallelism(), ...(trustedKeys ? { trustedKeys } : {}) });
   for (const p of report.problems) process.stdout.write(`${p.kind}: ${p.file}: ${p.message}\n`);
   for (const o of report.orphans) process.stdout.write(`orphan: ${o}\n`);
   for (const t of report.temps) process.stdout.write(`temporary: ${t}\n`);
