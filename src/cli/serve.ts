@@ -82,6 +82,8 @@ export async function run(argv: string[]): Promise<number> {
   const handler = (signal: NodeJS.Signals) => onSignal(signal);
   process.on('SIGTERM', handler);
   process.on('SIGINT', handler);
+  // A rejected promise nobody awaited is a bug, but not one that should take every build on this machine down with it.
+  process.on('unhandledRejection', (err) => log.error({ err, event: 'bug' }, 'unhandled promise rejection; the proxy keeps running'));
   const proxy = await startProxy(config, log);
   process.stdout.write(
     `# nix-lan-cache is listening. To use it, put these lines in nix.conf:\n` +
