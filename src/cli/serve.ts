@@ -4,6 +4,7 @@ import { createLogger } from '../log.js';
 import { HttpOrigin } from '../origins/http-origin.js';
 import { OriginSet } from '../origins/origin-set.js';
 import { TrustedKeys } from '../protocol/signing.js';
+import { RECOMMENDED_NEGATIVE_TTL } from '../doctor/nix-checks.js';
 import { buildApp } from '../server/app.js';
 import { NarInfoResolver } from '../server/narinfo-resolver.js';
 import { openStats } from '../stats/setup.js';
@@ -88,7 +89,9 @@ export async function run(argv: string[]): Promise<number> {
   process.stdout.write(
     `# nix-lan-cache is listening. To use it, put these lines in nix.conf:\n` +
       `substituters = ${proxy.url}\n` +
-      `trusted-public-keys = ${config.trustedPublicKeys.join(' ')}\n`,
+      `trusted-public-keys = ${config.trustedPublicKeys.join(' ')}\n` +
+      `# forget "not found" after a minute, so a path is found as soon as the Pi is back\n` +
+      `narinfo-cache-negative-ttl = ${RECOMMENDED_NEGATIVE_TTL}\n`,
   );
 
   await new Promise<void>((resolve) => {

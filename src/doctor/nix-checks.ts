@@ -97,6 +97,8 @@ export function checkKeys(nix: NixConfig, want: Expected): Finding[] {
 
 /** Above this, a narinfo the proxy answered 404 for (Pi away, path only on the Pi) stays hidden too long. */
 export const MAX_NEGATIVE_TTL = 300;
+/** What the NixOS module sets and `serve` prints. */
+export const RECOMMENDED_NEGATIVE_TTL = 60;
 
 export function checkNegativeTtl(nix: NixConfig, want: Expected): Finding {
   const raw = nix.settings['narinfo-cache-negative-ttl'];
@@ -110,6 +112,6 @@ export function checkNegativeTtl(nix: NixConfig, want: Expected): Finding {
     message:
       `narinfo-cache-negative-ttl = ${String(raw ?? 3600)} s: when the proxy answers "not found" (the Pi was away, or the path was pushed to it later), ` +
       `Nix remembers that for ${Math.round(ttl / 60)} min and builds or downloads instead of asking again${want.lan.length ? '' : ' (matters once you have a LAN cache)'}`,
-    fix: 'in nix.conf: narinfo-cache-negative-ttl = 30',
+    fix: `in nix.conf: narinfo-cache-negative-ttl = ${RECOMMENDED_NEGATIVE_TTL}`,
   };
 }

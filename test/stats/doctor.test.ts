@@ -65,6 +65,15 @@ describe('doctor, against real Nix reading a test nix.conf (NIX_CONF_DIR)', () =
     expect(r.text).toContain('all good');
   });
 
+  it('the nix.conf lines `serve` prints at start are a setup doctor finds nothing wrong with', async () => {
+    const printed = proxy.stdout();
+    expect(printed).toMatch(/^substituters = /m);
+    const r = await doctor(printed, ['--url', proxy.url]);
+    expect(ids(r.findings, 'fail'), r.text).toEqual([]);
+    expect(ids(r.findings, 'warn'), r.text).toEqual([]);
+    expect(r.code).toBe(0);
+  });
+
   it('flags a nix.conf that lists the Pi directly, with the fix', async () => {
     const r = await doctor(`substituters = ${proxy.url} ${pi.url}\ntrusted-public-keys = ${NIXOS_KEY} ${piKey.publicKey} ${upKey.publicKey}\nnarinfo-cache-negative-ttl = 30\n`, ['--url', proxy.url]);
     expect(r.code).toBe(1);
@@ -96,7 +105,7 @@ describe('doctor, against real Nix reading a test nix.conf (NIX_CONF_DIR)', () =
     expect(f.fix).toContain('nix-lan-cache serve');
     expect(ids(r.findings, 'fail')).toEqual(expect.arrayContaining(['proxy-not-running', 'substituter-lan-direct', 'key-missing']));
     // Nix's default negative TTL (3600 s) is left as is in this nix.conf.
-    expect(r.findings.find((x) => x.id === 'negative-ttl-long')?.fix).toBe('in nix.conf: narinfo-cache-negative-ttl = 30');
+    expect(r.findings.find((x) => x.id === 'negative-ttl-long')?.fix).toBe('in nix.conf: narinfo-cache-negative-ttl = 60');
   });
 
   it('reports a LAN cache that stopped answering, as a warning', async () => {
