@@ -60,6 +60,7 @@ export class NarInfoResolver {
     // Bounded by count and by bytes: a narinfo is ~0.5-2 KB of text, big closures list many references.
     this.cache = new LRUCache({ max: options.maxEntries, maxSize: MAX_CACHE_BYTES, sizeCalculation: (r) => (r.status === 'found' ? r.text.length * 2 + 200 : 100) });
     const forget = () => {
+      this.slow.clear();
       this.generation++;
       this.cache.clear();
       this.inflight.clear();

@@ -237,4 +237,38 @@ describe('mDNS discovery across network namespaces, with real Nix, nginx, avahi'
     const after = await narsDuring(() => fetchClosure(proxy2));
     expect(after.pi).toBe(closure.paths.length);
   });
+  it('a Pi that loses power (no goodbye) is dropped when its announcement\'s TTL runs out', async () => {
+    // A raw mDNS responder (multicast-dns) for the real Pi nginx under another path, with 2 s TTLs.
+    await symlink(join(dir, 'pi-cache'), join(dir, 'pi-cache', 'ttl'));
+    const addr = lab.address('pi');
+    const url = `http://${addr}:8080/ttl/`;
+    const responder = `
+      const mdns = require('multicast-dns')({ interface: ${JSON.stringify(addr)}, bind: '0.0.0.0' });
+      const name = 'ttl-pi._nix-cache._tcp.local';
+      const answers = [
+        { name: '_nix-cache._tcp.local', type: 'PTR', ttl: 2, data: name },
+        { name, type: 'SRV', ttl: 2, data: { port: 8080, target: 'ttl-pi.local' } },
+        { name, type: 'TXT', ttl: 2, data: ['path=/ttl/', 'key=pi.lan-1'] },
+        { name: 'ttl-pi.local', type: 'A', ttl: 2, data: ${JSON.stringify(addr)} },
+      ];
+      mdns.on('query', (q) => { if (q.questions.some((x) => x.name.toLowerCase() === '_nix-cache._tcp.local')) mdns.respond({ answers }); });
+      mdns.respond({ answers });
+      setInterval(() => mdns.respond({ answers }), 1000);`;
+    const [cmd, ...pre] = lab.exec('pi');
+    const child = startProcess(cmd!, [...pre, process.execPath, '-e', responder], { cwd: ROOT });
+    let err = '';
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    const mark = proxy2.logs.length;
+    await until('the TTL-announced Pi admitted', 5000, () => logged(proxy2, 'discovery-admitted', url, mark)).catch((e) => {
+      console.log(JSON.stringify(proxy2.logs.slice(mark).filter((l) => String(l.event ?? '').startsWith('discovery') || l.component === 'mdns'), null, 1), child.exitCode, err);
+      throw e;
+    });
+    await stopProcess(child, 'SIGKILL'); // gone without a word
+    const killedAt = Date.now();
+    const gone = await until('the TTL-announced Pi dropped', 8000, () => logged(proxy2, 'discovery-gone', url, mark) ?? logged(proxy2, 'discovery-lost', url, mark));
+    expect(Date.now() - killedAt).toBeLessThan(5000); // 2 s TTL, plus the browser's tick
+    expect(String(gone.reason)).toMatch(/expired|goodbye|not answering/);
+    const snap = await discoverySnapshot(proxy2);
+    expect(snap.caches.find((c) => c.url === url)?.status).toMatch(/gone|lost/);
+  });
 });

@@ -116,3 +116,20 @@ describe('a LAN cache that went slow', () => {
     expect(Date.now() - t2).toBeGreaterThanOrEqual(95);
   });
 });
+
+describe('a LAN cache that comes back up', () => {
+  it('is waited on again at once, not raced against upstream from a stale "slow" mark', async () => {
+    const pi = fakeOrigin('pi', 'lan', 'present', 150);
+    const up = fakeOrigin('up', 'upstream', 'present', 5);
+    const res = resolver([pi, up], 100);
+    const first = await res.resolve(HASH);
+    expect(first.status === 'found' && first.origin.name).toBe('up'); // slower than the hedge: marked slow
+    pi.breaker.trip('link down');
+    pi.breaker.success(); // the probe brought it back: the 'up' event clears the mark
+    const t = Date.now();
+    const again = await res.resolve(HASH.replace(/^3/, '6'));
+    expect(Date.now() - t).toBeGreaterThanOrEqual(95); // waited the hedge delay instead of racing at once
+    expect(again.status === 'found' && again.origin.name).toBe('up');
+    pi.breaker.close();
+  });
+});
