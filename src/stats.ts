@@ -166,15 +166,6 @@ export class Stats {
     this.onChange = options.onChange ?? (() => {});
   }
 
-  /** Since-install per-origin counters (kept for callers of the first version). */
-  get origins(): Map<string, OriginCounters> {
-    return new Map(Object.entries(this.state.total.origins));
-  }
-
-  get narinfoCacheHits(): { found: number; missing: number } {
-    return this.state.narinfoCache;
-  }
-
   /** Follows the origins' circuits: current state for snapshots, transitions into the history. */
   attachOrigins(origins: OriginSet): void {
     this.originSet = origins;

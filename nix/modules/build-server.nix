@@ -146,6 +146,8 @@ in
         TimeoutStartSec = "6h";
         Nice = 10;
         IOSchedulingClass = "idle";
+        # Looser than nix/lib/hardening.nix on purpose: the job runs git, ssh and
+        # `nix build` of whole systems, so no syscall filter or namespace limits.
         NoNewPrivileges = true;
         ProtectSystem = "full";
         ProtectHome = true;

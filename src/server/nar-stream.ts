@@ -6,7 +6,7 @@ import { parseSha256, type Sha256 } from '../protocol/hash.js';
 import { compressionCompatible, type NarRef } from '../protocol/narurl.js';
 import type { Origin } from '../origins/origin.js';
 import type { OriginSet } from '../origins/origin-set.js';
-import { outcomeOf, type Stats } from '../stats.js';
+import type { Stats } from '../stats.js';
 import type { NarInfoResolver } from './narinfo-resolver.js';
 import { formatRange, parseRange } from './range.js';
 import { writeRawError } from './http-errors.js';
@@ -126,10 +126,7 @@ async function* sources(ref: NarRef, expectedFile: Sha256 | undefined, deps: Nar
   if (own) yield { origin: own, path: ref.originUrl, identical: true };
   for (const origin of deps.origins.ordered()) {
     if (origin === own || origin.breaker.isOpen) continue;
-    const started = performance.now();
-    const found = await origin.lookupNarInfo(ref.storeHash);
-    // A real narinfo request to the origin: counted with the others (not as an answer to Nix).
-    deps.stats.narinfoLookup(origin.name, outcomeOf(found), performance.now() - started);
+    const found = await deps.resolver.askOrigin(origin, ref.storeHash);
     if (found.status !== 'present') continue;
     const info = found.info;
     if (info.narHash !== ref.narHash || !compressionCompatible(ref.compression, info.compression)) continue;

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { NarInfo } from '../protocol/narinfo.js';
 import { serialiseNarInfo } from '../protocol/narinfo.js';
 import { formatNarUrl } from '../protocol/narurl.js';
-import type { Origin, OriginKind } from '../origins/origin.js';
+import type { NarInfoLookup, Origin, OriginKind } from '../origins/origin.js';
 import type { OriginSet } from '../origins/origin-set.js';
 import { outcomeOf, type LookupOutcome, type Stats } from '../stats.js';
 
@@ -149,15 +149,23 @@ export class NarInfoResolver {
 
   /** One origin's answer, counted; undefined unless it is present. */
   private async ask(origin: Origin, storeHash: string, trail: Trail): Promise<Found | undefined> {
+    const result = await this.askOrigin(origin, storeHash);
+    if (result.status === 'present') return { origin, info: result.info };
+    if (origin.kind === 'lan') trail.lanSaid.push({ origin: origin.name, outcome: outcomeOf(result) });
+    if (result.status === 'unknown') trail.unknown.push(`${origin.name}: ${result.reason}`);
+    return undefined;
+  }
+
+  /**
+   * One origin's answer for one store hash, uncached, counted in the stats
+   * like every other narinfo request to an origin (NAR failover asks this way).
+   */
+  async askOrigin(origin: Origin, storeHash: string): Promise<NarInfoLookup> {
     const started = performance.now();
     const result = await origin.lookupNarInfo(storeHash);
     if (result.status !== 'unknown') this.slow.delete(origin);
-    const outcome = outcomeOf(result);
-    this.stats.narinfoLookup(origin.name, outcome, performance.now() - started);
-    if (result.status === 'present') return { origin, info: result.info };
-    if (origin.kind === 'lan') trail.lanSaid.push({ origin: origin.name, outcome });
-    if (result.status === 'unknown') trail.unknown.push(`${origin.name}: ${result.reason}`);
-    return undefined;
+    this.stats.narinfoLookup(origin.name, outcomeOf(result), performance.now() - started);
+    return result;
   }
 }
 
