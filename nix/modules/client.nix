@@ -154,8 +154,13 @@ in
 
     networking.firewall.allowedUDPPorts = mkIf cfg.openFirewall [ 5353 ];
 
-    warnings = lib.optional (cfg.configureNix && others.otherSubstituters != [ ])
-      "services.nix-lan-cache: the proxy is now Nix's only substituter and cannot ask ${lib.concatStringsSep ", " others.otherSubstituters} (http and https only); paths only there are built instead. Set services.nix-lan-cache.configureNix = false to keep them and manage nix.settings yourself.";
+    warnings = lib.optionals cfg.configureNix (
+      lib.optional (others.otherSubstituters != [ ])
+        "services.nix-lan-cache: the proxy is now Nix's only substituter and cannot ask ${lib.concatStringsSep ", " others.otherSubstituters} (http and https only); paths only there are built instead. Set services.nix-lan-cache.configureNix = false to keep them and manage nix.settings yourself."
+      # Another mkForce'd list merges with this module's: Nix then asks those caches directly.
+      ++ (let extra = lib.remove cfg.proxyUrl config.nix.settings.substituters; in lib.optional (extra != [ ])
+        "services.nix-lan-cache: nix.settings.substituters also lists ${lib.concatStringsSep ", " extra}, forced elsewhere (lib.mkForce): Nix asks it directly and waits on it while it is unreachable. The proxy already asks it (extraUpstreams); drop that mkForce, or set services.nix-lan-cache.configureNix = false.")
+    );
 
     environment.systemPackages = [ cfg.package ];
   };
