@@ -10,7 +10,7 @@ import { evalOk, nixpkgsLib, repoRoot } from './nix-eval.js';
  */
 const flakeExpr = (body: string) => `let
   lib = import ${nixpkgsLib};
-  stubPkgs = import ${repoRoot}/test/nix/fixtures/stub-pkgs.nix { inherit lib; repoRoot = "${repoRoot}"; };
+  stubPkgs = import ${repoRoot}/test/nix/fixtures/stub-pkgs.nix { inherit lib; repoRoot = "${repoRoot}"; node = ${JSON.stringify(process.execPath)}; };
   inputPkgs = system: stubPkgs // {
     stdenv.hostPlatform = { inherit system; isLinux = lib.hasSuffix "-linux" system; };
     callPackage = path: args: (stubPkgs.callPackage path args) // { name = "flake-input-nix-lan-cache"; };

@@ -35,6 +35,7 @@ export function evalExpr(a: EvalArgs, attr: string): string {
   return `(import ${evalNix} {
     libPath = ${nixpkgsLib};
     repoRoot = ${JSON.stringify(repoRoot)};
+    node = ${JSON.stringify(process.execPath)};
     modules = [ ${a.modules.map((m) => JSON.stringify(m)).join(' ')} ];
     host = ${JSON.stringify(a.host ?? 'nixos')};
     machine = ${a.machine};

@@ -151,7 +151,7 @@ describe('user units', () => {
     const home = join(tmp, 'home');
     const bin = join(home, '.nix-profile/bin');
     await mkdir(bin, { recursive: true });
-    await writeFile(join(bin, 'nix-lan-cache'), `#!/bin/sh\nexec /usr/bin/node ${repoRoot}/dist/cli/main.js "$@"\n`);
+    await writeFile(join(bin, 'nix-lan-cache'), `#!/bin/sh\nexec ${process.execPath} ${repoRoot}/dist/cli/main.js "$@"\n`);
     await chmod(join(bin, 'nix-lan-cache'), 0o755);
     await mkdir(join(home, '.config/nix-lan-cache'), { recursive: true });
     await writeFile(join(home, '.config/nix-lan-cache/config.json'), JSON.stringify({ listen: `127.0.0.1:${port}`, mdns: false, upstream: ['http://127.0.0.1:1'], trustedPublicKeys: [PI_KEY] }));
