@@ -5,19 +5,16 @@
 
   outputs = { self, nixpkgs }:
     let
-      systems = [ "x86_64-linux" "aarch64-linux" "x86_64-darwin" "aarch64-darwin" ];
+      # What nixpkgs still supports (it throws on x86_64-darwin since 26.11).
+      systems = [ "x86_64-linux" "aarch64-linux" "aarch64-darwin" ];
       forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
-      # Modules default to this flake's package rather than building it again.
-      # The `key` makes the module system keep one copy when a machine imports
-      # several of the modules (a build server that is also a client).
-      packageDefault = { pkgs, lib, ... }: {
-        key = "nix-lan-cache#packageDefault";
-        config.services.nix-lan-cache.package =
-          lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.default;
-      };
-      withPackage = module: { imports = [ module packageDefault ]; };
+      # A module as an attribute set (what `nix flake check` expects of a module).
+      module = path: { imports = [ path ]; };
     in
     {
+      # For `nix run` / `nix profile install`. The modules do not use these:
+      # they build the package from the machine's own `pkgs` (its nixpkgs pin,
+      # config and overlays), see nix/modules/common.nix.
       packages = forAllSystems (pkgs: rec {
         nix-lan-cache = pkgs.callPackage ./nix/package.nix { };
         default = nix-lan-cache;
@@ -28,13 +25,25 @@
       };
 
       nixosModules = {
-        client = withPackage ./nix/modules/client.nix;
-        pi = withPackage ./nix/modules/pi.nix;
-        build-server = withPackage ./nix/modules/build-server.nix;
+        client = module ./nix/modules/client.nix;
+        pi = module ./nix/modules/pi.nix;
+        build-server = module ./nix/modules/build-server.nix;
         default = self.nixosModules.client;
       };
 
-      homeManagerModules.default = withPackage ./nix/modules/home-manager.nix;
+      homeModules.default = module ./nix/modules/home-manager.nix;
+      # The older name, still read by existing configurations.
+      homeManagerModules = self.homeModules;
+
+      formatter = forAllSystems (pkgs: pkgs.nixfmt-tree);
+
+      # `nix develop`: Node 24 and the real tools the tests run (see README, .ci/run).
+      devShells = forAllSystems (pkgs: {
+        default = pkgs.mkShell {
+          packages = with pkgs; [ nodejs_24 nix nginx xz bzip2 zstd openssh curl ]
+            ++ lib.optionals stdenv.hostPlatform.isLinux [ iproute2 avahi dbus systemd chromium ];
+        };
+      });
 
       checks = forAllSystems (pkgs: {
         package = self.packages.${pkgs.stdenv.hostPlatform.system}.default;

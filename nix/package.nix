@@ -1,15 +1,23 @@
-# The nix-lan-cache CLI, built from this repository with nixpkgs' buildNpmPackage.
-# Dependencies come straight from package-lock.json (importNpmLock): no
-# npmDepsHash to keep in sync.
+# The nix-lan-cache CLI, built from this repository with nixpkgs' buildNpmPackage
+# on Node 24 LTS. Dependencies come straight from package-lock.json
+# (importNpmLock): no npmDepsHash to keep in sync.
 { lib
 , buildNpmPackage
 , importNpmLock
-, nodejs_20
+, nodejs_24
+, makeWrapper
+, xz
+, bzip2
+, zstd
 }:
 let
   root = ../.;
   packageJson = lib.importJSON (root + "/package.json");
   npmLock = import ./lib/npm-lock.nix { inherit lib; };
+  # The command package.json installs (`bin`): npm's install hook wraps it with node.
+  binName = lib.head (lib.attrNames packageJson.bin);
+  # The proxy may spawn these to decompress NARs (xz -dc, bzip2 -dc, zstd -dc).
+  runtimeTools = [ xz bzip2 zstd ];
   # Only what the build needs: editing tests or docs elsewhere does not rebuild.
   sourceTop = [ "package.json" "package-lock.json" "tsconfig.json" "src" "docs" "nix" ];
   src = lib.cleanSourceWith {
@@ -23,7 +31,7 @@ buildNpmPackage {
   pname = packageJson.name;
   inherit (packageJson) version;
   inherit src;
-  nodejs = nodejs_20;
+  nodejs = nodejs_24;
 
   npmDeps = importNpmLock {
     npmRoot = src;
@@ -35,10 +43,15 @@ buildNpmPackage {
   # while packing.
   npmPackFlags = [ "--ignore-scripts" ];
 
+  nativeBuildInputs = [ makeWrapper ];
+  postInstall = ''
+    wrapProgram $out/bin/${binName} --prefix PATH : ${lib.makeBinPath runtimeTools}
+  '';
+
   meta = {
     description = packageJson.description;
     license = lib.licenses.mit;
-    mainProgram = "nix-lan-cache";
+    mainProgram = binName;
     platforms = lib.platforms.unix;
   };
 }

@@ -43,7 +43,7 @@ let
   dropEmpty = lib.filterAttrs (_: v: !(builtins.isAttrs v && v == { }));
 in
 rec {
-  inherit cacheNixosOrgKey listenType publicKeyType;
+  inherit cacheNixosOrgKey listenType publicKeyType urlType;
 
   options = {
     listen = mkOption {

@@ -2,7 +2,7 @@
 # not NixOS. Nix itself (the daemon, /etc/nix/nix.conf) is configured by hand:
 # see docs/laptop.md.
 #
-#   imports = [ nix-lan-cache.homeManagerModules.default ];
+#   imports = [ nix-lan-cache.homeModules.default ];
 #   services.nix-lan-cache = {
 #     enable = true;
 #     trustedPublicKeys = [ "pi.lan-1:…" ];
@@ -57,11 +57,13 @@ in
         Description = "nix-lan-cache substituter proxy (LAN cache first, then cache.nixos.org)";
         After = [ "network.target" ];
         X-Restart-Triggers = [ "${configFile}" ];
+        # No start-rate limit: Nix has no other substituter, so the proxy always comes back.
+        StartLimitIntervalSec = 0;
       };
       Service = {
         ExecStart = "${lib.getExe cfg.package} serve --config ${configFile} --state-dir %S/nix-lan-cache";
         StateDirectory = "nix-lan-cache";
-        Restart = "on-failure";
+        Restart = "always";
         RestartSec = 2;
         TimeoutStopSec = 15;
         NoNewPrivileges = true;

@@ -161,17 +161,22 @@ in
         enable = true;
         virtualHosts.nix-lan-cache = {
           default = true;
-          listen = [
-            { addr = "0.0.0.0"; port = cfg.port; }
-            { addr = "[::]"; port = cfg.port; }
-          ];
+          # [::] only with IPv6 on, as NixOS's own nginx default decides
+          # (binding it fails on a kernel without IPv6).
+          listen = [ { addr = "0.0.0.0"; port = cfg.port; } ]
+            ++ optional config.networking.enableIPv6 { addr = "[::]"; port = cfg.port; };
           root = cfg.cacheDir;
           extraConfig = ''
             autoindex off;
-            # Half-written files (temporary names) and push records stay private.
-            location ~ /\. { return 404; }
           '';
           locations = {
+            # Push's half-written files (`.tmp-…`, also `.tmp-….narinfo`) and
+            # other dot files are never served: this regex comes before the
+            # narinfo one (lower priority number = earlier in the config).
+            "~ /\\." = {
+              priority = 100;
+              return = "404";
+            };
             "= ${cfg.path}nix-cache-info" = {
               alias = "${cfg.cacheDir}/nix-cache-info";
               extraConfig = ''
@@ -190,6 +195,8 @@ in
             "^~ ${cfg.path}nar/" = {
               alias = "${cfg.cacheDir}/nar/";
               extraConfig = ''
+                # `^~` skips the regex locations above: refuse nar/.tmp-… here.
+                location ~ /\. { return 404; }
                 types { } default_type application/x-nix-nar;
                 # A NAR's name is its hash: it never changes.
                 add_header Cache-Control "public, max-age=31536000, immutable";

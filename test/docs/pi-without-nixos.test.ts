@@ -1,10 +1,11 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildClosure, generateKey, removeDir, substitute, tempDir, type CacheKey, type Closure } from '../helpers/nix.js';
-import { freePort, waitForPort } from '../helpers/ports.js';
-import { run, startProcess, stopAll, stopProcess } from '../helpers/proc.js';
+import { writePushTempFiles, startServerBlock } from '../helpers/pi-server-block.js';
+import { freePort } from '../helpers/ports.js';
+import { run, stopAll } from '../helpers/proc.js';
 import { CLI, startProxy } from '../helpers/proxy.js';
 
 const DOC = new URL('../../docs/pi.md', import.meta.url);
@@ -33,7 +34,7 @@ describe('docs/pi.md, followed as written on a Pi without NixOS', () => {
     await removeDir(dir);
   });
 
-  it("the doc's nginx server block serves a cache filled by `push`; real Nix substitutes it through the proxy", async () => {
+  it("the doc's nginx server block serves a cache filled by `push`, never push's temporary files; real Nix substitutes it through the proxy", async () => {
     const cache = join(dir, 'srv-nix-cache');
     const pushed = await run(process.execPath, [CLI, 'push', '--to', cache, '--key-file', key.secretFile, '--root', 'laptop', closure.root], { timeoutMs: 120_000 });
     expect(pushed.code, pushed.stderr).toBe(0);
@@ -45,23 +46,8 @@ describe('docs/pi.md, followed as written on a Pi without NixOS', () => {
       .replace('root /srv/nix-cache;', `root ${cache};`);
     expect(block).toContain(`listen 127.0.0.1:${port};`);
     expect(block).toContain(`root ${cache};`);
-    const work = join(dir, 'nginx');
-    await mkdir(join(work, 'tmp'), { recursive: true });
-    await writeFile(
-      join(work, 'nginx.conf'),
-      `user root; worker_processes 1; pid ${work}/nginx.pid; error_log ${work}/error.log warn;
-events { worker_connections 64; }
-http {
-  include /etc/nginx/mime.types;
-  access_log ${work}/access.log;
-  client_body_temp_path ${work}/tmp; proxy_temp_path ${work}/tmp; fastcgi_temp_path ${work}/tmp; uwsgi_temp_path ${work}/tmp; scgi_temp_path ${work}/tmp;
-${block}
-}
-`,
-    );
-    const nginx = startProcess('nginx', ['-c', join(work, 'nginx.conf'), '-p', work, '-g', 'daemon off;'], { stdio: 'ignore' });
+    const nginx = await startServerBlock(block, join(dir, 'nginx'), port);
     try {
-      await waitForPort(port);
       const pi = `http://127.0.0.1:${port}/`;
       const info = await fetch(`${pi}nix-cache-info`);
       expect(info.headers.get('content-type')).toBe('text/x-nix-cache-info');
@@ -72,11 +58,16 @@ ${block}
       const res = await substitute(store, [closure.root], proxy.url, { xdgCache: join(dir, 'xdg'), trustedKeys: [key.publicKey] });
       expect(res.code, res.stderr).toBe(0);
       expect(closure.paths.every((p) => existsSync(join(store, p)))).toBe(true);
-      const log = await readFile(join(work, 'access.log'), 'utf8');
+      const log = await readFile(nginx.accessLog, 'utf8');
       expect(log.match(/GET \/nar\/\S+ HTTP\/1\.1" 200/g)).toHaveLength(closure.paths.length);
       await proxy.stop();
+
+      // A push half-way: its temporary narinfo and NAR are never served.
+      for (const p of await writePushTempFiles(cache)) {
+        expect((await fetch(`${pi}${p}`)).status, p).toBe(404);
+      }
     } finally {
-      await stopProcess(nginx);
+      await nginx.stop();
     }
   });
 });

@@ -5,9 +5,22 @@ import { nixEnv } from '../helpers/nix.js';
 import { run, type RunResult } from '../helpers/proc.js';
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-/** The vendored nixpkgs lib (never copied into the project): NIXPKGS_LIB, or ../shared/vendor/nixpkgs-lib/lib next to the repo. */
-export const nixpkgsLib = process.env.NIXPKGS_LIB ?? resolve(repoRoot, '../shared/vendor/nixpkgs-lib/lib');
-if (!existsSync(join(nixpkgsLib, 'default.nix'))) throw new Error(`nixpkgs lib not found at ${nixpkgsLib}; set NIXPKGS_LIB`);
+/**
+ * The vendored nixpkgs lib (never copied into the project): NIXPKGS_LIB, or
+ * shared/vendor/nixpkgs-lib/lib beside the clone (CI: shared/ next to the
+ * checkout) or beside a parent directory (a worktree under …/wt/NAME).
+ */
+function findNixpkgsLib(): string {
+  if (process.env.NIXPKGS_LIB) return process.env.NIXPKGS_LIB;
+  const tried: string[] = [];
+  for (let dir = dirname(repoRoot), i = 0; i < 3; i++, dir = dirname(dir)) {
+    const candidate = join(dir, 'shared/vendor/nixpkgs-lib/lib');
+    if (existsSync(join(candidate, 'default.nix'))) return candidate;
+    tried.push(candidate);
+  }
+  throw new Error(`nixpkgs lib not found (tried ${tried.join(', ')}); set NIXPKGS_LIB`);
+}
+export const nixpkgsLib = findNixpkgsLib();
 
 const evalNix = join(repoRoot, 'test/nix/fixtures/eval.nix');
 
@@ -22,6 +35,7 @@ export function evalExpr(a: EvalArgs, attr: string): string {
   return `(import ${evalNix} {
     libPath = ${nixpkgsLib};
     repoRoot = ${JSON.stringify(repoRoot)};
+    node = ${JSON.stringify(process.execPath)};
     modules = [ ${a.modules.map((m) => JSON.stringify(m)).join(' ')} ];
     host = ${JSON.stringify(a.host ?? 'nixos')};
     machine = ${a.machine};

@@ -27,6 +27,24 @@ async function verify(files: string[], user = false, runtimeDir?: string) {
   });
 }
 
+/** The `Key=value` lines of one `[Section]` of a unit file. */
+function section(unit: string, name: string): string[] {
+  let current = '';
+  const lines: string[] = [];
+  for (const line of unit.split('\n')) {
+    const header = /^\[(.+)\]$/.exec(line);
+    if (header) current = header[1]!;
+    else if (current === name && /^\w[\w-]*=/.test(line)) lines.push(line);
+  }
+  return lines;
+}
+
+/** The proxy comes back whatever ends it, however often: Nix has no other substituter. */
+function expectAlwaysRestarts(unit: string) {
+  expect(section(unit, 'Service')).toContain('Restart=always');
+  expect(section(unit, 'Unit')).toContain('StartLimitIntervalSec=0');
+}
+
 let tmp: string;
 beforeAll(async () => {
   tmp = await tempDir('units');
@@ -51,6 +69,7 @@ describe('systemd units from the NixOS modules', () => {
     const res = await verify(files.map((f) => join(dir, f)));
     expect(res.stderr).toBe('');
     expect(res.code).toBe(0);
+    expectAlwaysRestarts(await readFile(join(dir, 'nix-lan-cache.service'), 'utf8'));
 
     // The checker is not blind: the same unit with one typo and one bad value is reported.
     const bad = join(tmp, 'nix-lan-cache.service');
@@ -86,6 +105,8 @@ describe('user units', () => {
     const res = await verify([join(repoRoot, 'nix/user/nix-lan-cache.service'), join(hmDir, 'nix-lan-cache.service')], true, runtime);
     expect(res.stderr).toBe('');
     expect(res.code).toBe(0);
+    expectAlwaysRestarts(await readFile(join(repoRoot, 'nix/user/nix-lan-cache.service'), 'utf8'));
+    expectAlwaysRestarts(await readFile(join(hmDir, 'nix-lan-cache.service'), 'utf8'));
   });
 
   // No user manager can run here (PID 1 is not systemd; `systemd --user` exits 1 at once),
@@ -130,7 +151,7 @@ describe('user units', () => {
     const home = join(tmp, 'home');
     const bin = join(home, '.nix-profile/bin');
     await mkdir(bin, { recursive: true });
-    await writeFile(join(bin, 'nix-lan-cache'), `#!/bin/sh\nexec /usr/bin/node ${repoRoot}/dist/cli/main.js "$@"\n`);
+    await writeFile(join(bin, 'nix-lan-cache'), `#!/bin/sh\nexec ${process.execPath} ${repoRoot}/dist/cli/main.js "$@"\n`);
     await chmod(join(bin, 'nix-lan-cache'), 0o755);
     await mkdir(join(home, '.config/nix-lan-cache'), { recursive: true });
     await writeFile(join(home, '.config/nix-lan-cache/config.json'), JSON.stringify({ listen: `127.0.0.1:${port}`, mdns: false, upstream: ['http://127.0.0.1:1'], trustedPublicKeys: [PI_KEY] }));

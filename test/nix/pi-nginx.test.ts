@@ -1,0 +1,97 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildClosure, generateKey, removeDir, substitute, tempDir, type CacheKey, type Closure } from '../helpers/nix.js';
+import { startServerBlock, writePushTempFiles } from '../helpers/pi-server-block.js';
+import { freePort } from '../helpers/ports.js';
+import { run, stopAll } from '../helpers/proc.js';
+import { CLI } from '../helpers/proxy.js';
+import { evalExpr, evalOk } from './nix-eval.js';
+
+const piMachine = (extra = '') => `{
+  services.nix-lan-cache.pi = { enable = true; keyName = "pi.lan-1"; };
+  ${extra}
+}`;
+
+/** The nginx `server` block NixOS writes for nix/modules/pi.nix (test/nix/fixtures/render-nginx.nix). */
+const renderedServer = (extra = '') => evalOk<string>(evalExpr({ modules: ['pi'], machine: piMachine(extra) }, 'nginxServers'));
+
+/** The rendered block on loopback: 0.0.0.0 → 127.0.0.1, [::] → [::1], the module's cache dir → `cache`. */
+function onLoopback(block: string, port: number, cache: string): string {
+  return block
+    .replaceAll('listen 0.0.0.0:8080 ', `listen 127.0.0.1:${port} `)
+    .replaceAll('listen [::]:8080 ', `listen [::1]:${port} `)
+    .replaceAll('/var/lib/nix-cache', cache);
+}
+
+describe("the Pi module's nginx, run with real nginx", () => {
+  let dir: string;
+  let key: CacheKey;
+  let closure: Closure;
+  let cache: string;
+
+  beforeAll(async () => {
+    dir = await tempDir('i12-pi-nginx');
+    key = await generateKey(dir, 'pi.lan-1');
+    closure = await buildClosure(`i12-pi-nginx-${process.pid}`, [{ name: 'a', size: 20_000 }, { name: 'b', size: 30_000 }]);
+    cache = join(dir, 'nix-cache');
+    const pushed = await run(process.execPath, [CLI, 'push', '--to', cache, '--key-file', key.secretFile, '--root', 'laptop', closure.root], { timeoutMs: 120_000 });
+    if (pushed.code !== 0) throw new Error(`push failed: ${pushed.stderr}`);
+  });
+  afterAll(async () => {
+    await stopAll();
+    await removeDir(dir);
+  });
+
+  it('serves the cache to real Nix over IPv4 and IPv6, and answers 404 for the files a push is still writing', async () => {
+    const port = await freePort();
+    const block = onLoopback(await renderedServer(), port, cache);
+    expect(block).toContain(`listen 127.0.0.1:${port} default_server;`);
+    expect(block).toContain(`listen [::1]:${port} default_server;`);
+    const nginx = await startServerBlock(block, join(dir, 'nginx'), port);
+    try {
+      for (const pi of [`http://127.0.0.1:${port}/`, `http://[::1]:${port}/`]) {
+        const info = await fetch(`${pi}nix-cache-info`);
+        expect(info.status).toBe(200);
+        expect(info.headers.get('content-type')).toBe('text/x-nix-cache-info');
+        expect((await fetch(`${pi}roots/laptop`)).status).toBe(404);
+      }
+      const pi = `http://127.0.0.1:${port}/`;
+      const res = await substitute(join(dir, 'client'), [closure.root], pi, { xdgCache: join(dir, 'xdg'), trustedKeys: [key.publicKey] });
+      expect(res.code, res.stderr).toBe(0);
+      expect(closure.paths.every((p) => existsSync(join(dir, 'client', p)))).toBe(true);
+
+      const temps = await writePushTempFiles(cache);
+      for (const p of temps) {
+        const r = await fetch(`${pi}${p}`);
+        expect(r.status, p).toBe(404);
+        expect((await fetch(`${pi}${p}`, { method: 'HEAD' })).status, `HEAD ${p}`).toBe(404);
+      }
+    } finally {
+      await nginx.stop();
+    }
+  });
+
+  it('the 404s come from the dot-file rules: without them nginx would serve the same files', async () => {
+    const port = await freePort();
+    const rules = /location ~ \/\\\. \{\s*return 404;\s*\}/g;
+    const block = onLoopback(await renderedServer(), port, cache);
+    expect(block.match(rules)).toHaveLength(2);
+    const nginx = await startServerBlock(block.replace(rules, ''), join(dir, 'nginx-without-rules'), port);
+    try {
+      const temps = await writePushTempFiles(cache);
+      for (const p of temps) expect((await fetch(`http://127.0.0.1:${port}/${p}`)).status, p).toBe(200);
+    } finally {
+      await nginx.stop();
+    }
+  });
+
+  it('listens on [::] only where IPv6 is on, as NixOS decides (networking.enableIPv6)', async () => {
+    const withV6 = await evalOk(evalExpr({ modules: ['pi'], machine: piMachine() }, 'summary'));
+    const listen = (s: any) => s.services.nginx.virtualHosts['nix-lan-cache'].listen.map((l: any) => `${l.addr}:${l.port}`);
+    expect(listen(withV6)).toEqual(['0.0.0.0:8080', '[::]:8080']);
+    const withoutV6 = await evalOk(evalExpr({ modules: ['pi'], machine: piMachine('networking.enableIPv6 = false;') }, 'summary'));
+    expect(listen(withoutV6)).toEqual(['0.0.0.0:8080']);
+    expect(await renderedServer('networking.enableIPv6 = false;')).not.toContain('[::]');
+  });
+});
