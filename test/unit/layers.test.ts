@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
  * beside it or above it.
  */
 const LAYERS: string[][] = [
-  ['errors', 'format', 'log', 'protocol'],
+  ['errors', 'format', 'log', 'atomic-file', 'protocol'],
   ['origins'],
   ['discovery', 'stats', 'nar', 'push', 'config'],
   ['server', 'fill', 'doctor'],
