@@ -1,7 +1,7 @@
 import { parseCommandArgs } from './args.js';
 import { DEFAULT_PORT } from '../config.js';
 import { errorMessage } from '../errors.js';
-import type { StatsResponse } from '../server/stats-routes.js';
+import type { StatsResponse } from '../api.js';
 import type { PeriodStats } from '../stats/snapshot.js';
 import type { DiscoverySnapshot } from '../discovery/discovery.js';
 import { formatAge, formatBytes, formatPct } from '../format.js';

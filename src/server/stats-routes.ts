@@ -2,18 +2,10 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { ServeConfig } from '../config.js';
 import type { Stats } from '../stats.js';
 import { prometheus } from '../stats/prometheus.js';
-import { snapshot, type StatsSnapshot } from '../stats/snapshot.js';
+import { snapshot } from '../stats/snapshot.js';
+import type { StatsResponse } from '../api.js';
 import { loadStatusPage } from './status-page/assets.js';
 
-/** What `/_/stats` adds about the proxy itself (so `doctor` can compare it with nix.conf). */
-export interface ProxyInfo {
-  lan: string[];
-  upstream: string[];
-  trustedPublicKeys: string[];
-  priority: number;
-}
-
-export type StatsResponse = StatsSnapshot & { proxy: ProxyInfo };
 
 export function registerStatsRoutes(app: FastifyInstance, deps: { stats: Stats; config: Pick<ServeConfig, 'lan' | 'upstream' | 'trustedPublicKeys' | 'priority'> }): void {
   const { stats, config } = deps;

@@ -8,7 +8,7 @@ import { run, stopAll } from '../helpers/proc.js';
 import { removeDir, tempDir } from '../helpers/nix.js';
 import type { AccessLogEntry, Nginx } from '../helpers/nginx.js';
 import { parsePrometheus } from '../../src/stats/prometheus.js';
-import type { StatsResponse } from '../../src/server/stats-routes.js';
+import type { StatsResponse } from '../../src/api.js';
 import { formatBytes } from '../../src/format.js';
 
 const LEAVES = Array.from({ length: 4 }, (_, i) => ({ name: `leaf${i}`, size: 30_000 + i * 7000 }));

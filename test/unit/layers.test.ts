@@ -12,6 +12,7 @@ const LAYERS: string[][] = [
   ['errors', 'format', 'log', 'atomic-file', 'protocol'],
   ['origins'],
   ['discovery', 'stats', 'nar', 'push', 'config'],
+  ['api'],
   ['server', 'fill', 'doctor'],
   ['cli'],
 ];
