@@ -1,9 +1,8 @@
 import { readFileSync } from 'node:fs';
 import type { LevelWithSilent } from 'pino';
-import { parseCommandArgs } from './cli/args.js';
 import { ConfigError, errorMessage } from './errors.js';
 import { LOG_LEVELS } from './log.js';
-import { normaliseBaseUrl } from './origins/http-origin.js';
+import { normaliseBaseUrl } from './origins/base-url.js';
 import { DEFAULT_TIMEOUTS, type OriginTimeouts } from './origins/timeouts.js';
 import { parsePublicKey } from './protocol/signing.js';
 
@@ -126,21 +125,7 @@ export function parseConfigFile(text: string, path: string): ConfigFile {
   return fileShape(json, path) as ConfigFile;
 }
 
-// ---- flags ----
-
-export const SERVE_OPTIONS = {
-  listen: { type: 'string' },
-  lan: { type: 'string', multiple: true },
-  upstream: { type: 'string', multiple: true },
-  'trusted-public-key': { type: 'string', multiple: true },
-  'no-mdns': { type: 'boolean' },
-  mdns: { type: 'boolean' },
-  config: { type: 'string' },
-  'log-level': { type: 'string' },
-  'state-dir': { type: 'string' },
-  priority: { type: 'string' },
-  help: { type: 'boolean', short: 'h' },
-} as const;
+// ---- flags (parsed from argv by src/cli/serve-flags.ts) ----
 
 export interface ServeFlags {
   listen?: string;
@@ -154,10 +139,6 @@ export interface ServeFlags {
   'state-dir'?: string;
   priority?: string;
   help?: boolean;
-}
-
-export function parseServeFlags(argv: string[]): ServeFlags {
-  return parseCommandArgs('serve', argv, SERVE_OPTIONS, false).values as ServeFlags;
 }
 
 /** Defaults < config file < flags, validated once. Keys from every layer are trusted together. */

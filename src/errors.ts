@@ -1,6 +1,6 @@
 /**
  * Every error the proxy answers with is one of these codes; `toHttp` in
- * server/errors.ts maps them to responses in one place.
+ * server/http-errors.ts maps them to responses in one place.
  */
 export const ERROR_STATUS = {
   BAD_HASH: 400,
@@ -15,7 +15,6 @@ export const ERROR_STATUS = {
   ORIGINS_UNAVAILABLE: 503,
   /** A NAR that started streaming could not be finished from any origin. */
   NAR_INTERRUPTED: 502,
-  CONFIG: 500,
   INTERNAL: 500,
 } as const;
 
@@ -35,12 +34,14 @@ export class AppError extends Error {
   }
 }
 
-/** A configuration that cannot start: printed without a stack trace. */
-export class ConfigError extends AppError {
+/**
+ * A command line or configuration that cannot run: the command prints the
+ * message without a stack trace and exits 2. Not an HTTP error: a request
+ * never sees one (errors of requests are AppErrors).
+ */
+export class ConfigError extends Error {
   override name = 'ConfigError';
-  constructor(message: string) {
-    super('CONFIG', message);
-  }
+  readonly exitCode = 2;
 }
 
 export function errorMessage(err: unknown): string {

@@ -6,6 +6,7 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     globalSetup: ['test/global-setup.ts'],
+    setupFiles: ['test/setup-store-cleanup.ts'],
     pool: 'forks',
     // Two cores: end-to-end files run real Nix and nginx; keep two at a time.
     maxWorkers: 2,

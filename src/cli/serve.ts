@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
-import { parseServeFlags, resolveServeConfig, type ServeConfig } from '../config.js';
+import { resolveServeConfig, type ServeConfig } from '../config.js';
+import { parseServeFlags } from './serve-flags.js';
 import { createLogger } from '../log.js';
 import { HttpOrigin } from '../origins/http-origin.js';
 import { OriginSet } from '../origins/origin-set.js';
@@ -8,7 +9,6 @@ import { RECOMMENDED_NEGATIVE_TTL } from '../doctor/nix-checks.js';
 import { buildApp } from '../server/app.js';
 import { NarInfoResolver } from '../server/narinfo-resolver.js';
 import { openStats } from '../stats/setup.js';
-import { registerStatsRoutes } from '../server/stats-routes.js';
 
 const HELP = `usage: nix-lan-cache serve [options]
 
@@ -49,7 +49,6 @@ export async function startProxy(config: ServeConfig, log: Logger): Promise<Runn
   // mDNS discovery (docs/discovery.md): loaded only when browsing is on.
   const discovery = config.mdns ? (await import('../discovery/index.js')).startDiscovery({ origins, trusted, timeouts: config.timeouts.lan, log }) : undefined;
   const app = buildApp({ config, origins, resolver, stats, log, discovery });
-  registerStatsRoutes(app, { stats, config });
   await app.listen({ host: config.listen.host, port: config.listen.port });
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : config.listen.port;

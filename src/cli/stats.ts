@@ -1,10 +1,10 @@
 import { parseCommandArgs } from './args.js';
 import { DEFAULT_PORT } from '../config.js';
 import { errorMessage } from '../errors.js';
-import type { StatsResponse } from '../server/stats-routes.js';
+import type { StatsResponse } from '../api.js';
 import type { PeriodStats } from '../stats/snapshot.js';
 import type { DiscoverySnapshot } from '../discovery/discovery.js';
-import { formatBytes } from '../format.js';
+import { formatAge, formatBytes, formatPct } from '../format.js';
 
 export const DEFAULT_URL = `http://127.0.0.1:${DEFAULT_PORT}`;
 
@@ -17,18 +17,7 @@ Shows what a running proxy served: LAN hit rate, bytes per origin, origin health
 `;
 
 
-export function formatPct(r: number | null): string {
-  return r === null ? '–' : `${(r * 100).toFixed(1)}%`;
-}
 
-function ago(iso: string | null, now: number): string {
-  if (!iso) return '';
-  const s = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
-  if (s < 60) return `${s} s ago`;
-  if (s < 3600) return `${Math.round(s / 60)} min ago`;
-  if (s < 86400) return `${Math.round(s / 3600)} h ago`;
-  return `${Math.round(s / 86400)} d ago`;
-}
 
 function table(rows: string[][], rightAlign: Set<number>): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
@@ -42,7 +31,7 @@ export function formatDiscovery(d: DiscoverySnapshot | { enabled: false }, now =
   if (!d.enabled) return 'mDNS discovery is off (--no-mdns).\n';
   if (d.caches.length === 0) return `mDNS discovery: no ${d.serviceType} announcement heard yet.\n`;
   const rows = [['discovered cache', 'key', 'status', 'first seen', 'why']];
-  for (const c of d.caches) rows.push([c.url, c.keyName ?? '–', c.status, ago(c.firstSeen, now), c.reason ?? '']);
+  for (const c of d.caches) rows.push([c.url, c.keyName ?? '–', c.status, formatAge(c.firstSeen, now), c.reason ?? '']);
   return `${table(rows, new Set())}\n`;
 }
 
@@ -51,7 +40,7 @@ export function formatStats(s: StatsResponse, url: string, now = Date.now()): st
   const p = s.periods;
   const cols: Array<[string, PeriodStats]> = [['today', p.today], ['last 7 days', p.last7Days], ['since install', p.sinceInstall]];
   const out: string[] = [];
-  out.push(`nix-lan-cache at ${url}: up ${ago(s.startedAt, now).replace(' ago', '')}, counting since ${s.installedAt}`);
+  out.push(`nix-lan-cache at ${url}: up ${formatAge(s.startedAt, now).replace(' ago', '')}, counting since ${s.installedAt}`);
   out.push('');
   out.push(
     table(
@@ -77,7 +66,7 @@ export function formatStats(s: StatsResponse, url: string, now = Date.now()): st
       o.name,
       o.kind,
       o.state,
-      `${ago(o.since, now)}${o.state === 'down' && o.reason ? ` (${o.reason})` : ''}`,
+      `${formatAge(o.since, now)}${o.state === 'down' && o.reason ? ` (${o.reason})` : ''}`,
       String(asked),
       String(c?.narinfo.hit ?? 0),
       String(c?.narinfo.miss ?? 0),
@@ -94,7 +83,7 @@ export function formatStats(s: StatsResponse, url: string, now = Date.now()): st
         f.what === 'nar'
           ? `NAR moved from ${f.from} to ${f.to}`
           : `narinfo from ${f.to}${f.lan?.length ? ` (${f.lan.map((l) => `${l.origin}: ${l.outcome}`).join(', ')})` : ''}`;
-      out.push(`  ${ago(f.at, now).padEnd(11)} ${f.storeHash ? `${f.storeHash.slice(0, 12)}  ` : ''}${what}`);
+      out.push(`  ${formatAge(f.at, now).padEnd(11)} ${f.storeHash ? `${f.storeHash.slice(0, 12)}  ` : ''}${what}`);
     }
   }
   if (!s.persistence.file) out.push('', `note: counters are not saved across restarts${s.persistence.error ? ` (${s.persistence.error})` : ''}`);

@@ -1,7 +1,8 @@
 import { networkInterfaces as osNetworkInterfaces, type NetworkInterfaceInfo } from 'node:os';
 import type { Logger } from 'pino';
 import { checkCacheInfo } from '../origins/cache-info.js';
-import { HttpOrigin, normaliseBaseUrl } from '../origins/http-origin.js';
+import { HttpOrigin } from '../origins/http-origin.js';
+import { normaliseBaseUrl } from '../origins/base-url.js';
 import type { OriginSet } from '../origins/origin-set.js';
 import type { OriginTimeouts } from '../origins/timeouts.js';
 import type { TrustedKeys } from '../protocol/signing.js';

@@ -1,18 +1,9 @@
 import { errorMessage } from '../errors.js';
-import type { StatsResponse } from '../server/stats-routes.js';
+import type { HealthResponse, StatsResponse } from '../api.js';
 import type { Finding } from './finding.js';
 
-export interface HealthOrigin {
-  name: string;
-  kind: 'lan' | 'upstream';
-  url: string;
-  state: 'open' | 'closed';
-  since: string;
-  reason: string;
-}
-
 export interface ProxyView {
-  health?: { ok: boolean; origins: HealthOrigin[] };
+  health?: HealthResponse;
   stats?: StatsResponse;
   error?: string;
 }

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { Agent, interceptors, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
@@ -7,6 +6,7 @@ import { NarInfoError, parseNarInfo } from '../protocol/narinfo.js';
 import type { TrustedKeys } from '../protocol/signing.js';
 import { Breaker } from './breaker.js';
 import { checkCacheInfo } from './cache-info.js';
+import { normaliseBaseUrl, originId } from './base-url.js';
 import type { FetchOptions, FileFetch, NarInfoLookup, Origin, OriginKind } from './origin.js';
 import type { OriginTimeouts } from './timeouts.js';
 
@@ -23,21 +23,6 @@ export interface HttpOriginOptions {
   /** Only signatures by this key name count (a discovered cache must sign with the key it announced). */
   requireKeyName?: string;
   log: Logger;
-}
-
-export function normaliseBaseUrl(url: string): string {
-  const parsed = new URL(url);
-  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
-    throw new Error(`cache URL must be http or https: ${url}`);
-  }
-  parsed.search = '';
-  parsed.hash = '';
-  if (!parsed.pathname.endsWith('/')) parsed.pathname += '/';
-  return parsed.toString();
-}
-
-export function originId(baseUrl: string): string {
-  return createHash('sha256').update(baseUrl).digest('hex').slice(0, 10);
 }
 
 /** A binary cache reached over HTTP: a static LAN cache (the Pi) or an upstream. */

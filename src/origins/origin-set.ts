@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import type { CircuitState } from './breaker.js';
 import type { Origin } from './origin.js';
 
 /**
@@ -8,6 +9,7 @@ import type { Origin } from './origin.js';
  */
 export class OriginSet extends EventEmitter<{ up: [Origin]; down: [Origin]; added: [Origin]; removed: [Origin] }> {
   private readonly byId = new Map<string, Origin>();
+  private readonly circuitListeners = new Map<Origin, (state: CircuitState) => void>();
   private orderCache: Origin[] | undefined;
 
   constructor(origins: Iterable<Origin> = []) {
@@ -19,7 +21,9 @@ export class OriginSet extends EventEmitter<{ up: [Origin]; down: [Origin]; adde
     if (this.byId.has(origin.id)) return;
     this.byId.set(origin.id, origin);
     this.orderCache = undefined;
-    origin.breaker.on('change', (state) => this.emit(state === 'closed' ? 'up' : 'down', origin));
+    const onChange = (state: CircuitState) => this.emit(state === 'closed' ? 'up' : 'down', origin);
+    this.circuitListeners.set(origin, onChange);
+    origin.breaker.on('change', onChange);
     this.emit('added', origin);
   }
 
@@ -28,7 +32,9 @@ export class OriginSet extends EventEmitter<{ up: [Origin]; down: [Origin]; adde
     if (!origin) return;
     this.byId.delete(id);
     this.orderCache = undefined;
-    origin.breaker.removeAllListeners('change');
+    const onChange = this.circuitListeners.get(origin);
+    if (onChange) origin.breaker.off('change', onChange);
+    this.circuitListeners.delete(origin);
     await origin.close();
     this.emit('removed', origin);
   }

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { NarInfo } from '../protocol/narinfo.js';
-import type { Breaker } from './breaker.js';
+import type { CircuitState } from './breaker.js';
 
 export type OriginKind = 'lan' | 'upstream';
 
@@ -31,6 +31,17 @@ export interface FetchOptions {
   signal?: AbortSignal;
 }
 
+/** What callers see of an origin's circuit: its state and changes. Only the origin itself reports successes and failures. */
+export interface CircuitView {
+  readonly isOpen: boolean;
+  readonly state: CircuitState;
+  /** When the state last changed (ms since the epoch). */
+  readonly changedAt: number;
+  readonly lastReason: string;
+  on(event: 'change', listener: (state: CircuitState, reason: string) => void): unknown;
+  off(event: 'change', listener: (state: CircuitState, reason: string) => void): unknown;
+}
+
 export interface Origin {
   /** Stable short id derived from the base URL; NAR URLs carry it. */
   readonly id: string;
@@ -40,7 +51,7 @@ export interface Origin {
   readonly baseUrl: string;
   /** Lower is asked first (among LAN caches); upstreams keep their order. */
   readonly priority: number;
-  readonly breaker: Breaker;
+  readonly breaker: CircuitView;
   lookupNarInfo(storeHash: string): Promise<NarInfoLookup>;
   /** Fetches a file relative to the origin's root. */
   fetchFile(path: string, options?: FetchOptions): Promise<FileFetch>;

@@ -1,19 +1,11 @@
 import { constants } from 'node:fs';
-import { access, mkdir, open, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises';
+import { access, mkdir, open, rename, stat, unlink, utimes } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
+import { fsyncDir, writeFileAtomic } from '../atomic-file.js';
 import { errorMessage } from '../errors.js';
 import { mapLimit } from './limit.js';
 import { CACHE_INFO, TargetError, tempName, type CacheTarget } from './target.js';
-
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
 
 /** mkdir -p that reports EROFS/EACCES as such (Node's recursive mkdir says ENOENT on a read-only mount). */
 async function ensureDir(dir: string, depth = 0): Promise<void> {
@@ -101,39 +93,20 @@ export class LocalTarget implements CacheTarget {
   }
 
   async publishNarInfo(hash: string, text: string, narFile: string): Promise<void> {
-    const temp = tempName('', '.narinfo');
-    await writeFile(this.p(temp), text, { flag: 'wx', mode: 0o644 });
-    try {
-      const fh = await open(this.p(temp), 'r+');
-      await fh.sync();
-      await fh.close();
-      const now = new Date();
-      // Fails with ENOENT if a gc removed the NAR in the meantime.
-      await utimes(this.p(narFile), now, now);
-      await this.commit(temp, `${hash}.narinfo`);
-    } catch (err) {
-      await this.discard(temp);
-      throw err;
-    }
+    await writeFileAtomic(this.p(`${hash}.narinfo`), text, {
+      temp: this.p(tempName('', '.narinfo')),
+      // Fails with ENOENT if a gc removed the NAR in the meantime; the touch also tells gc the NAR is young.
+      beforeRename: async () => {
+        const now = new Date();
+        await utimes(this.p(narFile), now, now);
+      },
+    });
   }
 
   async writeFile(rel: string, text: string): Promise<void> {
     const dir = dirname(rel) === '.' ? '' : dirname(rel);
     await ensureDir(this.p(dir || '.'));
-    const temp = tempName(dir);
-    try {
-      const fh = await open(this.p(temp), 'wx', 0o644);
-      try {
-        await fh.writeFile(text);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await this.commit(temp, rel);
-    } catch (err) {
-      await this.discard(temp);
-      throw err;
-    }
+    await writeFileAtomic(this.p(rel), text, { temp: this.p(tempName(dir)) });
   }
 
   async close(): Promise<void> {}

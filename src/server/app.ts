@@ -1,23 +1,13 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import type { Logger } from 'pino';
+import type { HealthResponse } from '../api.js';
 import { AppError } from '../errors.js';
-import type { ServeConfig } from '../config.js';
-import type { OriginSet } from '../origins/origin-set.js';
-import type { Stats } from '../stats.js';
 import { errorHandler } from './http-errors.js';
-import type { NarInfoResolver } from './narinfo-resolver.js';
+import type { AppDeps } from './deps.js';
 import { hasDotSegment, MAX_URL_LENGTH } from './paths.js';
 import { registerCacheRoutes } from './routes.js';
+import { registerStatsRoutes } from './stats-routes.js';
 
-export interface AppDeps {
-  config: Pick<ServeConfig, 'priority'>;
-  origins: OriginSet;
-  resolver: NarInfoResolver;
-  stats: Stats;
-  log: Logger;
-  /** mDNS discovery, when browsing is on: its snapshot is served at GET /_/discovery. */
-  discovery?: { snapshot(): unknown };
-}
+export type { AppDeps } from './deps.js';
 
 /** The proxy's HTTP app, not yet listening: tests start it on port 0. */
 export function buildApp(deps: AppDeps): FastifyInstance {
@@ -46,11 +36,12 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     throw new AppError('NOT_FOUND', `no such route: ${req.method} ${req.url.slice(0, 200)}`);
   });
 
-  app.get('/_/health', async () => ({
+  app.get('/_/health', async (): Promise<HealthResponse> => ({
     ok: true,
     origins: deps.origins.ordered().map((o) => ({ name: o.name, kind: o.kind, url: o.baseUrl, state: o.breaker.state, since: new Date(o.breaker.changedAt).toISOString(), reason: o.breaker.lastReason })),
   }));
   app.get('/_/discovery', async () => deps.discovery?.snapshot() ?? { enabled: false });
   registerCacheRoutes(app, deps);
+  registerStatsRoutes(app, deps);
   return app;
 }

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../errors.js';
 import { parseNarUrl } from '../protocol/narurl.js';
 import type { Origin } from '../origins/origin.js';
-import type { AppDeps } from './app.js';
+import type { AppDeps } from './deps.js';
 import { streamNar } from './nar-stream.js';
 import { DEBUGINFO_RE, LOG_RE, LS_RE, NARINFO_RE, REALISATION_RE } from './paths.js';
 

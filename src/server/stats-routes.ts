@@ -1,19 +1,11 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { ServeConfig } from '../config.js';
 import type { Stats } from '../stats.js';
 import { prometheus } from '../stats/prometheus.js';
-import { snapshot, type StatsSnapshot } from '../stats/snapshot.js';
-import { STATUS_PAGE_HTML } from './status-page.js';
+import { snapshot } from '../stats/snapshot.js';
+import type { StatsResponse } from '../api.js';
+import { loadStatusPage } from './status-page/assets.js';
 
-/** What `/_/stats` adds about the proxy itself (so `doctor` can compare it with nix.conf). */
-export interface ProxyInfo {
-  lan: string[];
-  upstream: string[];
-  trustedPublicKeys: string[];
-  priority: number;
-}
-
-export type StatsResponse = StatsSnapshot & { proxy: ProxyInfo };
 
 export function registerStatsRoutes(app: FastifyInstance, deps: { stats: Stats; config: Pick<ServeConfig, 'lan' | 'upstream' | 'trustedPublicKeys' | 'priority'> }): void {
   const { stats, config } = deps;
@@ -30,10 +22,18 @@ export function registerStatsRoutes(app: FastifyInstance, deps: { stats: Stats; 
     reply.type('text/plain; version=0.0.4; charset=utf-8');
     return prometheus(stats);
   });
+  const page = loadStatusPage();
   app.get('/', async (_req, reply) => {
     reply.header('cache-control', 'no-store');
-    reply.header('content-security-policy', "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:");
+    reply.header('content-security-policy', "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:");
     reply.type('text/html; charset=utf-8');
-    return STATUS_PAGE_HTML;
+    return page.html;
   });
+  const script = (body: string) => async (_req: unknown, reply: FastifyReply) => {
+    reply.header('cache-control', 'no-cache');
+    reply.type('text/javascript; charset=utf-8');
+    return body;
+  };
+  app.get('/_/assets/status.js', script(page.script));
+  app.get('/_/assets/format.js', script(page.format));
 }

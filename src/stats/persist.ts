@@ -1,8 +1,9 @@
 import { mkdirSync, readFileSync, renameSync, writeFileSync, unlinkSync, openSync, closeSync, constants as fsConstants } from 'node:fs';
-import { open, rename, mkdir } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
+import { writeFileAtomic } from '../atomic-file.js';
 import { errorMessage } from '../errors.js';
 import {
   emptyBucket,
@@ -187,28 +188,6 @@ function alive(pid: number): boolean {
   }
 }
 
-/** temp file + fsync + rename + fsync of the directory: the file is either the old or the new one, even after a crash. */
-export async function writeAtomic(file: string, text: string): Promise<void> {
-  await mkdir(dirname(file), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fh = await open(tmp, 'w', 0o644);
-  try {
-    await fh.writeFile(text);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, file);
-  const dir = await open(dirname(file), 'r');
-  try {
-    await dir.sync();
-  } catch {
-    // some filesystems refuse fsync on a directory; the rename is still atomic
-  } finally {
-    await dir.close();
-  }
-}
-
 export interface PersisterOptions {
   file: string;
   state: StatsState;
@@ -244,7 +223,8 @@ export class StatsPersister {
     const text = JSON.stringify(this.options.state);
     this.writing = this.writing.then(async () => {
       try {
-        await writeAtomic(this.options.file, text);
+        await mkdir(dirname(this.options.file), { recursive: true });
+        await writeFileAtomic(this.options.file, text);
         this.lastSavedAt = new Date();
         if (this.lastError) this.options.log.info({ event: 'stats-saved', file: this.options.file }, 'stats file written again');
         this.lastError = undefined;

@@ -8,11 +8,15 @@ import { household, type Household } from '../helpers/scenario.js';
 import { exitCode, startProxy } from '../helpers/proxy.js';
 import { stopAll } from '../helpers/proc.js';
 
-function fetchBody(url: string): Promise<{ status: number; body: Buffer }> {
+/** GETs a URL; `onFirstByte` runs when the first body bytes arrive. */
+function fetchBody(url: string, onFirstByte?: () => void): Promise<{ status: number; body: Buffer }> {
   return new Promise((resolve, reject) => {
     const req = request(url, (res) => {
       const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('data', (c: Buffer) => {
+        if (chunks.length === 0) onFirstByte?.();
+        chunks.push(c);
+      });
       res.on('end', () => resolve({ status: res.statusCode!, body: Buffer.concat(chunks) }));
       res.on('error', reject);
     });
@@ -41,10 +45,15 @@ describe('graceful shutdown', () => {
     const original = parseNarInfo(await readFile(join(h.piDir, `${hash}.narinfo`), 'utf8'));
     const file = await readFile(join(h.piDir, original.url));
 
-    const download = fetchBody(`${proxy.url}/${served.url}`);
-    await new Promise((r) => setTimeout(r, 300));
-    process.kill(proxy.child.pid!, 'SIGTERM');
+    // SIGTERM as soon as the NAR is flowing (3 MB at 2 MB/s: it has most of its bytes still to send).
+    let firstByteAt = 0;
+    const download = fetchBody(`${proxy.url}/${served.url}`, () => {
+      firstByteAt = Date.now();
+      process.kill(proxy.child.pid!, 'SIGTERM');
+    });
     const res = await download;
+    expect(firstByteAt).toBeGreaterThan(0);
+    expect(Date.now() - firstByteAt, 'the download went on after SIGTERM').toBeGreaterThan(500);
     expect(res.status).toBe(200);
     expect(res.body.equals(file)).toBe(true);
     expect(await exitCode(proxy.child)).toBe(0);

@@ -35,6 +35,30 @@ export interface Closure {
  * references them all. `salt` makes the store paths unique to a test.
  */
 export async function buildClosure(salt: string, leaves: Leaf[]): Promise<Closure> {
+  const closure = await buildClosureOnce(salt, leaves);
+  built.push(closure.root);
+  return closure;
+}
+
+/** Roots of the closures this test file built; `deleteBuiltClosures` removes them from /nix/store after the file. */
+const built: string[] = [];
+
+/**
+ * Deletes from the real /nix/store every closure this test file built, with
+ * the derivations that built them, so runs don't pile up test paths. Paths
+ * something else still uses (another file's closures never are: salts differ)
+ * are left, as `nix-store --delete` refuses live paths.
+ */
+export async function deleteBuiltClosures(): Promise<void> {
+  if (built.length === 0) return;
+  const roots = built.splice(0);
+  const outputs = (await runOk('nix-store', ['-qR', ...roots], { env: nixEnv() })).trim().split('\n');
+  const drvs = (await runOk('nix-store', ['-qd', ...outputs], { env: nixEnv() })).trim().split('\n').filter((d) => d.endsWith('.drv'));
+  await runOk('nix-store', ['--delete', ...outputs], { env: nixEnv(), timeoutMs: 60_000 });
+  if (drvs.length) await runOk('nix-store', ['--delete', ...drvs], { env: nixEnv(), timeoutMs: 60_000 });
+}
+
+async function buildClosureOnce(salt: string, leaves: Leaf[]): Promise<Closure> {
   const drv = (name: string, script: string) =>
     `derivation { name = ${JSON.stringify(name)}; system = builtins.currentSystem; builder = "/bin/sh"; salt = ${JSON.stringify(salt)}; args = [ "-c" ${JSON.stringify(script)} ]; }`;
   const leafExprs = leaves.map((l) => drv(l.name, `/usr/bin/head -c ${l.size} /dev/urandom > $out`));

@@ -25,6 +25,28 @@ export async function stopProcess(child: ChildProcess, signal: NodeJS.Signals = 
   clearTimeout(timer);
 }
 
+/**
+ * SIGKILLs a process started with `detached: true` together with every child
+ * it started (its process group), and returns once none of them is left:
+ * what a power cut or the OOM killer does to a command and its pipeline.
+ */
+export async function killProcessGroup(child: ChildProcess): Promise<void> {
+  if (child.pid === undefined) return;
+  const exited = child.exitCode === null && child.signalCode === null ? once(child, 'exit') : Promise.resolve();
+  const alive = () => {
+    try {
+      process.kill(-child.pid!, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (alive()) process.kill(-child.pid, 'SIGKILL');
+  await exited;
+  for (let i = 0; i < 200 && alive(); i++) await new Promise((r) => setTimeout(r, 10));
+  if (alive()) throw new Error(`process group ${child.pid} outlived SIGKILL`);
+}
+
 export async function stopAll(): Promise<void> {
   await Promise.all([...running].map((c) => stopProcess(c)));
 }

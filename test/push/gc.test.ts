@@ -84,19 +84,24 @@ describe('gc with two roots of which the older expires', () => {
   });
 
   it('is safe while a push runs: files younger than the grace period stay, however unrooted', async () => {
-    const third = await buildClosure(`${salt}-third`, [{ name: 'pushing', size: 2_000_000 }]);
+    // 8 MB of random bytes: xz takes seconds over it, so the push is still writing when gc runs.
+    const third = await buildClosure(`${salt}-third`, [{ name: 'pushing', size: 8_000_000 }]);
     const cache2 = join(work, 'cache2');
     // An unrooted push and a gc that would delete everything unrooted, at the same time.
-    const [pushRes, gcRes] = await Promise.all([
-      cli(['push', '--to', cache2, '--key-file', key.secretFile, third.root]),
-      (async () => {
-        for (let i = 0; i < 50; i++) {
-          if ((await readdir(join(cache2, 'nar')).catch(() => [])).length > 0) break;
-          await new Promise((r) => setTimeout(r, 20));
-        }
-        return cli(['gc', '--cache', cache2, '--keep', '0', '--keep-days', '0']);
-      })(),
-    ]);
+    let pushDone = false;
+    const pushing = cli(['push', '--to', cache2, '--key-file', key.secretFile, third.root]).finally(() => (pushDone = true));
+    // gc starts once the push has written its first NAR file and before it has published anything.
+    let started = false;
+    for (let i = 0; i < 500 && !started && !pushDone; i++) {
+      started = (await readdir(join(cache2, 'nar')).catch(() => [])).length > 0;
+      if (!started) await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(started).toBe(true);
+    const narinfosAtGc = (await readdir(cache2)).filter((f) => f.endsWith('.narinfo'));
+    const gcRes = await cli(['gc', '--cache', cache2, '--keep', '0', '--keep-days', '0']);
+    expect(pushDone, 'gc must run while the push is still going').toBe(false);
+    expect(narinfosAtGc).toHaveLength(0);
+    const pushRes = await pushing;
     expect(pushRes.code).toBe(0);
     expect(gcRes.code).toBe(0);
     const check = await checkCache(cache2);

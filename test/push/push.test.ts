@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkCache, CLI, cli, narFiles } from '../helpers/cache.js';
 import { Nginx } from '../helpers/nginx.js';
 import { buildClosure, generateKey, nixEnv, removeDir, substitute, tempDir, type CacheKey, type Closure } from '../helpers/nix.js';
-import { run, startProcess, stopAll, stopProcess } from '../helpers/proc.js';
+import { run, startProcess, stopAll, killProcessGroup } from '../helpers/proc.js';
 
 const salt = `push-${process.pid}-${Date.now()}`;
 let work: string;
@@ -119,7 +119,7 @@ describe('interrupted push', () => {
   it('kill -9 mid-push of a large closure leaves no narinfo without its NAR; rerun finishes', async () => {
     const large = await buildClosure(`${salt}-large`, Array.from({ length: 8 }, (_, i) => ({ name: `big-${i}`, size: 5_000_000 })));
     const cache = join(work, 'cache-kill');
-    const child = startProcess(process.execPath, [CLI, 'push', '--jobs', '2', '--to', cache, '--key-file', key.secretFile, large.root]);
+    const child = startProcess(process.execPath, [CLI, 'push', '--jobs', '2', '--to', cache, '--key-file', key.secretFile, large.root], { detached: true });
     // Kill once some, but not all, narinfos are visible.
     let seen = 0;
     const deadline = Date.now() + 60_000;
@@ -129,8 +129,7 @@ describe('interrupted push', () => {
       await new Promise((r) => setTimeout(r, 20));
     }
     expect(child.exitCode).toBe(null);
-    await stopProcess(child, 'SIGKILL');
-    await new Promise((r) => setTimeout(r, 300)); // its nix-store/xz children die of SIGPIPE
+    await killProcessGroup(child); // push and its nix-store/xz children, all at once
     const afterKill = await checkCache(cache);
     expect(afterKill.problems).toEqual([]);
     expect(afterKill.narinfos.size).toBeGreaterThanOrEqual(2);

@@ -1,9 +1,10 @@
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Stats, LATENCY_BUCKETS, emptyState } from '../../src/stats.js';
-import { loadState, parseState, StatsPersister, writeAtomic, defaultStateDir } from '../../src/stats/persist.js';
+import { loadState, parseState, StatsPersister, defaultStateDir } from '../../src/stats/persist.js';
+import { writeFileAtomic } from '../../src/atomic-file.js';
 import { openStats } from '../../src/stats/setup.js';
 import { snapshot } from '../../src/stats/snapshot.js';
 import { prometheus, parsePrometheus, escapeLabel } from '../../src/stats/prometheus.js';
@@ -147,8 +148,13 @@ describe('persistence', () => {
     const dir = await tempDir('stats-atomic');
     dirs.push(dir);
     const file = join(dir, 'sub', 'stats.json');
-    await writeAtomic(file, 'one');
-    await writeAtomic(file, 'two');
+    mkdirSync(join(dir, 'sub'));
+    await writeFileAtomic(file, 'one');
+    await writeFileAtomic(file, 'two');
+    expect(readFileSync(file, 'utf8')).toBe('two');
+    expect(readdirSync(join(dir, 'sub'))).toEqual(['stats.json']);
+    // A failure after the new content is written leaves the old file whole and no temp file behind.
+    await expect(writeFileAtomic(file, 'three', { beforeRename: () => Promise.reject(new Error('disk went away')) })).rejects.toThrow('disk went away');
     expect(readFileSync(file, 'utf8')).toBe('two');
     expect(readdirSync(join(dir, 'sub'))).toEqual(['stats.json']);
     const state = emptyState();

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { CACHE_NIXOS_ORG_KEY, DEFAULT_PORT, parseServeFlags, resolveServeConfig } from '../../src/config.js';
+import { CACHE_NIXOS_ORG_KEY, DEFAULT_PORT, resolveServeConfig } from '../../src/config.js';
+import { parseServeFlags } from '../../src/cli/serve-flags.js';
 import { ConfigError } from '../../src/errors.js';
 
 const PI_KEY = 'pi.lan-1:' + Buffer.alloc(32, 7).toString('base64');

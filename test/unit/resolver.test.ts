@@ -1,5 +1,5 @@
 import pino from 'pino';
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Breaker } from '../../src/origins/breaker.js';
 import type { NarInfoLookup, Origin, OriginKind } from '../../src/origins/origin.js';
 import { OriginSet } from '../../src/origins/origin-set.js';
@@ -17,7 +17,7 @@ References:
 `);
 
 /** A unit-test stand-in for an origin: answers `answer` after `delayMs`. */
-function fakeOrigin(name: string, kind: OriginKind, answer: NarInfoLookup['status'], delayMs: number): Origin & { asked: number } {
+function fakeOrigin(name: string, kind: OriginKind, answer: NarInfoLookup['status'], delayMs: number): Origin & { asked: number; breaker: Breaker } {
   const breaker = new Breaker({ maxFails: 1, probeIntervalMs: 60_000 }, async () => false);
   const result: NarInfoLookup =
     answer === 'present' ? { status: 'present', info: INFO, trustedBy: 'k' } : answer === 'absent' ? { status: 'absent', reason: 'not-found' } : { status: 'unknown', reason: 'timeout' };
@@ -48,20 +48,39 @@ function resolver(origins: Origin[], hedgeMs = 50) {
   return new NarInfoResolver(new OriginSet(origins), { maxEntries: 100, hitTtlSeconds: 60, missTtlSeconds: 60, hedgeMs: { lan: hedgeMs, upstream: 0 } }, new Stats(), pino({ level: 'silent' }));
 }
 
+/**
+ * Time is faked: each test says when each origin answers and checks when the
+ * resolver answered, to the millisecond, whatever the machine's load.
+ */
+beforeEach(() => vi.useFakeTimers());
+afterEach(() => vi.useRealTimers());
+
+/** Starts `p` now; `at()` is the fake time it settled after, undefined while pending. */
+function track<T>(p: Promise<T>): { result: Promise<T>; at(): number | undefined } {
+  const start = Date.now();
+  let at: number | undefined;
+  const result = p.finally(() => (at = Date.now() - start));
+  return { result, at: () => at };
+}
+
 describe('narinfo routing: LAN first, upstream next, hedged when the LAN is slow', () => {
   it('a Pi that hangs costs the hedge delay, not its whole timeout: upstream answers', async () => {
     const pi = fakeOrigin('pi', 'lan', 'unknown', 1500);
     const up = fakeOrigin('up', 'upstream', 'present', 5);
-    const started = Date.now();
-    const r = await resolver([pi, up]).resolve(HASH);
+    const t = track(resolver([pi, up]).resolve(HASH));
+    await vi.advanceTimersByTimeAsync(55);
+    expect(t.at()).toBe(55); // hedge delay 50 ms + upstream's 5 ms
+    const r = await t.result;
     expect(r.status === 'found' && r.origin.name).toBe('up');
-    expect(Date.now() - started).toBeLessThan(1000);
   });
 
   it('a slow Pi that answers before upstream still wins', async () => {
     const pi = fakeOrigin('pi', 'lan', 'present', 120);
     const up = fakeOrigin('up', 'upstream', 'present', 400);
-    const r = await resolver([pi, up]).resolve(HASH);
+    const t = track(resolver([pi, up]).resolve(HASH));
+    await vi.advanceTimersByTimeAsync(120);
+    expect(t.at()).toBe(120);
+    const r = await t.result;
     expect(r.status === 'found' && r.origin.name).toBe('pi');
     expect(up.asked).toBe(1); // hedged: upstream was asked alongside
   });
@@ -69,15 +88,19 @@ describe('narinfo routing: LAN first, upstream next, hedged when the LAN is slow
   it('a quick Pi is asked alone', async () => {
     const pi = fakeOrigin('pi', 'lan', 'present', 1);
     const up = fakeOrigin('up', 'upstream', 'present', 1);
-    const r = await resolver([pi, up]).resolve(HASH);
+    const t = track(resolver([pi, up]).resolve(HASH));
+    await vi.advanceTimersByTimeAsync(1);
+    const r = await t.result;
     expect(r.status === 'found' && r.origin.name).toBe('pi');
     expect(up.asked).toBe(0);
   });
 
   it('"absent" everywhere is missing; "couldn\'t ask" somewhere is unavailable; both answer 404 upstream of here', async () => {
-    expect((await resolver([fakeOrigin('pi', 'lan', 'absent', 1), fakeOrigin('up', 'upstream', 'absent', 1)]).resolve(HASH)).status).toBe('missing');
-    const r = await resolver([fakeOrigin('pi', 'lan', 'unknown', 1), fakeOrigin('up', 'upstream', 'absent', 1)]).resolve(HASH);
-    expect(r).toMatchObject({ status: 'unavailable', unknown: ['pi: timeout'] });
+    const missing = track(resolver([fakeOrigin('pi', 'lan', 'absent', 1), fakeOrigin('up', 'upstream', 'absent', 1)]).resolve(HASH));
+    const unavailable = track(resolver([fakeOrigin('pi', 'lan', 'unknown', 1), fakeOrigin('up', 'upstream', 'absent', 1)]).resolve(HASH));
+    await vi.advanceTimersByTimeAsync(10);
+    expect((await missing.result).status).toBe('missing');
+    expect(await unavailable.result).toMatchObject({ status: 'unavailable', unknown: ['pi: timeout'] });
   });
 
   it('an open circuit is skipped without asking; cached misses are forgotten when an origin comes back', async () => {
@@ -85,11 +108,17 @@ describe('narinfo routing: LAN first, upstream next, hedged when the LAN is slow
     const up = fakeOrigin('up', 'upstream', 'absent', 1);
     const res = resolver([pi, up]);
     pi.breaker.trip('test');
-    expect((await res.resolve(HASH)).status).toBe('unavailable');
+    const ask = async () => {
+      const t = track(res.resolve(HASH));
+      await vi.advanceTimersByTimeAsync(5);
+      return t.result;
+    };
+    expect((await ask()).status).toBe('unavailable');
     expect(pi.asked).toBe(0);
-    expect((await res.resolve(HASH)).status).toBe('unavailable'); // cached miss
+    expect((await ask()).status).toBe('unavailable'); // cached miss
+    expect(up.asked).toBe(1);
     pi.breaker.success(); // the probe brought it back
-    const r = await res.resolve(HASH);
+    const r = await ask();
     expect(r.status === 'found' && r.origin.name).toBe('pi');
     pi.breaker.close();
   });
@@ -100,20 +129,21 @@ describe('a LAN cache that went slow', () => {
     const pi = fakeOrigin('pi', 'lan', 'present', 400);
     const up = fakeOrigin('up', 'upstream', 'present', 5);
     const res = resolver([pi, up], 100);
-    const t0 = Date.now();
-    const first = await res.resolve(HASH);
-    expect(first.status === 'found' && first.origin.name).toBe('up');
-    expect(Date.now() - t0).toBeGreaterThanOrEqual(95); // waited the hedge delay once
-    const other = HASH.replace(/^3/, '4'); // another path, not in the cache
-    const t1 = Date.now();
-    await res.resolve(other).catch(() => undefined);
-    expect(Date.now() - t1).toBeLessThan(90); // no second wait
-    // Once the Pi has answered, it is waited on (for the hedge delay) as before.
-    await new Promise((r) => setTimeout(r, 450));
+    const first = track(res.resolve(HASH));
+    await vi.advanceTimersByTimeAsync(105);
+    expect(first.at()).toBe(105); // waited the hedge delay once, then upstream's 5 ms
+    const r1 = await first.result;
+    expect(r1.status === 'found' && r1.origin.name).toBe('up');
+    const second = track(res.resolve(HASH.replace(/^3/, '4'))); // another path, not in the cache
+    await vi.advanceTimersByTimeAsync(5);
+    expect(second.at()).toBe(5); // no second wait
+    // Once the Pi has answered (its first lookup, at 400 ms), it is waited on (for the hedge delay) as before.
+    await vi.advanceTimersByTimeAsync(400);
     expect(pi.asked).toBe(2);
-    const t2 = Date.now();
-    await res.resolve(HASH.replace(/^3/, '5'));
-    expect(Date.now() - t2).toBeGreaterThanOrEqual(95);
+    const third = track(res.resolve(HASH.replace(/^3/, '5')));
+    await vi.advanceTimersByTimeAsync(105);
+    expect(third.at()).toBe(105);
+    await third.result;
   });
 });
 
@@ -122,14 +152,17 @@ describe('a LAN cache that comes back up', () => {
     const pi = fakeOrigin('pi', 'lan', 'present', 150);
     const up = fakeOrigin('up', 'upstream', 'present', 5);
     const res = resolver([pi, up], 100);
-    const first = await res.resolve(HASH);
-    expect(first.status === 'found' && first.origin.name).toBe('up'); // slower than the hedge: marked slow
+    const first = track(res.resolve(HASH));
+    await vi.advanceTimersByTimeAsync(105);
+    const r1 = await first.result;
+    expect(r1.status === 'found' && r1.origin.name).toBe('up'); // slower than the hedge: marked slow
     pi.breaker.trip('link down');
     pi.breaker.success(); // the probe brought it back: the 'up' event clears the mark
-    const t = Date.now();
-    const again = await res.resolve(HASH.replace(/^3/, '6'));
-    expect(Date.now() - t).toBeGreaterThanOrEqual(95); // waited the hedge delay instead of racing at once
-    expect(again.status === 'found' && again.origin.name).toBe('up');
+    const again = track(res.resolve(HASH.replace(/^3/, '6')));
+    await vi.advanceTimersByTimeAsync(105);
+    expect(again.at()).toBe(105); // waited the hedge delay instead of racing at once
+    const r2 = await again.result;
+    expect(r2.status === 'found' && r2.origin.name).toBe('up');
     pi.breaker.close();
   });
 });

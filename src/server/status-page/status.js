@@ -1,97 +1,12 @@
-/**
- * The status page at `/`: one self-contained HTML document (inline CSS and
- * JS, no external requests, nothing to build at run time). It polls
- * `/_/stats` and draws its charts on <canvas>.
- */
-export const STATUS_PAGE_HTML = String.raw`<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>nix-lan-cache</title>
-<style>
-  :root { --lan: #2e7d32; --up: #1565c0; --bad: #c62828; --fg: #1b1b1b; --muted: #666; --bg: #fafafa; --card: #fff; }
-  * { box-sizing: border-box; }
-  body { margin: 0; font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--fg); background: var(--bg); }
-  header { padding: 12px 20px; background: #263238; color: #fff; display: flex; align-items: baseline; gap: 16px; }
-  header h1 { font-size: 18px; margin: 0; }
-  header .meta { color: #b0bec5; font-size: 12px; }
-  main { padding: 16px 20px; display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 16px; }
-  section { background: var(--card); border: 1px solid #e0e0e0; border-radius: 6px; padding: 12px 14px; }
-  section h2 { font-size: 14px; margin: 0 0 8px; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); }
-  .tiles { display: grid; grid-template-columns: repeat(3, 1fr); gap: 8px; }
-  .tile { border: 1px solid #eee; border-radius: 4px; padding: 8px; }
-  .tile .v { font-size: 22px; font-weight: 600; }
-  .tile .l { color: var(--muted); font-size: 12px; }
-  table { width: 100%; border-collapse: collapse; }
-  th, td { text-align: left; padding: 4px 6px; border-bottom: 1px solid #eee; font-variant-numeric: tabular-nums; }
-  td.num, th.num { text-align: right; }
-  .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff; font-size: 12px; }
-  .badge.up { background: var(--lan); } .badge.down { background: var(--bad); } .badge.gone { background: #9e9e9e; }
-  canvas { width: 100%; height: 220px; display: block; }
-  .legend span { display: inline-block; margin-right: 12px; font-size: 12px; }
-  .legend i { display: inline-block; width: 10px; height: 10px; margin-right: 4px; vertical-align: -1px; }
-  #error { color: var(--bad); }
-  .muted { color: var(--muted); }
-  ol#fallbacks { margin: 0; padding-left: 32px; max-height: 240px; overflow: auto; }
-  .wide { grid-column: 1 / -1; }
-</style>
-</head>
-<body>
-<header><h1>nix-lan-cache</h1><span class="meta" id="meta">loading…</span><span id="error"></span></header>
-<main>
-  <section class="wide">
-    <h2>LAN hit rate</h2>
-    <div class="tiles">
-      <div class="tile"><div class="l">today, by NAR bytes</div><div class="v" id="rate-today">–</div><div class="l" id="rate-today-narinfo"></div></div>
-      <div class="tile"><div class="l">last 7 days, by NAR bytes</div><div class="v" id="rate-week">–</div><div class="l" id="rate-week-narinfo"></div></div>
-      <div class="tile"><div class="l">since install, by NAR bytes</div><div class="v" id="rate-install">–</div><div class="l" id="rate-install-narinfo"></div></div>
-      <div class="tile"><div class="l">kept off the internet, since install</div><div class="v" id="bytes-kept">–</div></div>
-      <div class="tile"><div class="l">from upstreams, since install</div><div class="v" id="bytes-upstream">–</div></div>
-      <div class="tile"><div class="l">narinfo requests from Nix, since install</div><div class="v" id="narinfo-requests">–</div></div>
-    </div>
-  </section>
-  <section>
-    <h2>Origin health</h2>
-    <table id="origins"><thead><tr><th>origin</th><th>kind</th><th>state</th><th>since</th><th class="num">narinfo hits</th><th class="num">NAR bytes</th></tr></thead><tbody></tbody></table>
-    <canvas id="chart-health" height="120" aria-label="origin health"></canvas>
-  </section>
-  <section>
-    <h2>Bytes per origin (since install)</h2>
-    <canvas id="chart-bytes" aria-label="bytes per origin"></canvas>
-  </section>
-  <section class="wide">
-    <h2>LAN hit rate over time (last 48 hours)</h2>
-    <div class="legend"><span><i style="background:var(--lan)"></i>LAN bytes</span><span><i style="background:var(--up)"></i>upstream bytes</span><span><i style="background:#ff8f00"></i>LAN share</span></div>
-    <canvas id="chart-rate" aria-label="LAN hit rate over time"></canvas>
-  </section>
-  <section class="wide">
-    <h2>Recent fallbacks</h2>
-    <ol id="fallbacks"></ol>
-    <p class="muted" id="no-fallbacks" hidden>none yet</p>
-  </section>
-</main>
-<script>
-"use strict";
+// The status page's script (an ES module, no build step): polls `/_/stats` and draws
+// the page. Bytes and ages are formatted by the same code as the CLI (src/format.ts),
+// served at `_/assets/format.js`.
+import { formatAge, formatBytes as bytes, formatPct as pct } from "./format.js";
 const $ = (id) => document.getElementById(id);
 const COLORS = { lan: "#2e7d32", upstream: "#1565c0", unknown: "#757575" };
 const PALETTE = ["#2e7d32", "#66bb6a", "#1565c0", "#42a5f5", "#6a1b9a", "#ef6c00", "#757575"];
 
-function bytes(n) {
-  const u = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
-  return (i === 0 ? String(n) : n.toFixed(n < 10 ? 2 : 1)) + " " + u[i];
-}
-function pct(r) { return r === null || r === undefined ? "–" : (r * 100).toFixed(1) + "%"; }
-function ago(iso) {
-  if (!iso) return "";
-  const s = Math.round((Date.now() - Date.parse(iso)) / 1000);
-  if (s < 60) return s + " s ago";
-  if (s < 3600) return Math.round(s / 60) + " min ago";
-  if (s < 86400) return Math.round(s / 3600) + " h ago";
-  return Math.round(s / 86400) + " d ago";
-}
+const ago = (iso) => formatAge(iso, Date.now());
 function setText(id, text, value) {
   const el = $(id);
   el.textContent = text;
@@ -244,7 +159,3 @@ async function tick() {
   }
 }
 tick();
-</script>
-</body>
-</html>
-`;

@@ -1,0 +1,35 @@
+import type { OriginKind } from './origins/origin.js';
+import type { CircuitState } from './origins/breaker.js';
+import type { StatsSnapshot } from './stats/snapshot.js';
+
+/**
+ * The proxy's own JSON endpoints, one type each, shared by the routes that
+ * answer them and the commands that read them (`stats`, `doctor`).
+ */
+
+/** `GET /_/health` */
+export interface HealthResponse {
+  ok: boolean;
+  origins: HealthOrigin[];
+}
+
+export interface HealthOrigin {
+  name: string;
+  kind: OriginKind;
+  url: string;
+  /** The origin's circuit: `closed` answers, `open` is skipped. */
+  state: CircuitState;
+  since: string;
+  reason: string;
+}
+
+/** What `/_/stats` adds about the proxy itself (so `doctor` can compare it with nix.conf). */
+export interface ProxyInfo {
+  lan: string[];
+  upstream: string[];
+  trustedPublicKeys: string[];
+  priority: number;
+}
+
+/** `GET /_/stats` (schema in docs/stats.md) */
+export type StatsResponse = StatsSnapshot & { proxy: ProxyInfo };
