@@ -52,7 +52,7 @@ export interface DiscoveryOptions {
   log: Logger;
   /** A discovered cache whose circuit stays open this long is dropped (default 30 s). */
   dropAfterMs?: number;
-  /** How often the interface list is compared (default 3 s). */
+  /** How often the interface list is compared (default 1 s). */
   interfacePollMs?: number;
   /** How often an admitted cache's `nix-cache-info` is checked while its circuit is closed (default 5 s). */
   healthCheckMs?: number;
@@ -61,6 +61,8 @@ export interface DiscoveryOptions {
   /** The origin priority of a cache that announces none (default 50; `--lan` caches get 10, 11, …). */
   defaultPriority?: number;
   networkInterfaces?: () => NodeJS.Dict<NetworkInterfaceInfo[]>;
+  /** Whether a cache answers for /nix/store (undefined) or what is wrong; tests pass one they control. */
+  checkCacheInfo?: (baseUrl: string, timeouts: OriginTimeouts) => Promise<string | undefined>;
 }
 
 interface Claim {
@@ -119,11 +121,12 @@ export class Discovery {
     this.log = options.log.child({ component: 'discovery' });
     this.opts = {
       dropAfterMs: options.dropAfterMs ?? 30_000,
-      interfacePollMs: options.interfacePollMs ?? 3000,
+      interfacePollMs: options.interfacePollMs ?? 1000,
       healthCheckMs: options.healthCheckMs ?? 5000,
       recheckMs: options.recheckMs ?? 15_000,
       defaultPriority: options.defaultPriority ?? 50,
       networkInterfaces: options.networkInterfaces ?? osNetworkInterfaces,
+      checkCacheInfo: options.checkCacheInfo ?? checkCacheInfo,
     };
   }
 
@@ -191,6 +194,8 @@ export class Discovery {
     if (!/^\/[A-Za-z0-9._~\-/%]*$/.test(path) || path.split('/').some((seg) => seg === '..' || seg === '.')) badPath = path;
     else {
       for (const address of s.addresses) {
+        // The laptop's own loopback (or 0.0.0.0, multicast) is never a LAN cache: don't let an announcement make us call it.
+        if (!isLanAddress(address)) continue;
         try {
           urls.add(normaliseBaseUrl(`http://${address}:${s.port}${path}`));
         } catch {
@@ -199,7 +204,7 @@ export class Discovery {
       }
     }
     if (urls.size === 0) {
-      this.record('discovery-refused', `http://${s.addresses[0] ?? '?'}:${s.port}${path}`, s.name, badPath !== undefined ? `announced path ${JSON.stringify(badPath)} is not a plain URL path` : 'announcement has no usable address');
+      this.record('discovery-refused', `http://${s.addresses[0] ?? '?'}:${s.port}${path}`, s.name, badPath !== undefined ? `announced path ${JSON.stringify(badPath)} is not a plain URL path` : `announcement has no usable address (${s.addresses.join(', ') || 'none'}; loopback, 0/8 and multicast addresses are never used)`);
     }
     const previous = this.urlsByInstance.get(s.name) ?? new Set<string>();
     for (const url of previous) if (!urls.has(url)) this.release(s.name, url, 'its announcement moved to another address');
@@ -267,6 +272,9 @@ export class Discovery {
       this.check(c, `${instance} went away; ${next.value} announces it too`);
       return;
     }
+    // A check still running for the announcement that went away must not admit it when it answers.
+    c.generation++;
+    c.checking = false;
     this.unadmit(c);
     this.decide(c, 'gone', reason, false, 'discovery-gone');
   }
@@ -285,7 +293,7 @@ export class Discovery {
       return this.decide(c, 'refused', `its key name ${JSON.stringify(claim.keyName)} is not one of the trusted keys (${this.options.trusted.names.join(', ')})`, false);
     }
     c.checking = true;
-    void checkCacheInfo(c.url, this.options.timeouts).then((problem) => {
+    void this.opts.checkCacheInfo(c.url, this.options.timeouts).then((problem) => {
       if (generation !== c.generation) return; // superseded
       c.checking = false;
       if (problem) return this.decide(c, 'refused', problem, true);
@@ -374,7 +382,7 @@ export class Discovery {
     if (c.healthChecking) return;
     c.healthChecking = true;
     c.lastHealthCheck = Date.now();
-    void checkCacheInfo(c.url, this.options.timeouts)
+    void this.opts.checkCacheInfo(c.url, this.options.timeouts)
       .then((problem) => {
         if (problem && c.origin === origin && !origin.breaker.isOpen) origin.breaker.trip(problem);
       })
@@ -407,6 +415,12 @@ export class Discovery {
       if (c.status === 'gone' && c.claims.size === 0 && now - (c.decidedAt ?? now) > KEEP_GONE_MS) this.candidates.delete(url);
     }
   }
+}
+
+/** An IPv4 address another machine on the LAN can have: not 0/8, loopback 127/8, multicast or reserved (224/3). */
+export function isLanAddress(address: string): boolean {
+  const first = Number(address.split('.')[0]);
+  return /^\d{1,3}(\.\d{1,3}){3}$/.test(address) && first !== 0 && first !== 127 && first < 224;
 }
 
 function sameClaim(a: Claim | undefined, b: Claim | undefined): boolean {
