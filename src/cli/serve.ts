@@ -28,6 +28,9 @@ Runs the localhost substituter. Point Nix at it as the only substituter.
   --log-level LEVEL           fatal|error|warn|info|debug|trace|silent
   --state-dir DIR             where stats are kept across restarts
   --priority N                Priority in the proxy's nix-cache-info (default 30)
+
+SIGTERM, SIGINT and SIGHUP stop it gracefully (counters saved); restart it to
+apply a new config.
 `;
 
 export interface Running {
