@@ -126,6 +126,40 @@ describe('no network, and networks that come and go, with mDNS on', () => {
     expect(existsSync(join(state, 'nix-lan-cache', 'stats.json.lock'))).toBe(false);
   });
 
+  it('every mDNS socket error is handled where it arises: port 5353 held without SO_REUSEADDR, an address that vanished before use', async () => {
+    const browserModule = join(ROOT, 'dist', 'discovery', 'mdns-browser.js');
+    const script = (mode: string) => `
+      import dgram from 'node:dgram';
+      import { pino } from ${JSON.stringify(join(ROOT, 'node_modules', 'pino', 'pino.js'))};
+      import { MdnsServiceBrowser } from ${JSON.stringify(browserModule)};
+      const ghost = () => ({ ghost0: [{ address: '10.231.44.9', netmask: '255.255.255.0', family: 'IPv4', mac: '00:00:00:00:00:00', internal: false, cidr: '10.231.44.9/24' }] });
+      const start = () => {
+        const b = new MdnsServiceBrowser({ log: pino({}, process.stderr), ...(${JSON.stringify(mode)} === 'vanished' ? { networkInterfaces: ghost } : {}) });
+        b.start();
+        setTimeout(async () => { await b.stop(); console.error(JSON.stringify({ event: 'stopped' })); process.exit(0); }, 5000);
+      };
+      if (${JSON.stringify(mode)} === 'port-taken') dgram.createSocket('udp4').bind(5353, '0.0.0.0', start); else start();`;
+    await runOk('ip', ['-n', bareNs, 'link', 'add', 'v2', 'type', 'veth', 'peer', 'name', 'v3']);
+    try {
+      await runOk('ip', ['-n', bareNs, 'addr', 'add', '10.231.44.1/24', 'dev', 'v2']);
+      await runOk('ip', ['-n', bareNs, 'link', 'set', 'v2', 'up']);
+      await runOk('ip', ['-n', bareNs, 'link', 'set', 'v3', 'up']);
+      for (const [mode, expected] of [
+        ['port-taken', 'mdns-socket-error'],
+        ['vanished', 'mdns-send-failed'],
+      ] as const) {
+        const res = await run('ip', ['netns', 'exec', bareNs, process.execPath, '--input-type=module', '-e', script(mode)], { cwd: ROOT, timeoutMs: 20_000 });
+        const logs: LogEntry[] = res.stderr.split('\n').filter(Boolean).map((l) => { try { return JSON.parse(l) as LogEntry; } catch { return { raw: l }; } });
+        expect(logs.map((l) => l.event), res.stderr).toContain(expected);
+        expect(logs.at(-1)?.event, res.stderr).toBe('stopped');
+        expect(res.code).toBe(0);
+        if (mode === 'vanished') expect(logs.filter((l) => l.event === 'mdns-send-failed')).toHaveLength(1); // logged once, retried quietly
+      }
+    } finally {
+      await run('ip', ['-n', bareNs, 'link', 'del', 'v2']);
+    }
+  });
+
   it('why mdns-js went (docs/dependencies.md): in the same namespace it throws addMembership ENODEV from a socket callback, past any try/catch', async () => {
     const script = `
       const mdns = require('mdns-js');
