@@ -8,23 +8,14 @@ import { NetLab } from '../helpers/netns.js';
 import { Nginx } from '../helpers/nginx.js';
 import { buildClosure, generateKey, makeStaticCache, removeDir, substitute, tempDir, type CacheKey, type Closure } from '../helpers/nix.js';
 import { collectJsonLines, run, runOk, startProcess, stopAll, stopProcess, type LogEntry } from '../helpers/proc.js';
-import { CLI, exitCode, startProxy, type ProxyProcess } from '../helpers/proxy.js';
+import { announce, CLI, exitCode, serveUntilExit, startProxy, type ProxyProcess } from '../helpers/proxy.js';
+import { until } from '../helpers/wait.js';
 
 // The proxy runs here with mDNS ON (its default), which is allowed only inside
 // network namespaces this file creates: nothing reaches the machine's interfaces.
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const UNKNOWN = `${'0'.repeat(32)}.narinfo`;
-
-async function until<T>(what: string, timeoutMs: number, probe: () => T | undefined | false | Promise<T | undefined | false>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (let i = 0; i < 10_000 && Date.now() < deadline; i++) {
-    const v = await probe();
-    if (v !== undefined && v !== false) return v;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
 
 interface Poll {
   at: number;
@@ -186,7 +177,6 @@ describe('a laptop whose network comes and goes, with real Nix, nginx and an ann
   let upstreamKey: CacheKey;
   let pi: Nginx;
   let upstream: Nginx;
-  let announcer: ChildProcess;
   let proxy: ProxyProcess;
   let piUrl: string;
   let laptopAddr: string;
@@ -208,17 +198,7 @@ describe('a laptop whose network comes and goes, with real Nix, nginx and an ann
     // The upstream is on the laptop's own loopback: reachable whatever its network does.
     upstream = await Nginx.start({ root: join(dir, 'upstream-cache'), workDir: join(dir, 'upstream-nginx'), port: 8081, wrapper: lab.exec('laptop') });
     piUrl = `http://${lab.address('pi')}:8080/`;
-    const [cmd, ...pre] = lab.exec('pi');
-    announcer = startProcess(cmd!, [...pre, process.execPath, CLI, 'announce', '--port', '8080', '--key-name', 'pi.lan-1', '--name', 'pi', '--host', 'pi.local', '--interface', lab.address('pi')], {
-      cwd: ROOT,
-      env: { ...process.env, NIX_LAN_CACHE_LOG_FORMAT: 'json' },
-    });
-    let err = '';
-    announcer.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-    await until('announcing', 10_000, () => {
-      if (announcer.exitCode !== null) throw new Error(`announce exited: ${err}`);
-      return err.includes('"event":"announcing"');
-    });
+    await announce(lab.exec('pi'), ['--port', '8080', '--key-name', 'pi.lan-1', '--name', 'pi', '--host', 'pi.local', '--interface', lab.address('pi')]);
   });
 
   afterAll(async () => {
@@ -268,20 +248,7 @@ describe('a laptop whose network comes and goes, with real Nix, nginx and an ann
   it('port already taken with mDNS on: the second proxy exits 1 within a second of the failure and releases its lock', async () => {
     const state = join(dir, 'state-second');
     const port = new URL(proxy.url).port;
-    const [cmd, ...pre] = lab.exec('laptop');
-    const child = startProcess(cmd!, [...pre, process.execPath, CLI, 'serve', '--listen', `127.0.0.1:${port}`, ...proxyArgs(), '--state-dir', state], {
-      cwd: ROOT,
-      env: { ...process.env, NIX_LAN_CACHE_LOG_FORMAT: 'json' },
-    });
-    const logs: LogEntry[] = [];
-    let failedAt = 0;
-    collectJsonLines(child.stderr!, logs, (l) => {
-      if (l.event === 'start-failed') failedAt = Date.now();
-    });
-    const killer = setTimeout(() => child.pid && process.kill(child.pid, 'SIGKILL'), 15_000);
-    const code = await exitCode(child);
-    const exitedAt = Date.now();
-    clearTimeout(killer);
+    const { code, logs, failedAt, exitedAt } = await serveUntilExit(['--listen', `127.0.0.1:${port}`, ...proxyArgs(), '--state-dir', state], { wrapper: lab.exec('laptop') });
     expect(code).toBe(1);
     expect(String(logs.find((l) => l.event === 'start-failed')?.err)).toMatch(/EADDRINUSE/);
     expect(exitedAt - failedAt).toBeLessThan(1000);

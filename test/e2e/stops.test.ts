@@ -5,8 +5,8 @@ import { createServer as createTcpServer, type Server as TcpServer } from 'node:
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { removeDir, tempDir } from '../helpers/nix.js';
-import { collectJsonLines, startProcess, stopAll, type LogEntry } from '../helpers/proc.js';
-import { CLI, exitCode, startProxy } from '../helpers/proxy.js';
+import { stopAll } from '../helpers/proc.js';
+import { exitCode, serveUntilExit, startProxy } from '../helpers/proxy.js';
 
 let work: string;
 let upstream: Server;
@@ -42,18 +42,7 @@ describe('how the proxy stops', () => {
     const port = (blocker.address() as { port: number }).port;
     try {
       const state = stateDir();
-      const child = startProcess(process.execPath, [CLI, 'serve', '--no-mdns', '--listen', `127.0.0.1:${port}`, '--upstream', upstreamUrl, '--state-dir', state], {
-        env: { ...process.env, NIX_LAN_CACHE_LOG_FORMAT: 'json' },
-      });
-      const logs: LogEntry[] = [];
-      let failedAt = 0;
-      collectJsonLines(child.stderr!, logs, (l) => {
-        if (l.event === 'start-failed') failedAt = Date.now();
-      });
-      const killer = setTimeout(() => child.pid && process.kill(child.pid, 'SIGKILL'), 15_000);
-      const code = await exitCode(child);
-      const exitedAt = Date.now();
-      clearTimeout(killer);
+      const { code, logs, failedAt, exitedAt } = await serveUntilExit(['--no-mdns', '--listen', `127.0.0.1:${port}`, '--upstream', upstreamUrl, '--state-dir', state]);
       expect(code).toBe(1);
       expect(failedAt).toBeGreaterThan(0);
       expect(exitedAt - failedAt).toBeLessThan(1000);
