@@ -74,7 +74,8 @@ const int = (min: number, max: number): Checker => (v, where) => {
 function object(shape: Record<string, Checker>): Checker {
   return (v, where) => {
     if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError(`${where} must be an object`);
-    const unknown = Object.keys(v).filter((k) => !(k in shape));
+    // Own keys only: `__proto__`, `constructor`, `toString` … are unknown keys like any other, not Object.prototype's.
+    const unknown = Object.keys(v).filter((k) => !Object.hasOwn(shape, k));
     if (unknown.length) {
       throw new ConfigError(`${where}: unknown key${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')} (known: ${Object.keys(shape).join(', ')})`);
     }

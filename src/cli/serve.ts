@@ -1,4 +1,7 @@
+import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import type { Discovery } from '../discovery/discovery.js';
+import { errorMessage } from '../errors.js';
 import { resolveServeConfig, type ServeConfig } from '../config.js';
 import { parseServeFlags } from './serve-flags.js';
 import { createLogger } from '../log.js';
@@ -25,6 +28,9 @@ Runs the localhost substituter. Point Nix at it as the only substituter.
   --log-level LEVEL           fatal|error|warn|info|debug|trace|silent
   --state-dir DIR             where stats are kept across restarts
   --priority N                Priority in the proxy's nix-cache-info (default 30)
+
+SIGTERM, SIGINT and SIGHUP stop it gracefully (counters saved); restart it to
+apply a new config.
 `;
 
 export interface Running {
@@ -32,7 +38,7 @@ export interface Running {
   close(): Promise<void>;
 }
 
-/** Starts the proxy for a resolved config; returns once it listens. */
+/** Starts the proxy for a resolved config; returns once it listens. On failure nothing it started is left running. */
 export async function startProxy(config: ServeConfig, log: Logger): Promise<Running> {
   const trusted = TrustedKeys.parse(config.trustedPublicKeys);
   const origins = new OriginSet();
@@ -43,30 +49,49 @@ export async function startProxy(config: ServeConfig, log: Logger): Promise<Runn
     origins.add(new HttpOrigin({ url, kind: 'upstream', timeouts: config.timeouts.upstream, trusted, log }));
   }
   const { stats, close: closeStats } = openStats(config.stateDir, (name) => origins.ordered().find((o) => o.name === name)?.kind, log);
-  stats.attachOrigins(origins);
-  const hedgeMs = { lan: config.timeouts.lan.hedgeMs, upstream: config.timeouts.upstream.hedgeMs };
-  const resolver = new NarInfoResolver(origins, { ...config.cache, hedgeMs }, stats, log);
-  // mDNS discovery (docs/discovery.md): loaded only when browsing is on.
-  const discovery = config.mdns ? (await import('../discovery/index.js')).startDiscovery({ origins, trusted, timeouts: config.timeouts.lan, log }) : undefined;
-  const app = buildApp({ config, origins, resolver, stats, log, discovery });
-  await app.listen({ host: config.listen.host, port: config.listen.port });
+  let app: FastifyInstance | undefined;
+  let discovery: Discovery | undefined;
+  try {
+    stats.attachOrigins(origins);
+    const hedgeMs = { lan: config.timeouts.lan.hedgeMs, upstream: config.timeouts.upstream.hedgeMs };
+    const resolver = new NarInfoResolver(origins, { ...config.cache, hedgeMs }, stats, log);
+    // mDNS discovery (docs/discovery.md): loaded only when browsing is on, started only once the proxy listens.
+    discovery = config.mdns ? (await import('../discovery/index.js')).createDiscovery({ origins, trusted, timeouts: config.timeouts.lan, log }) : undefined;
+    app = buildApp({ config, origins, resolver, stats, log, discovery });
+    try {
+      await app.listen({ host: config.listen.host, port: config.listen.port });
+    } catch (err) {
+      throw new Error(`cannot listen on ${config.listen.host}:${config.listen.port}: ${errorMessage(err)}${(err as { code?: unknown }).code === 'EADDRINUSE' ? ' (another nix-lan-cache, or something else, uses that port; choose another with --listen)' : ''}`, { cause: err });
+    }
+  } catch (err) {
+    // The counters are saved and the lock released, so the next start (or the process already running) keeps them.
+    await app?.close().catch(() => {});
+    await origins.close();
+    await closeStats();
+    throw err;
+  }
+  discovery?.start();
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : config.listen.port;
   const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
   const url = `http://${host}:${port}`;
   log.info({ event: 'listening', url, lan: config.lan, upstream: config.upstream, mdns: config.mdns, trustedKeys: trusted.names }, `listening on ${url}`);
+  const listening = app;
   return {
     url,
     async close() {
       // Connections that finish a NAR while we close would otherwise sit in keep-alive until they time out.
-      const sweep = setInterval(() => app.server.closeIdleConnections(), 100);
-      await app.close().finally(() => clearInterval(sweep));
+      const sweep = setInterval(() => listening.server.closeIdleConnections(), 100);
+      await listening.close().finally(() => clearInterval(sweep));
       await discovery?.stop();
       await origins.close();
       await closeStats();
     },
   };
 }
+
+/** Signals that stop the proxy gracefully: in-flight NARs finish, counters are saved, the lock is released. */
+const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
 
 export async function run(argv: string[]): Promise<number> {
   const flags = parseServeFlags(argv);
@@ -76,15 +101,29 @@ export async function run(argv: string[]): Promise<number> {
   }
   const config = resolveServeConfig(flags);
   const log = createLogger(config.logLevel);
-  // Signals are handled from the start: one that arrives while starting stops right after.
-  let signalled: NodeJS.Signals | undefined;
-  let onSignal: (signal: NodeJS.Signals) => void = (signal) => (signalled = signal);
-  const handler = (signal: NodeJS.Signals) => onSignal(signal);
-  process.on('SIGTERM', handler);
-  process.on('SIGINT', handler);
-  // A rejected promise nobody awaited is a bug, but not one that should take every build on this machine down with it.
-  process.on('unhandledRejection', (err) => log.error({ err, event: 'bug' }, 'unhandled promise rejection; the proxy keeps running'));
-  const proxy = await startProxy(config, log);
+  // Stops are handled from the start: one asked for while starting happens right after.
+  let requested: { why: string; code: number } | undefined;
+  let requestStop: (why: string, code: number) => void = (why, code) => (requested ??= { why, code });
+  const onSignal = (signal: NodeJS.Signals) => requestStop(signal, 0);
+  // A rejected promise nobody handled is a bug: say so loudly, stop gracefully (counters saved), exit 1 so it is seen and systemd restarts it.
+  const onRejection = (err: unknown) => {
+    log.fatal({ err, event: 'bug' }, 'unhandled promise rejection: this is a bug in nix-lan-cache; stopping');
+    requestStop('unhandled promise rejection', 1);
+  };
+  const detach = () => {
+    for (const s of STOP_SIGNALS) process.off(s, onSignal);
+    process.off('unhandledRejection', onRejection);
+  };
+  for (const s of STOP_SIGNALS) process.on(s, onSignal);
+  process.on('unhandledRejection', onRejection);
+  let proxy: Running;
+  try {
+    proxy = await startProxy(config, log);
+  } catch (err) {
+    log.fatal({ event: 'start-failed', err: errorMessage(err) }, `not started: ${errorMessage(err)}`);
+    detach();
+    throw err;
+  }
   process.stdout.write(
     `# nix-lan-cache is listening. To use it, put these lines in nix.conf:\n` +
       `substituters = ${proxy.url}\n` +
@@ -93,20 +132,25 @@ export async function run(argv: string[]): Promise<number> {
       `narinfo-cache-negative-ttl = ${RECOMMENDED_NEGATIVE_TTL}\n`,
   );
 
-  await new Promise<void>((resolve) => {
-    onSignal = (signal) => {
-      onSignal = () => process.exit(1); // a second signal ends the process at once
-      log.info({ event: 'shutdown', signal }, 'shutting down');
+  const code = await new Promise<number>((resolve) => {
+    requestStop = (why, exitCode) => {
+      // While stopping, a second signal ends the process at once; anything else waits for the stop.
+      requestStop = (again) => {
+        if (STOP_SIGNALS.includes(again as (typeof STOP_SIGNALS)[number])) process.exit(1);
+      };
+      log.info({ event: 'shutdown', signal: why }, 'shutting down');
       const force = setTimeout(() => process.exit(1), 10_000);
       force.unref();
-      proxy.close().then(resolve, (err: unknown) => {
-        log.error({ err }, 'error during shutdown');
-        resolve();
-      });
+      proxy.close().then(
+        () => resolve(exitCode),
+        (err: unknown) => {
+          log.error({ err }, 'error during shutdown');
+          resolve(1);
+        },
+      );
     };
-    if (signalled) onSignal(signalled);
+    if (requested) requestStop(requested.why, requested.code);
   });
-  process.off('SIGTERM', handler);
-  process.off('SIGINT', handler);
-  return 0;
+  detach();
+  return code;
 }

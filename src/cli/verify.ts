@@ -10,7 +10,8 @@ const HELP = `usage: nix-lan-cache verify --cache DIR [--trusted-public-key KEY]
 Checks a static binary cache: every narinfo parses, its NAR exists with the
 right FileSize and FileHash (with --deep: unpacks to the right NarHash), its
 references have narinfos, and (given keys) it carries a valid signature.
-Lists orphaned NARs. Exit status 1 if any problem was found.
+Lists orphaned NARs. Exit status 1 if any problem was found, 2 if verify
+could not run (e.g. --deep and the xz or zstd program is not installed).
 
   --trusted-public-key KEY   NAME:BASE64, or a file containing it; repeatable
 `;

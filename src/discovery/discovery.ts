@@ -2,48 +2,17 @@ import { networkInterfaces as osNetworkInterfaces, type NetworkInterfaceInfo } f
 import type { Logger } from 'pino';
 import { checkCacheInfo } from '../origins/cache-info.js';
 import { HttpOrigin } from '../origins/http-origin.js';
-import { normaliseBaseUrl } from '../origins/base-url.js';
 import type { OriginSet } from '../origins/origin-set.js';
 import type { OriginTimeouts } from '../origins/timeouts.js';
 import type { TrustedKeys } from '../protocol/signing.js';
+import { readAnnouncement, sameClaim } from './announcement.js';
 import { DiscoveredOrigin } from './discovered-origin.js';
+import { NetworkWatch } from './network-watch.js';
+import { cacheView, iso, type Candidate } from './candidate.js';
+import type { CacheStatus, DiscoveryEvent, DiscoverySnapshot } from './snapshot-types.js';
 import { NIX_CACHE_SERVICE, type ServiceBrowser, type ServiceInstance } from './browser.js';
 
-export type CacheStatus = 'checking' | 'admitted' | 'refused' | 'lost' | 'gone';
-
-/** What `stats` and `GET /_/discovery` show about one discovered cache. */
-export interface DiscoveredCache {
-  url: string;
-  instance: string;
-  keyName: string | undefined;
-  priority: number;
-  status: CacheStatus;
-  reason: string;
-  firstSeen: string;
-  lastAnnounced: string;
-  decidedAt: string | undefined;
-  /** Narinfos it served that its announced key verified / that it did not. */
-  verified: number;
-  untrusted: number;
-  breaker?: { state: string; since: string; reason: string };
-}
-
-export interface DiscoveryEvent {
-  at: string;
-  event: string;
-  url: string;
-  instance: string;
-  reason: string;
-}
-
-export interface DiscoverySnapshot {
-  enabled: true;
-  serviceType: string;
-  trustedKeyNames: string[];
-  caches: DiscoveredCache[];
-  /** The latest decisions, oldest first. */
-  events: DiscoveryEvent[];
-}
+export type { CacheStatus, DiscoveredCache, DiscoveryEvent, DiscoverySnapshot } from './snapshot-types.js';
 
 export interface DiscoveryOptions {
   browser: ServiceBrowser;
@@ -53,7 +22,7 @@ export interface DiscoveryOptions {
   log: Logger;
   /** A discovered cache whose circuit stays open this long is dropped (default 30 s). */
   dropAfterMs?: number;
-  /** How often the interface list is compared (default 3 s). */
+  /** How often the interface list is compared (default 1 s). */
   interfacePollMs?: number;
   /** How often an admitted cache's `nix-cache-info` is checked while its circuit is closed (default 5 s). */
   healthCheckMs?: number;
@@ -62,38 +31,13 @@ export interface DiscoveryOptions {
   /** The origin priority of a cache that announces none (default 50; `--lan` caches get 10, 11, …). */
   defaultPriority?: number;
   networkInterfaces?: () => NodeJS.Dict<NetworkInterfaceInfo[]>;
-}
-
-interface Claim {
-  keyName: string | undefined;
-  priority: number;
-  priorityText: string | undefined;
-}
-
-interface Candidate {
-  url: string;
-  /** The instance whose announcement defines this candidate; others announcing the same URL wait behind it. */
-  owner: string;
-  claims: Map<string, Claim>;
-  status: CacheStatus;
-  reason: string;
-  retryable: boolean;
-  firstSeen: number;
-  lastAnnounced: number;
-  decidedAt: number | undefined;
-  origin: DiscoveredOrigin | undefined;
-  /** Bumped whenever the candidate changes, so a check that started before is ignored. */
-  generation: number;
-  checking: boolean;
-  healthChecking: boolean;
-  lastHealthCheck: number;
+  /** Whether a cache answers for /nix/store (undefined) or what is wrong; tests pass one they control. */
+  checkCacheInfo?: (baseUrl: string, timeouts: OriginTimeouts) => Promise<string | undefined>;
 }
 
 const MAX_CANDIDATES = 64;
 const MAX_EVENTS = 100;
 const TICK_MS = 1000;
-/** A tick this late means the machine slept. */
-const WAKE_GAP_MS = 10_000;
 /** Forgotten caches are kept in the snapshot this long. */
 const KEEP_GONE_MS = 3600_000;
 
@@ -109,9 +53,7 @@ export class Discovery {
   private readonly events: DiscoveryEvent[] = [];
   private readonly log: Logger;
   private timer: NodeJS.Timeout | undefined;
-  private lastTick = 0;
-  private lastInterfacePoll = 0;
-  private interfaceSignature = '';
+  private readonly network: NetworkWatch;
   private readonly opts: Required<Omit<DiscoveryOptions, 'browser' | 'origins' | 'trusted' | 'timeouts' | 'log'>>;
   private readonly onUp = (s: ServiceInstance) => this.announced(s);
   private readonly onDown = (s: ServiceInstance) => this.withdrawn(s, 'announcement expired or said goodbye');
@@ -120,18 +62,19 @@ export class Discovery {
     this.log = options.log.child({ component: 'discovery' });
     this.opts = {
       dropAfterMs: options.dropAfterMs ?? 30_000,
-      interfacePollMs: options.interfacePollMs ?? 3000,
+      interfacePollMs: options.interfacePollMs ?? 1000,
       healthCheckMs: options.healthCheckMs ?? 5000,
       recheckMs: options.recheckMs ?? 15_000,
       defaultPriority: options.defaultPriority ?? 50,
       networkInterfaces: options.networkInterfaces ?? osNetworkInterfaces,
+      checkCacheInfo: options.checkCacheInfo ?? checkCacheInfo,
     };
+    this.network = new NetworkWatch(this.opts.interfacePollMs, this.opts.networkInterfaces);
   }
 
   start(): void {
     if (this.timer) return;
-    this.interfaceSignature = this.signature();
-    this.lastTick = this.lastInterfacePoll = Date.now();
+    this.network.start(Date.now());
     this.options.browser.on('up', this.onUp);
     this.options.browser.on('down', this.onDown);
     this.options.browser.start();
@@ -158,24 +101,7 @@ export class Discovery {
       enabled: true,
       serviceType: NIX_CACHE_SERVICE,
       trustedKeyNames: this.options.trusted.names,
-      caches: [...this.candidates.values()].map((c) => {
-        const claim = c.claims.get(c.owner);
-        const breaker = c.origin?.breaker;
-        return {
-          url: c.url,
-          instance: c.owner,
-          keyName: claim?.keyName,
-          priority: claim?.priority ?? this.opts.defaultPriority,
-          status: c.status,
-          reason: c.reason,
-          firstSeen: iso(c.firstSeen),
-          lastAnnounced: iso(c.lastAnnounced),
-          decidedAt: c.decidedAt === undefined ? undefined : iso(c.decidedAt),
-          verified: c.origin?.verified ?? 0,
-          untrusted: c.origin?.untrusted ?? 0,
-          ...(breaker ? { breaker: { state: breaker.state, since: iso(breaker.changedAt), reason: breaker.lastReason } } : {}),
-        };
-      }),
+      caches: [...this.candidates.values()].map((c) => cacheView(c, this.opts.defaultPriority)),
       events: [...this.events],
     };
   }
@@ -184,24 +110,8 @@ export class Discovery {
 
   private announced(s: ServiceInstance): void {
     const now = Date.now();
-    const claim: Claim = { keyName: s.txt.key || undefined, priorityText: s.txt.priority, priority: this.opts.defaultPriority };
-    if (claim.priorityText !== undefined && /^\d{1,4}$/.test(claim.priorityText)) claim.priority = Number(claim.priorityText);
-    const path = s.txt.path ?? '/';
-    const urls = new Set<string>();
-    let badPath: string | undefined;
-    if (!/^\/[A-Za-z0-9._~\-/%]*$/.test(path) || path.split('/').some((seg) => seg === '..' || seg === '.')) badPath = path;
-    else {
-      for (const address of s.addresses) {
-        try {
-          urls.add(normaliseBaseUrl(`http://${address}:${s.port}${path}`));
-        } catch {
-          // not a usable URL; the instance is refused below if none is
-        }
-      }
-    }
-    if (urls.size === 0) {
-      this.record('discovery-refused', `http://${s.addresses[0] ?? '?'}:${s.port}${path}`, s.name, badPath !== undefined ? `announced path ${JSON.stringify(badPath)} is not a plain URL path` : 'announcement has no usable address');
-    }
+    const { claim, urls, refusal } = readAnnouncement(s, this.opts.defaultPriority);
+    if (refusal) this.record('discovery-refused', refusal.url, s.name, refusal.reason);
     const previous = this.urlsByInstance.get(s.name) ?? new Set<string>();
     for (const url of previous) if (!urls.has(url)) this.release(s.name, url, 'its announcement moved to another address');
     this.urlsByInstance.set(s.name, urls);
@@ -268,6 +178,9 @@ export class Discovery {
       this.check(c, `${instance} went away; ${next.value} announces it too`);
       return;
     }
+    // A check still running for the announcement that went away must not admit it when it answers.
+    c.generation++;
+    c.checking = false;
     this.unadmit(c);
     this.decide(c, 'gone', reason, false, 'discovery-gone');
   }
@@ -286,7 +199,7 @@ export class Discovery {
       return this.decide(c, 'refused', `its key name ${JSON.stringify(claim.keyName)} is not one of the trusted keys (${this.options.trusted.names.join(', ')})`, false);
     }
     c.checking = true;
-    void checkCacheInfo(c.url, this.options.timeouts).then((problem) => {
+    void this.opts.checkCacheInfo(c.url, this.options.timeouts).then((problem) => {
       if (generation !== c.generation) return; // superseded
       c.checking = false;
       if (problem) return this.decide(c, 'refused', problem, true);
@@ -340,17 +253,8 @@ export class Discovery {
 
   private tick(): void {
     const now = Date.now();
-    const slept = now - this.lastTick > WAKE_GAP_MS;
-    this.lastTick = now;
-    if (slept) this.networkChanged('woke from sleep');
-    else if (now - this.lastInterfacePoll >= this.opts.interfacePollMs) {
-      this.lastInterfacePoll = now;
-      const sig = this.signature();
-      if (sig !== this.interfaceSignature) {
-        this.interfaceSignature = sig;
-        this.networkChanged('network interfaces or addresses changed');
-      }
-    }
+    const change = this.network.check(now);
+    if (change) this.networkChanged(change);
     for (const c of this.candidates.values()) {
       const origin = c.origin;
       if (origin && c.status === 'admitted') {
@@ -375,7 +279,7 @@ export class Discovery {
     if (c.healthChecking) return;
     c.healthChecking = true;
     c.lastHealthCheck = Date.now();
-    void checkCacheInfo(c.url, this.options.timeouts)
+    void this.opts.checkCacheInfo(c.url, this.options.timeouts)
       .then((problem) => {
         if (problem && c.origin === origin && !origin.breaker.isOpen) origin.breaker.trip(problem);
       })
@@ -393,27 +297,10 @@ export class Discovery {
     }
   }
 
-  private signature(): string {
-    const all = this.opts.networkInterfaces();
-    const parts: string[] = [];
-    for (const [name, infos] of Object.entries(all)) {
-      for (const i of infos ?? []) if (!i.internal) parts.push(`${name}/${i.address}/${i.netmask}`);
-    }
-    return parts.sort().join(',');
-  }
-
   private forgetOldGone(): void {
     const now = Date.now();
     for (const [url, c] of this.candidates) {
       if (c.status === 'gone' && c.claims.size === 0 && now - (c.decidedAt ?? now) > KEEP_GONE_MS) this.candidates.delete(url);
     }
   }
-}
-
-function sameClaim(a: Claim | undefined, b: Claim | undefined): boolean {
-  return a?.keyName === b?.keyName && a?.priority === b?.priority;
-}
-
-function iso(ms: number): string {
-  return new Date(ms).toISOString();
 }

@@ -3,16 +3,19 @@ import type { OriginSet } from '../origins/origin-set.js';
 import type { OriginTimeouts } from '../origins/timeouts.js';
 import type { TrustedKeys } from '../protocol/signing.js';
 import { Discovery } from './discovery.js';
-import { MdnsJsServiceBrowser } from './mdns-js-browser.js';
+import { MdnsServiceBrowser } from './mdns-browser.js';
 
 export { Discovery, type DiscoverySnapshot, type DiscoveredCache } from './discovery.js';
 export { DiscoveredOrigin } from './discovered-origin.js';
 export { NIX_CACHE_SERVICE, type ServiceBrowser, type ServiceInstance } from './browser.js';
-export { MdnsJsServiceBrowser, parseTxt } from './mdns-js-browser.js';
+export { MdnsServiceBrowser } from './mdns-browser.js';
+export { parseTxt } from './service-records.js';
 
-/** Browses for `_nix-cache._tcp` with mdns-js and feeds what proves itself into `origins`. */
-export function startDiscovery(deps: { origins: OriginSet; trusted: TrustedKeys; timeouts: OriginTimeouts; log: Logger }): Discovery {
-  const discovery = new Discovery({ ...deps, browser: new MdnsJsServiceBrowser({ log: deps.log }) });
-  discovery.start();
-  return discovery;
+/**
+ * Discovery of `_nix-cache._tcp` caches over mDNS (one socket per interface),
+ * feeding what proves itself into `origins`. Not started: call `start()` once
+ * the proxy listens, and `stop()` on every way out.
+ */
+export function createDiscovery(deps: { origins: OriginSet; trusted: TrustedKeys; timeouts: OriginTimeouts; log: Logger }): Discovery {
+  return new Discovery({ ...deps, browser: new MdnsServiceBrowser({ log: deps.log }) });
 }

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { Agent, interceptors, type Dispatcher } from 'undici';
+import { Agent, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
 import { errorMessage } from '../errors.js';
 import { NarInfoError, parseNarInfo } from '../protocol/narinfo.js';
@@ -12,6 +12,9 @@ import type { OriginTimeouts } from './timeouts.js';
 
 const MAX_NARINFO_BYTES = 1 << 20;
 const ABSENT_STATUSES = new Set([403, 404, 410]);
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+/** Redirects followed per request; each must stay on the origin's host and under its base path. */
+const MAX_REDIRECTS = 3;
 
 export interface HttpOriginOptions {
   url: string;
@@ -34,7 +37,6 @@ export class HttpOrigin implements Origin {
   readonly priority: number;
   readonly breaker: Breaker;
   private readonly base: URL;
-  private readonly dispatcher: Dispatcher;
   private readonly agent: Agent;
   private readonly log: Logger;
 
@@ -54,7 +56,6 @@ export class HttpOrigin implements Origin {
       keepAliveTimeout: 10_000,
       connections: 64,
     });
-    this.dispatcher = this.agent.compose(interceptors.redirect({ maxRedirections: 3 }));
     this.breaker = new Breaker({ maxFails: t.maxFails, probeIntervalMs: t.probeIntervalMs }, () => this.probe());
     this.breaker.on('change', (state, reason) => {
       this.log.info({ event: 'origin-state', state, reason }, `origin ${this.name} is ${state === 'open' ? 'down' : 'up'}: ${reason}`);
@@ -63,13 +64,32 @@ export class HttpOrigin implements Origin {
 
   /** Resolves a path under the origin's root; refuses anything that would leave it. */
   resolve(path: string): URL | undefined {
+    return this.underBase(path, this.base);
+  }
+
+  /**
+   * `ref` resolved against `from`, if it stays on this origin (scheme, host,
+   * port) and under its base path, also as the server will read it: no
+   * encoded slash or backslash (`..%2f` is `../` to nginx), no dot segment
+   * once decoded, no malformed percent-encoding.
+   */
+  private underBase(ref: string, from: URL): URL | undefined {
     let url: URL;
     try {
-      url = new URL(path, this.base);
+      url = new URL(ref, from);
     } catch {
       return undefined;
     }
     if (url.origin !== this.base.origin || !url.pathname.startsWith(this.base.pathname)) return undefined;
+    const rest = url.pathname.slice(this.base.pathname.length);
+    if (/%(2f|5c)/i.test(rest) || rest.includes('\\')) return undefined;
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent(rest);
+    } catch {
+      return undefined;
+    }
+    if (decoded.split('/').some((seg) => seg === '.' || seg === '..')) return undefined;
     return url;
   }
 
@@ -106,24 +126,43 @@ export class HttpOrigin implements Origin {
 
   async fetchFile(path: string, options: FetchOptions = {}): Promise<FileFetch> {
     if (this.breaker.isOpen) return { status: 'unknown', reason: 'circuit open' };
-    const url = this.resolve(path);
-    if (!url) return { status: 'absent', statusCode: 400 };
+    const resolved = this.resolve(path);
+    if (!resolved) {
+      this.log.warn({ event: 'path-refused', path: path.slice(0, 300) }, "not fetching a path outside the origin's base URL");
+      return { status: 'absent', statusCode: 400 };
+    }
+    let url: URL = resolved;
     const headers: Record<string, string> = { 'user-agent': 'nix-lan-cache' };
     if (options.range) headers.range = options.range;
     let res: Dispatcher.ResponseData;
-    try {
-      res = await this.dispatcher.request({
-        origin: url.origin,
-        path: url.pathname + url.search,
-        method: options.method ?? 'GET',
-        headers,
-        signal: options.signal,
-      });
-    } catch (err) {
-      if (options.signal?.aborted) return { status: 'unknown', reason: 'client went away' };
-      const reason = errorMessage(err);
-      this.breaker.failure(reason);
-      return { status: 'unknown', reason };
+    for (let redirects = 0; ; redirects++) {
+      try {
+        res = await this.agent.request({
+          origin: url.origin,
+          path: url.pathname + url.search,
+          method: options.method ?? 'GET',
+          headers,
+          signal: options.signal,
+        });
+      } catch (err) {
+        if (options.signal?.aborted) return { status: 'unknown', reason: 'client went away' };
+        const reason = errorMessage(err);
+        this.breaker.failure(reason);
+        return { status: 'unknown', reason };
+      }
+      if (!REDIRECT_STATUSES.has(res.statusCode)) break;
+      // A redirect is followed only on this origin and under its base path, a few times: never to another
+      // host (a LAN cache must not make us call the laptop's loopback, link-local or any other address).
+      res.body.resume();
+      this.breaker.success();
+      const location = res.headers.location;
+      const next: URL | undefined = typeof location === 'string' && redirects < MAX_REDIRECTS ? this.underBase(location, url) : undefined;
+      if (!next) {
+        const why = redirects >= MAX_REDIRECTS ? `more than ${MAX_REDIRECTS} redirects` : 'a redirect that leaves the origin or its base path';
+        this.log.warn({ event: 'redirect-refused', path, from: url.href, location: typeof location === 'string' ? location.slice(0, 300) : undefined, status: res.statusCode }, `not following ${why}`);
+        return { status: 'absent', statusCode: res.statusCode };
+      }
+      url = next;
     }
     if (res.statusCode >= 200 && res.statusCode < 300) {
       this.breaker.success();

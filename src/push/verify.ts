@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { errorMessage } from '../errors.js';
+import { ConfigError, errorMessage } from '../errors.js';
 import type { NarInfo } from '../protocol/narinfo.js';
 import type { TrustedKeys } from '../protocol/signing.js';
 import { isTemp, listFiles, readNarInfos, safeNarRel } from './cachefiles.js';
@@ -57,6 +57,17 @@ async function hashDecompressed(path: string, compression: string): Promise<{ ha
   if (cmd === undefined) throw new Error(`unknown compression ${compression}`);
   if (cmd === null) return hashFile(path);
   const child = spawn(cmd[0]!, [...cmd.slice(1), path], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // A decompressor that cannot be started (not installed) is an error of this machine, not of the cache: stop with it.
+  const started = new Promise<void>((resolve, reject) => {
+    child.once('spawn', resolve);
+    child.once('error', reject);
+  });
+  try {
+    await started;
+  } catch (err) {
+    throw new ConfigError(`verify --deep cannot unpack ${compression} NARs: running \`${cmd[0]}\` failed (${errorMessage(err)}); install it or run without --deep`);
+  }
+  child.on('error', () => {}); // after the start, a failure shows as its exit status below
   let err = '';
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
   const exited = new Promise<number | null>((r) => child.on('close', r));
@@ -103,6 +114,7 @@ export async function verify(dir: string, opts: VerifyOptions): Promise<VerifyRe
             add('wrong-nar-hash', n.file, `${rel} unpacks to ${got.hash} (${got.size} bytes), NarHash says ${info.narHash} (${info.narSize} bytes)`);
         }
       } catch (err) {
+        if (err instanceof ConfigError) throw err;
         add('wrong-nar-hash', n.file, `${rel}: ${errorMessage(err)}`);
       }
     }

@@ -9,34 +9,12 @@ import { NetLab } from '../helpers/netns.js';
 import { Nginx } from '../helpers/nginx.js';
 import { buildClosure, generateKey, makeStaticCache, removeDir, substitute, tempDir, type CacheKey, type Closure } from '../helpers/nix.js';
 import { run, startProcess, stopAll, stopProcess } from '../helpers/proc.js';
-import { CLI, startProxy, type ProxyProcess } from '../helpers/proxy.js';
+import { announce, CLI, startProxy, type ProxyProcess } from '../helpers/proxy.js';
+import { until } from '../helpers/wait.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const LEAVES = Array.from({ length: 6 }, (_, i) => ({ name: `leaf${i}`, size: 40_000 + i * 1000 }));
 type Log = Record<string, unknown>;
-
-async function until<T>(what: string, timeoutMs: number, probe: () => T | undefined | Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (let i = 0; i < 10_000 && Date.now() < deadline; i++) {
-    const v = await probe();
-    if (v !== undefined && v !== false) return v;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
-
-/** `nix-lan-cache announce` in a namespace; resolves once it has published. */
-async function announce(wrapper: string[], args: string[]): Promise<ChildProcess> {
-  const [cmd, ...pre] = wrapper;
-  const child = startProcess(cmd!, [...pre, process.execPath, CLI, 'announce', ...args], { cwd: ROOT, env: { ...process.env, NIX_LAN_CACHE_LOG_FORMAT: 'json' } });
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  await until(`announce ${args.join(' ')}`, 10_000, () => {
-    if (child.exitCode !== null) throw new Error(`announce exited ${child.exitCode}: ${err}`);
-    return err.includes('"event":"announcing"') || undefined;
-  });
-  return child;
-}
 
 describe('mDNS discovery across network namespaces, with real Nix, nginx, avahi', () => {
   let lab: NetLab;

@@ -4,7 +4,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { collectJsonLines, startProcess, stopProcess } from './proc.js';
+import { until } from './wait.js';
+import { collectJsonLines, startProcess, stopProcess, type LogEntry } from './proc.js';
 
 export const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
 
@@ -58,4 +59,38 @@ export async function exitCode(child: ChildProcess): Promise<number | null> {
   if (child.exitCode !== null) return child.exitCode;
   const [code] = (await once(child, 'exit')) as [number | null];
   return code;
+}
+
+/**
+ * Runs `nix-lan-cache serve ARGS` (optionally inside a namespace) that is
+ * expected not to start, to its end: its exit code, its JSON log lines, when
+ * it logged `start-failed` and when it exited. Killed after 15 s.
+ */
+export async function serveUntilExit(args: string[], options: { wrapper?: string[] } = {}): Promise<{ code: number | null; logs: LogEntry[]; failedAt: number; exitedAt: number }> {
+  const [cmd, ...pre] = options.wrapper ?? [];
+  const argv = [CLI, 'serve', ...args];
+  const env = { ...process.env, NIX_LAN_CACHE_LOG_FORMAT: 'json' };
+  const child = cmd ? startProcess(cmd, [...pre, process.execPath, ...argv], { env }) : startProcess(process.execPath, argv, { env });
+  const logs: LogEntry[] = [];
+  let failedAt = 0;
+  collectJsonLines(child.stderr!, logs, (l) => {
+    if (l.event === 'start-failed') failedAt = Date.now();
+  });
+  const killer = setTimeout(() => child.pid && process.kill(child.pid, 'SIGKILL'), 15_000);
+  const code = await exitCode(child);
+  clearTimeout(killer);
+  return { code, logs, failedAt, exitedAt: Date.now() };
+}
+
+/** `nix-lan-cache announce ARGS` run with `wrapper` (e.g. inside a namespace); resolves once it has published. */
+export async function announce(wrapper: string[], args: string[]): Promise<ChildProcess> {
+  const [cmd, ...pre] = wrapper;
+  const child = startProcess(cmd!, [...pre, process.execPath, CLI, 'announce', ...args], { env: { ...process.env, NIX_LAN_CACHE_LOG_FORMAT: 'json' } });
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  await until(`announce ${args.join(' ')}`, 10_000, () => {
+    if (child.exitCode !== null) throw new Error(`announce exited ${child.exitCode}: ${err}`);
+    return err.includes('"event":"announcing"') || undefined;
+  });
+  return child;
 }

@@ -46,4 +46,21 @@ describe('serve configuration: defaults < config file < flags', () => {
     expect(() => resolveServeConfig(parseServeFlags(['--config', '/c.json']), read)).toThrow(/not valid JSON/);
     expect(() => resolveServeConfig(parseServeFlags(['--config', '/missing.json']), read)).toThrow(/cannot read config file/);
   });
+  it.each([
+    ['{"__proto__": {"mdns": false}}', /unknown key "__proto__"/],
+    ['{"constructor": 1}', /unknown key "constructor"/],
+    ['{"toString": "x"}', /unknown key "toString"/],
+    ['{"hasOwnProperty": true, "valueOf": 2}', /unknown keys "hasOwnProperty", "valueOf"/],
+    ['{"timeouts": {"__proto__": {"lan": {}}}}', /timeouts: unknown key "__proto__"/],
+    ['{"timeouts": {"lan": {"constructor": 5}}}', /timeouts\.lan: unknown key "constructor"/],
+    ['{"cache": {"toString": 1}}', /cache: unknown key "toString"/],
+  ])('names and refuses the key of %s that only Object.prototype knows', (text, message) => {
+    const read = files({ '/p.json': text });
+    expect(() => resolveServeConfig(parseServeFlags(['--config', '/p.json']), read)).toThrow(message);
+    expect(() => resolveServeConfig(parseServeFlags(['--config', '/p.json']), read)).toThrow(ConfigError);
+    expect(({} as Record<string, unknown>).mdns).toBeUndefined(); // nothing leaked into Object.prototype
+  });
+  it.each([['--__proto__'], ['--constructor', 'x'], ['--toString']])('refuses the flag %s like any unknown flag', (...argv) => {
+    expect(() => resolveServeConfig(parseServeFlags(argv))).toThrow(ConfigError);
+  });
 });
