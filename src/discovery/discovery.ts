@@ -1,39 +1,15 @@
-import { networkInterfaces as osNetworkInterfaces, type NetworkInterfaceInfo } from 'node:os';
 import type { Logger } from 'pino';
-import { checkCacheInfo } from '../origins/cache-info.js';
 import { HttpOrigin } from '../origins/http-origin.js';
-import type { OriginSet } from '../origins/origin-set.js';
-import type { OriginTimeouts } from '../origins/timeouts.js';
-import type { TrustedKeys } from '../protocol/signing.js';
 import { readAnnouncement, sameClaim } from './announcement.js';
+import { withDefaults, type DiscoveryOptions, type DiscoveryTunables } from './discovery-options.js';
 import { DiscoveredOrigin } from './discovered-origin.js';
 import { NetworkWatch } from './network-watch.js';
 import { cacheView, iso, type Candidate } from './candidate.js';
 import type { CacheStatus, DiscoveryEvent, DiscoverySnapshot } from './snapshot-types.js';
-import { NIX_CACHE_SERVICE, type ServiceBrowser, type ServiceInstance } from './browser.js';
+import { NIX_CACHE_SERVICE, type ServiceInstance } from './browser.js';
 
 export type { CacheStatus, DiscoveredCache, DiscoveryEvent, DiscoverySnapshot } from './snapshot-types.js';
-
-export interface DiscoveryOptions {
-  browser: ServiceBrowser;
-  origins: OriginSet;
-  trusted: TrustedKeys;
-  timeouts: OriginTimeouts;
-  log: Logger;
-  /** A discovered cache whose circuit stays open this long is dropped (default 30 s). */
-  dropAfterMs?: number;
-  /** How often the interface list is compared (default 1 s). */
-  interfacePollMs?: number;
-  /** How often an admitted cache's `nix-cache-info` is checked while its circuit is closed (default 5 s). */
-  healthCheckMs?: number;
-  /** A cache refused for a reason that may pass (not answering) is checked again after this (default 15 s). */
-  recheckMs?: number;
-  /** The origin priority of a cache that announces none (default 50; `--lan` caches get 10, 11, …). */
-  defaultPriority?: number;
-  networkInterfaces?: () => NodeJS.Dict<NetworkInterfaceInfo[]>;
-  /** Whether a cache answers for /nix/store (undefined) or what is wrong; tests pass one they control. */
-  checkCacheInfo?: (baseUrl: string, timeouts: OriginTimeouts) => Promise<string | undefined>;
-}
+export type { DiscoveryOptions } from './discovery-options.js';
 
 const MAX_CANDIDATES = 64;
 const MAX_EVENTS = 100;
@@ -54,21 +30,13 @@ export class Discovery {
   private readonly log: Logger;
   private timer: NodeJS.Timeout | undefined;
   private readonly network: NetworkWatch;
-  private readonly opts: Required<Omit<DiscoveryOptions, 'browser' | 'origins' | 'trusted' | 'timeouts' | 'log'>>;
+  private readonly opts: DiscoveryTunables;
   private readonly onUp = (s: ServiceInstance) => this.announced(s);
   private readonly onDown = (s: ServiceInstance) => this.withdrawn(s, 'announcement expired or said goodbye');
 
   constructor(private readonly options: DiscoveryOptions) {
     this.log = options.log.child({ component: 'discovery' });
-    this.opts = {
-      dropAfterMs: options.dropAfterMs ?? 30_000,
-      interfacePollMs: options.interfacePollMs ?? 1000,
-      healthCheckMs: options.healthCheckMs ?? 5000,
-      recheckMs: options.recheckMs ?? 15_000,
-      defaultPriority: options.defaultPriority ?? 50,
-      networkInterfaces: options.networkInterfaces ?? osNetworkInterfaces,
-      checkCacheInfo: options.checkCacheInfo ?? checkCacheInfo,
-    };
+    this.opts = withDefaults(options);
     this.network = new NetworkWatch(this.opts.interfacePollMs, this.opts.networkInterfaces);
   }
 
