@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { once } from 'node:events';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import type { ServerResponse } from 'node:http';
 import { join } from 'node:path';
@@ -8,6 +7,7 @@ import { errorMessage } from '../errors.js';
 import { sha256FromBytes } from '../protocol/hash.js';
 import type { LocalTarget } from '../push/local-target.js';
 import { tempName } from '../push/target.js';
+import { drainedOrGone } from './drain.js';
 import { NarCheck } from './nar-check.js';
 import type { FillEntry } from './entry.js';
 import type { FillStats } from './stats.js';
@@ -93,6 +93,8 @@ export class NarDownload {
   private writeHead(res: ServerResponse): void {
     if (res.headersSent) return;
     res.writeHead(200, { 'content-type': 'application/x-nix-nar', ...(this.length ? { 'content-length': this.length } : {}) });
+    // At once: the laptops' proxies give a LAN cache well under a second for the first byte.
+    res.flushHeaders();
   }
 
   private wake(): void {
@@ -255,7 +257,7 @@ export class NarDownload {
       targets.map(async ({ res }) => {
         if (res.destroyed) return;
         this.deps.stats.bytesToClients += chunk.length;
-        if (!res.write(chunk)) await Promise.race([once(res, 'drain'), once(res, 'close')]).catch(() => {});
+        if (!res.write(chunk)) await drainedOrGone(res);
       }),
     );
   }
@@ -279,7 +281,7 @@ export class NarDownload {
           if (bytesRead === 0) throw new Error('temporary file is shorter than expected');
           pos += bytesRead;
           this.deps.stats.bytesToClients += bytesRead;
-          if (!res.write(Buffer.from(buf.subarray(0, bytesRead)))) await Promise.race([once(res, 'drain'), once(res, 'close')]).catch(() => {});
+          if (!res.write(Buffer.from(buf.subarray(0, bytesRead)))) await drainedOrGone(res);
           continue;
         }
         if (this.state === 'done') return void res.end();

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import * as zlib from 'node:zlib';
+import { drainedOrGone } from './drain.js';
 import type { Sha256 } from '../protocol/hash.js';
 import { HashTap } from '../push/nar.js';
 
@@ -23,7 +24,10 @@ export class NarCheck {
 
   constructor(compression: string) {
     this.tap.resume();
-    const tapEnded = once(this.tap, 'end').then(() => undefined);
+    const tapEnded = once(this.tap, 'end').then(
+      () => undefined,
+      () => undefined, // recorded by the error listener below
+    );
     const fail = (err: Error) => (this.failure ??= err);
     this.tap.on('error', fail);
     if (compression === 'none') {
@@ -65,7 +69,7 @@ export class NarCheck {
   /** Feeds the next chunk of the file; waits while the decompressor is behind. */
   async write(chunk: Buffer): Promise<void> {
     if (this.failure) return;
-    if (!this.input.write(chunk)) await Promise.race([once(this.input, 'drain'), once(this.input, 'close')]).catch(() => {});
+    if (!this.input.write(chunk)) await drainedOrGone(this.input);
   }
 
   /** Ends the input and returns what the file unpacks to; throws if it does not unpack. */
