@@ -77,6 +77,8 @@ export function buildFillApp(deps: FillAppDeps): FastifyInstance {
       reply.type('application/x-nix-nar').header('content-length', onDisk.size);
       return req.method === 'HEAD' ? reply.send() : reply.send(createReadStream(join(deps.cacheDir, nar.rel)));
     }
+    const bad = filler.badNar(nar.fileHash.slice(7));
+    if (bad) throw new AppError('NOT_IN_ANY_ORIGIN', `${nar.rel} failed its check a moment ago (${bad}); get it from another cache`);
     const entry = filler.entryForNar(nar.fileHash.slice(7));
     if (!entry || entry.info.url !== nar.rel) {
       throw new AppError('NOT_FOUND', `${nar.rel} is not in the cache and no narinfo fill handed out names it (ask for the narinfo first)`);

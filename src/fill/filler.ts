@@ -40,6 +40,14 @@ export class Filler {
   private readonly lookups = new Map<string, Promise<UpstreamLookup>>();
   private readonly downloads = new Map<string, NarDownload>();
   private readonly fills = new Map<string, Promise<void>>();
+  /**
+   * NAR files that failed their check (by FileHash): for an hour, their
+   * narinfo is a miss and the file a 404, so the laptops' proxies take the
+   * path from another cache instead of this broken copy.
+   */
+  private readonly badNars = new LRUCache<string, string>({ max: 10_000, ttl: 3600_000 });
+  /** Paths a download just could not store (disk full, over max size): not downloaded again for a while as someone's reference. */
+  private readonly notStored = new LRUCache<string, string>({ max: 10_000, ttl: 600_000 });
   private readonly background: Semaphore;
   private closing = false;
 
@@ -58,6 +66,11 @@ export class Filler {
     const found = await this.lookup(storeHash);
     if (found.status !== 'found') return found;
     const { entry } = found;
+    const bad = this.badNars.get(sha256Digits(entry.info.fileHash));
+    if (bad) {
+      this.deps.log.info({ storeHash, reason: bad }, 'narinfo answered as a miss: its NAR failed its check a moment ago');
+      return { status: 'missing' };
+    }
     this.handedOut.set(sha256Digits(entry.info.fileHash), entry);
     // The NAR is already here (a fill whose references failed last time): publish without downloading it again.
     if (await exists(this.path(entry.info.url))) void this.fill(storeHash, entry).catch(() => {});
@@ -67,6 +80,11 @@ export class Filler {
   /** The path whose narinfo named this NAR file, if fill handed one out. */
   entryForNar(fileHashDigits: string): FillEntry | undefined {
     return this.handedOut.get(fileHashDigits);
+  }
+
+  /** Why this NAR file is not served for now, if it failed its check. */
+  badNar(fileHashDigits: string): string | undefined {
+    return this.badNars.get(fileHashDigits);
   }
 
   /** The running download of a NAR, or a new one; a stored NAR gets its narinfo published once its references are. */
@@ -82,6 +100,8 @@ export class Filler {
     this.downloads.set(entry.storeHash, dl);
     void dl.done.then((result) => {
       this.downloads.delete(entry.storeHash);
+      if (result.status === 'failed' && result.code === 'hash-mismatch') this.badNars.set(sha256Digits(entry.info.fileHash), result.reason);
+      if (result.status === 'not-stored') this.notStored.set(entry.storeHash, result.reason);
       if (result.status === 'stored') {
         this.deps.size.bytes += result.fileSize;
         if (!this.closing) void this.fill(entry.storeHash, entry).catch(() => {});
@@ -124,6 +144,8 @@ export class Filler {
       entry = found.entry;
     }
     if (!(await exists(this.path(entry.info.url)))) {
+      const notStored = this.notStored.get(storeHash);
+      if (notStored) throw new Error(`its NAR could not be stored a moment ago: ${notStored}`);
       const e = entry;
       const result: DownloadResult = this.downloads.has(storeHash) ? await this.downloads.get(storeHash)!.done : await this.background.use(() => this.download(e).done);
       if (result.status !== 'stored') throw new Error(result.status === 'failed' ? `NAR ${result.code}: ${result.reason}` : `NAR not stored: ${result.reason}`);
