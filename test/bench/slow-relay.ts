@@ -1,0 +1,93 @@
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+
+export interface SlowLinkOptions {
+  /** Where the relay forwards to. */
+  target: { host: string; port: number };
+  /** Added to every chunk, each way (half the round trip). */
+  latencyMs: number;
+  /** Bytes per second toward the client (the download direction); 0: unlimited. */
+  downBytesPerSec: number;
+  /** Bytes per second toward the target; 0: unlimited. */
+  upBytesPerSec?: number;
+}
+
+export interface SlowLink {
+  url: string;
+  port: number;
+  /** Bytes relayed toward clients so far. */
+  bytesDown(): number;
+  close(): Promise<void>;
+}
+
+/** Most bytes a direction holds before it stops reading its source (backpressure). */
+const MAX_QUEUED = 1 << 20;
+
+/**
+ * One direction of the link: each chunk arrives `latencyMs` after it was
+ * read and leaves no faster than the rate allows (a queue behind a narrow
+ * pipe). Order is kept: every chunk's delivery time is at or after the one
+ * before it.
+ */
+function pace(src: Socket, dst: Socket, latencyMs: number, bytesPerSec: number, onBytes: (n: number) => void): void {
+  let nextFree = 0;
+  let queued = 0;
+  let ended = false;
+  const deliverAt = (n: number) => {
+    const arrival = Date.now() + latencyMs;
+    const start = Math.max(arrival, nextFree);
+    nextFree = start + (bytesPerSec > 0 ? (n * 1000) / bytesPerSec : 0);
+    return nextFree;
+  };
+  src.on('data', (chunk: Buffer) => {
+    queued += chunk.length;
+    if (queued > MAX_QUEUED) src.pause();
+    setTimeout(() => {
+      queued -= chunk.length;
+      if (!dst.destroyed) {
+        dst.write(chunk);
+        onBytes(chunk.length);
+      }
+      if (queued <= MAX_QUEUED && src.isPaused() && !ended) src.resume();
+    }, Math.max(0, deliverAt(chunk.length) - Date.now()));
+  });
+  src.on('end', () => {
+    ended = true;
+    setTimeout(() => dst.end(), Math.max(0, Math.max(nextFree, Date.now() + latencyMs) - Date.now()));
+  });
+}
+
+/**
+ * A slow link on loopback (this kernel has no netem): a TCP relay that adds
+ * latency and limits the rate, for benchmarks of "upstream behind a slow
+ * internet connection". Used by `npm run bench` case 7.
+ */
+export async function startSlowLink(o: SlowLinkOptions): Promise<SlowLink> {
+  const sockets = new Set<Socket>();
+  let down = 0;
+  const server: Server = createServer((client) => {
+    const upstream = createConnection(o.target);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => setTimeout(() => client.destroy(), o.latencyMs + 10_000).unref());
+    pace(client, upstream, o.latencyMs, o.upBytesPerSec ?? 0, () => {});
+    pace(upstream, client, o.latencyMs, o.downBytesPerSec, (n) => (down += n));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  return {
+    url: `http://127.0.0.1:${port}/`,
+    port,
+    bytesDown: () => down,
+    async close() {
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
