@@ -1,6 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { AppError } from '../errors.js';
@@ -96,9 +97,15 @@ export function buildFillApp(deps: FillAppDeps): FastifyInstance {
     reply.hijack();
     const res = reply.raw;
     res.on('error', () => {}); // a client that hangs up mid-NAR is not an error of fill's
-    if (!filler.download(entry).attach(res)) {
+    if (filler.download(entry).attach(res)) return;
+    // It finished between the check above and now: the file is in place.
+    const done = await stat(join(deps.cacheDir, nar.rel)).catch(() => undefined);
+    if (!done?.isFile()) {
       writeRawError(res, new AppError('ORIGINS_UNAVAILABLE', `${nar.rel} cannot be served now (its download failed or is not being stored); try again`));
+      return;
     }
+    res.writeHead(200, { 'content-type': 'application/x-nix-nar', 'content-length': done.size });
+    await pipeline(createReadStream(join(deps.cacheDir, nar.rel)), res).catch(() => res.destroy());
   });
 
   app.get('/_/health', async () => ({

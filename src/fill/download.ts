@@ -159,6 +159,12 @@ export class NarDownload {
       deps.log.error({ event: 'fill-hash-mismatch', storePath: info.storePath, origin: entry.origin.name }, `NAR of ${info.storePath} from ${entry.origin.name} is not what its signed narinfo describes (${mismatch}); nothing published, clients aborted`);
       return this.fail('hash-mismatch', mismatch);
     }
+    // Checked: the clients get the last bytes now; making the file durable and renaming it is the cache's business.
+    if (held) await this.release(held);
+    this.complete = true;
+    for (const s of this.sinks) s.res.end();
+    this.sinks.clear();
+    this.wake();
     let result: DownloadResult = { status: 'stored', fileSize };
     if (this.storing && fh && this.tempRel) {
       try {
@@ -173,16 +179,15 @@ export class NarDownload {
     } else {
       result = { status: 'not-stored', reason: this.notStoredReason ?? 'not stored' };
     }
-    if (held) await this.release(held);
     this.state = 'done';
-    for (const s of this.sinks) s.res.end();
-    this.sinks.clear();
     this.wake();
     if (result.status === 'not-stored') deps.stats.notStored++;
     return result;
   }
 
   private notStoredReason: string | undefined;
+  /** Every byte was checked and released to the clients (the file may not be renamed into place yet). */
+  private complete = false;
 
   /** Opens the temporary file, unless storing is refused; a failure to open is logged and the clients are still served. */
   private async openTemp(): Promise<FileHandle | undefined> {
@@ -275,7 +280,7 @@ export class NarDownload {
     let pos = 0;
     try {
       for (let guard = 0; guard < 1e7 && !res.destroyed; guard++) {
-        const limit = this.state === 'done' ? this.released : Math.min(this.released, this.stored);
+        const limit = this.complete ? this.released : Math.min(this.released, this.stored);
         if (pos < limit) {
           const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, limit - pos), pos);
           if (bytesRead === 0) throw new Error('temporary file is shorter than expected');
@@ -284,7 +289,7 @@ export class NarDownload {
           if (!res.write(Buffer.from(buf.subarray(0, bytesRead)))) await drainedOrGone(res);
           continue;
         }
-        if (this.state === 'done') return void res.end();
+        if (this.complete) return void res.end();
         if (this.state === 'failed') return void res.destroy();
         if (pos === this.released) return this.addSink(res); // caught up: live from here
         if (!this.storing) return void res.destroy(); // the file stopped growing before this client caught up

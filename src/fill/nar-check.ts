@@ -48,6 +48,7 @@ export class NarCheck {
       // EPIPE on stdin when the decompressor gives up early: its exit status says why.
       child.stdin.on('error', () => {});
       child.on('error', (err) => fail(new NarCheckError(`${cmd[0]}: ${err.message}`)));
+      child.stdout.on('error', fail);
       child.stdout.pipe(this.tap);
       const exited = new Promise<void>((resolve) =>
         child.on('close', (code, signal) => {

@@ -25,34 +25,47 @@ const MAX_QUEUED = 1 << 20;
 /**
  * One direction of the link: each chunk arrives `latencyMs` after it was
  * read and leaves no faster than the rate allows (a queue behind a narrow
- * pipe). Order is kept: every chunk's delivery time is at or after the one
- * before it.
+ * pipe). One FIFO and one timer per direction, so order is kept whatever
+ * the timers' granularity.
  */
 function pace(src: Socket, dst: Socket, latencyMs: number, bytesPerSec: number, onBytes: (n: number) => void): void {
+  const queue: Array<{ chunk: Buffer | null; at: number }> = [];
   let nextFree = 0;
   let queued = 0;
-  let ended = false;
-  const deliverAt = (n: number) => {
-    const arrival = Date.now() + latencyMs;
-    const start = Math.max(arrival, nextFree);
-    nextFree = start + (bytesPerSec > 0 ? (n * 1000) / bytesPerSec : 0);
-    return nextFree;
-  };
-  src.on('data', (chunk: Buffer) => {
-    queued += chunk.length;
-    if (queued > MAX_QUEUED) src.pause();
-    setTimeout(() => {
+  let timer: NodeJS.Timeout | undefined;
+  const flush = () => {
+    timer = undefined;
+    while (queue.length > 0 && queue[0]!.at <= Date.now()) {
+      const { chunk } = queue.shift()!;
+      if (chunk === null) {
+        dst.end();
+        continue;
+      }
       queued -= chunk.length;
       if (!dst.destroyed) {
         dst.write(chunk);
         onBytes(chunk.length);
       }
-      if (queued <= MAX_QUEUED && src.isPaused() && !ended) src.resume();
-    }, Math.max(0, deliverAt(chunk.length) - Date.now()));
+    }
+    if (queued <= MAX_QUEUED && src.isPaused()) src.resume();
+    if (queue.length > 0) timer = setTimeout(flush, Math.max(1, queue[0]!.at - Date.now()));
+  };
+  const enqueue = (chunk: Buffer | null) => {
+    const n = chunk?.length ?? 0;
+    const start = Math.max(Date.now() + latencyMs, nextFree);
+    nextFree = start + (bytesPerSec > 0 ? (n * 1000) / bytesPerSec : 0);
+    queue.push({ chunk, at: nextFree });
+    if (!timer) timer = setTimeout(flush, Math.max(1, queue[0]!.at - Date.now()));
+  };
+  src.on('data', (chunk: Buffer) => {
+    queued += chunk.length;
+    if (queued > MAX_QUEUED) src.pause();
+    enqueue(chunk);
   });
-  src.on('end', () => {
-    ended = true;
-    setTimeout(() => dst.end(), Math.max(0, Math.max(nextFree, Date.now() + latencyMs) - Date.now()));
+  src.on('end', () => enqueue(null));
+  dst.on('close', () => {
+    if (timer) clearTimeout(timer);
+    queue.length = 0;
   });
 }
 

@@ -236,6 +236,10 @@ describe('fill: nothing untrusted or broken is published', () => {
     expect(existsSync(join(pi.cache, info.url))).toBe(false);
     expect(await leftovers()).toEqual([]);
     expect(pi.logs.some((l) => l.event === 'fill-hash-mismatch')).toBe(true);
+    // For a while the path is a miss here, and the broken file a 404: clients take it from another cache.
+    expect((await get(`${p.storeHash}.narinfo`)).status).toBe(404);
+    expect((await get(info.url)).status).toBe(404);
+    expect(upstream.narRequests(p)).toBe(1);
   });
 
   it('an upstream that cuts the NAR half way: the client is aborted, never given a short NAR; nothing left behind', async () => {
