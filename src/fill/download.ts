@@ -35,7 +35,7 @@ type Sink = { res: ServerResponse };
  * One NAR download from upstream, shared by every client that asks for it
  * meanwhile. Bytes go to the clients and into a temporary file while the
  * file is hashed and unpacked to check FileHash/FileSize and NarHash/NarSize
- * against the signed narinfo. The last chunk is held back until the check
+ * against the signed narinfo. The last byte is held back until the check
  * passes, so a client never receives a complete bad NAR: on a mismatch every
  * response is aborted and the file is removed. Only a verified file is
  * renamed into place. A client that hangs up does not stop the fill.
@@ -126,8 +126,10 @@ export class NarDownload {
         deps.stats.bytesFromUpstream += chunk.length;
         if (this.storing) await this.store(fh!, chunk);
         await check.write(chunk);
-        if (held) await this.release(held);
-        held = chunk;
+        // Hold back only the last byte seen: enough that no client can complete a NAR before its check passes.
+        const all = held ? Buffer.concat([held, chunk]) : chunk;
+        if (all.length > 1) await this.release(all.subarray(0, all.length - 1));
+        held = all.subarray(all.length - 1);
       }
     } catch (err) {
       fetched.body.destroy();

@@ -5,7 +5,7 @@ export interface SlowLinkOptions {
   target: { host: string; port: number };
   /** Added to every chunk, each way (half the round trip). */
   latencyMs: number;
-  /** Bytes per second toward the client (the download direction); 0: unlimited. */
+  /** Bytes per second toward the clients (the download direction), shared by all connections; 0: unlimited. */
   downBytesPerSec: number;
   /** Bytes per second toward the target; 0: unlimited. */
   upBytesPerSec?: number;
@@ -22,15 +22,19 @@ export interface SlowLink {
 /** Most bytes a direction holds before it stops reading its source (backpressure). */
 const MAX_QUEUED = 1 << 20;
 
+/** One direction of the link, shared by all connections: its rate and when it is free next. */
+interface Pipe {
+  bytesPerSec: number;
+  nextFree: number;
+}
+
 /**
- * One direction of the link: each chunk arrives `latencyMs` after it was
- * read and leaves no faster than the rate allows (a queue behind a narrow
- * pipe). One FIFO and one timer per direction, so order is kept whatever
- * the timers' granularity.
+ * One direction of one connection: each chunk leaves the link's shared pipe
+ * no faster than its rate allows and arrives `latencyMs` later. One FIFO and
+ * one timer per direction, so order is kept whatever the timers' granularity.
  */
-function pace(src: Socket, dst: Socket, latencyMs: number, bytesPerSec: number, onBytes: (n: number) => void): void {
+function pace(src: Socket, dst: Socket, latencyMs: number, pipe: Pipe, onBytes: (n: number) => void): void {
   const queue: Array<{ chunk: Buffer | null; at: number }> = [];
-  let nextFree = 0;
   let queued = 0;
   let timer: NodeJS.Timeout | undefined;
   const flush = () => {
@@ -52,9 +56,10 @@ function pace(src: Socket, dst: Socket, latencyMs: number, bytesPerSec: number, 
   };
   const enqueue = (chunk: Buffer | null) => {
     const n = chunk?.length ?? 0;
-    const start = Math.max(Date.now() + latencyMs, nextFree);
-    nextFree = start + (bytesPerSec > 0 ? (n * 1000) / bytesPerSec : 0);
-    queue.push({ chunk, at: nextFree });
+    // The pipe is shared by every connection in this direction; latency is per chunk.
+    const start = Math.max(Date.now(), pipe.nextFree);
+    pipe.nextFree = start + (pipe.bytesPerSec > 0 ? (n * 1000) / pipe.bytesPerSec : 0);
+    queue.push({ chunk, at: Math.max(pipe.nextFree + latencyMs, queue.at(-1)?.at ?? 0) });
     if (!timer) timer = setTimeout(flush, Math.max(1, queue[0]!.at - Date.now()));
   };
   src.on('data', (chunk: Buffer) => {
@@ -77,6 +82,8 @@ function pace(src: Socket, dst: Socket, latencyMs: number, bytesPerSec: number, 
 export async function startSlowLink(o: SlowLinkOptions): Promise<SlowLink> {
   const sockets = new Set<Socket>();
   let down = 0;
+  const downPipe: Pipe = { bytesPerSec: o.downBytesPerSec, nextFree: 0 };
+  const upPipe: Pipe = { bytesPerSec: o.upBytesPerSec ?? 0, nextFree: 0 };
   const server: Server = createServer((client) => {
     const upstream = createConnection(o.target);
     for (const s of [client, upstream]) {
@@ -89,8 +96,8 @@ export async function startSlowLink(o: SlowLinkOptions): Promise<SlowLink> {
     }
     client.on('close', () => upstream.destroy());
     upstream.on('close', () => setTimeout(() => client.destroy(), o.latencyMs + 10_000).unref());
-    pace(client, upstream, o.latencyMs, o.upBytesPerSec ?? 0, () => {});
-    pace(upstream, client, o.latencyMs, o.downBytesPerSec, (n) => (down += n));
+    pace(client, upstream, o.latencyMs, upPipe, () => {});
+    pace(upstream, client, o.latencyMs, downPipe, (n) => (down += n));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as { port: number }).port;
