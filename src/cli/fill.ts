@@ -9,6 +9,7 @@ import { CacheSize, removeDeadFillTemps } from '../fill/cache-size.js';
 import { parseFillFlags, resolveFillConfig, type FillConfig } from '../fill/config.js';
 import { Filler } from '../fill/filler.js';
 import { FillStats } from '../fill/stats.js';
+import { runService } from './service.js';
 
 const HELP = `usage: nix-lan-cache fill --cache DIR [options]
 
@@ -76,27 +77,5 @@ export async function run(argv: string[]): Promise<number> {
   const config = resolveFillConfig(flags);
   await requireCacheDir('fill', config.cache);
   const log = createLogger(config.logLevel);
-  let signalled: NodeJS.Signals | undefined;
-  let onSignal: (signal: NodeJS.Signals) => void = (signal) => (signalled = signal);
-  const handler = (signal: NodeJS.Signals) => onSignal(signal);
-  process.on('SIGTERM', handler);
-  process.on('SIGINT', handler);
-  process.on('unhandledRejection', (err) => log.error({ err, event: 'bug' }, 'unhandled promise rejection; fill keeps running'));
-  const fill = await startFill(config, log);
-  await new Promise<void>((resolve) => {
-    onSignal = (signal) => {
-      onSignal = () => process.exit(1);
-      log.info({ event: 'shutdown', signal }, 'shutting down; downloads in progress are dropped');
-      const force = setTimeout(() => process.exit(1), 10_000);
-      force.unref();
-      fill.close().then(resolve, (err: unknown) => {
-        log.error({ err }, 'error during shutdown');
-        resolve();
-      });
-    };
-    if (signalled) onSignal(signalled);
-  });
-  process.off('SIGTERM', handler);
-  process.off('SIGINT', handler);
-  return 0;
+  return runService(log, 'fill', () => startFill(config, log));
 }

@@ -9,6 +9,7 @@ import { buildApp } from '../server/app.js';
 import { NarInfoResolver } from '../server/narinfo-resolver.js';
 import { openStats } from '../stats/setup.js';
 import { registerStatsRoutes } from '../server/stats-routes.js';
+import { runService } from './service.js';
 
 const HELP = `usage: nix-lan-cache serve [options]
 
@@ -77,37 +78,13 @@ export async function run(argv: string[]): Promise<number> {
   }
   const config = resolveServeConfig(flags);
   const log = createLogger(config.logLevel);
-  // Signals are handled from the start: one that arrives while starting stops right after.
-  let signalled: NodeJS.Signals | undefined;
-  let onSignal: (signal: NodeJS.Signals) => void = (signal) => (signalled = signal);
-  const handler = (signal: NodeJS.Signals) => onSignal(signal);
-  process.on('SIGTERM', handler);
-  process.on('SIGINT', handler);
-  // A rejected promise nobody awaited is a bug, but not one that should take every build on this machine down with it.
-  process.on('unhandledRejection', (err) => log.error({ err, event: 'bug' }, 'unhandled promise rejection; the proxy keeps running'));
-  const proxy = await startProxy(config, log);
-  process.stdout.write(
-    `# nix-lan-cache is listening. To use it, put these lines in nix.conf:\n` +
-      `substituters = ${proxy.url}\n` +
-      `trusted-public-keys = ${config.trustedPublicKeys.join(' ')}\n` +
-      `# forget "not found" after a minute, so a path is found as soon as the Pi is back\n` +
-      `narinfo-cache-negative-ttl = ${RECOMMENDED_NEGATIVE_TTL}\n`,
+  return runService(log, 'the proxy', () => startProxy(config, log), (proxy) =>
+    process.stdout.write(
+      `# nix-lan-cache is listening. To use it, put these lines in nix.conf:\n` +
+        `substituters = ${proxy.url}\n` +
+        `trusted-public-keys = ${config.trustedPublicKeys.join(' ')}\n` +
+        `# forget "not found" after a minute, so a path is found as soon as the Pi is back\n` +
+        `narinfo-cache-negative-ttl = ${RECOMMENDED_NEGATIVE_TTL}\n`,
+    ),
   );
-
-  await new Promise<void>((resolve) => {
-    onSignal = (signal) => {
-      onSignal = () => process.exit(1); // a second signal ends the process at once
-      log.info({ event: 'shutdown', signal }, 'shutting down');
-      const force = setTimeout(() => process.exit(1), 10_000);
-      force.unref();
-      proxy.close().then(resolve, (err: unknown) => {
-        log.error({ err }, 'error during shutdown');
-        resolve();
-      });
-    };
-    if (signalled) onSignal(signalled);
-  });
-  process.off('SIGTERM', handler);
-  process.off('SIGINT', handler);
-  return 0;
 }

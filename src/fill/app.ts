@@ -2,12 +2,13 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { AppError } from '../errors.js';
 import type { Origin } from '../origins/origin.js';
-import { errorHandler, writeRawError } from '../server/http-errors.js';
-import { hasDotSegment, MAX_URL_LENGTH, NARINFO_RE } from '../server/paths.js';
+import { baseApp } from '../server/base-app.js';
+import { writeRawError } from '../server/http-errors.js';
+import { NARINFO_RE } from '../server/paths.js';
 import type { Filler } from './filler.js';
 import { parseNarName } from './layout.js';
 import type { FillStats } from './stats.js';
@@ -27,22 +28,7 @@ export interface FillAppDeps {
  */
 export function buildFillApp(deps: FillAppDeps): FastifyInstance {
   const { filler, stats } = deps;
-  const app = Fastify({
-    loggerInstance: deps.log as FastifyBaseLogger,
-    logController: new LogController({ disableRequestLogging: true }),
-    routerOptions: { maxParamLength: MAX_URL_LENGTH },
-    frameworkErrors: (err, req, reply) => errorHandler(err, req, reply),
-    forceCloseConnections: 'idle',
-    return503OnClosing: true,
-  });
-  app.addHook('onRequest', async (req) => {
-    if (req.url.length > MAX_URL_LENGTH) throw new AppError('URI_TOO_LONG', `request URL is longer than ${MAX_URL_LENGTH} bytes`);
-    if (hasDotSegment(req.url)) throw new AppError('BAD_PATH', 'path segments "." and ".." are not allowed');
-  });
-  app.setErrorHandler(errorHandler);
-  app.setNotFoundHandler((req) => {
-    throw new AppError('NOT_FOUND', `no such file: ${req.method} ${req.url.slice(0, 200)}`);
-  });
+  const app = baseApp(deps.log);
 
   app.get('/nix-cache-info', async (_req, reply) => {
     reply.type('text/x-nix-cache-info');

@@ -1,5 +1,6 @@
 import { readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { processAlive } from '../process-alive.js';
 import { listFiles } from '../push/cachefiles.js';
 import { TEMP_PREFIX } from '../push/target.js';
 import { FILL_TEMP_SUFFIX } from './download.js';
@@ -28,21 +29,12 @@ export class CacheSize {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Removes the temporary NAR files of fill processes that died (SIGKILL, power cut); returns their names. */
 export async function removeDeadFillTemps(dir: string): Promise<string[]> {
   const removed: string[] = [];
   for (const name of await readdir(join(dir, 'nar')).catch(() => [] as string[])) {
     const m = new RegExp(`^${TEMP_PREFIX.replace('.', '\\.')}(\\d+)-.*${FILL_TEMP_SUFFIX.replace('.', '\\.')}$`).exec(name);
-    if (!m || (Number(m[1]) !== process.pid && alive(Number(m[1])))) continue;
+    if (!m || (Number(m[1]) !== process.pid && processAlive(Number(m[1])))) continue;
     await unlink(join(dir, 'nar', name)).then(() => removed.push(`nar/${name}`), () => {});
   }
   return removed;

@@ -144,6 +144,8 @@ export class Filler {
       entry = found.entry;
     }
     if (!(await exists(this.path(entry.info.url)))) {
+      const bad = this.badNars.get(sha256Digits(entry.info.fileHash));
+      if (bad) throw new Error(`its NAR failed its check a moment ago: ${bad}`);
       const notStored = this.notStored.get(storeHash);
       if (notStored) throw new Error(`its NAR could not be stored a moment ago: ${notStored}`);
       const e = entry;

@@ -31,22 +31,8 @@ export class FillStats {
   publishFailures = 0;
 
   json(): Record<string, number | string> {
-    return {
-      startedAt: new Date(this.startedAt).toISOString(),
-      narinfoFound: this.narinfoFound,
-      narinfoMissing: this.narinfoMissing,
-      narinfoUnavailable: this.narinfoUnavailable,
-      untrustedNarinfos: this.untrustedNarinfos,
-      narDownloads: this.narDownloads,
-      bytesFromUpstream: this.bytesFromUpstream,
-      bytesToClients: this.bytesToClients,
-      pathsFilled: this.pathsFilled,
-      bytesFilled: this.bytesFilled,
-      hashFailures: this.hashFailures,
-      upstreamFailures: this.upstreamFailures,
-      notStored: this.notStored,
-      publishFailures: this.publishFailures,
-    };
+    const { startedAt, ...counters } = this;
+    return { startedAt: new Date(startedAt).toISOString(), ...counters };
   }
 
   /** Prometheus text format 0.0.4, in the style of the proxy's /metrics. */

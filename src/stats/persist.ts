@@ -4,6 +4,7 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { errorMessage } from '../errors.js';
+import { processAlive } from '../process-alive.js';
 import {
   emptyBucket,
   emptyHistogram,
@@ -167,7 +168,7 @@ export function acquireLock(file: string): { ok: true; release(): void } | { ok:
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const holder = Number(readFileSync(lock, 'utf8').trim());
-      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && alive(holder)) return { ok: false, holder };
+      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder)) return { ok: false, holder };
       try {
         unlinkSync(lock); // stale: its process died (kill -9, crash)
       } catch {
@@ -176,15 +177,6 @@ export function acquireLock(file: string): { ok: true; release(): void } | { ok:
     }
   }
   throw new Error(`cannot take the lock ${lock}`);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** temp file + fsync + rename + fsync of the directory: the file is either the old or the new one, even after a crash. */

@@ -242,6 +242,20 @@ describe('fill: nothing untrusted or broken is published', () => {
     expect(upstream.narRequests(p)).toBe(1);
   });
 
+  it('a path whose reference failed its check is served but not published, and the bad reference is not downloaded again', async () => {
+    const dep = upstream.add('dep', 100_000, { compression: 'zstd', misbehave: 'corrupt' });
+    const top = upstream.add('top', 10_000, { references: [dep] });
+    const depInfo = parseNarInfo((await get(`${dep.storeHash}.narinfo`)).text);
+    expect(await brokenDownload(depInfo.url)).toMatch(/^aborted/);
+    const topInfo = parseNarInfo((await get(`${top.storeHash}.narinfo`)).text);
+    expect((await get(topInfo.url)).body.equals(top.file)).toBe(true);
+    for (let i = 0; i < 100 && pi.stats.publishFailures === 0; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(pi.stats.publishFailures).toBe(1);
+    expect(existsSync(join(pi.cache, `${top.storeHash}.narinfo`))).toBe(false);
+    expect(upstream.narRequests(dep)).toBe(1);
+    expect((await verify(pi.cache, { deep: false, concurrency: 2 })).problems).toEqual([]);
+  });
+
   it('an upstream that cuts the NAR half way: the client is aborted, never given a short NAR; nothing left behind', async () => {
     const p = upstream.add('cut', 400_000, { compression: 'none', misbehave: 'cut' });
     const info = parseNarInfo((await get(`${p.storeHash}.narinfo`)).text);

@@ -1,6 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { readAccessLog, type AccessLogEntry } from './nginx.js';
 import { freePort, waitForPort } from './ports.js';
 import { collectJsonLines, startProcess, stopProcess, type LogEntry } from './proc.js';
 import { CLI } from './proxy.js';
@@ -46,7 +47,7 @@ export interface PiNginx {
   child: ChildProcess;
   stop(): Promise<void>;
   /** `METHOD URI STATUS BYTES` per request. */
-  log(): Promise<Array<{ method: string; uri: string; status: number; bytes: number }>>;
+  log(): Promise<AccessLogEntry[]>;
 }
 
 /** Real nginx running docs/pi.md's fill block as written, with only the port, root and fill's port changed. */
@@ -82,15 +83,6 @@ ${block}
     accessLog,
     child,
     stop: () => stopProcess(child),
-    async log() {
-      const text = await readFile(accessLog, 'utf8').catch(() => '');
-      return text
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => {
-          const [method, uri, status, bytes] = l.split(' ');
-          return { method: method!, uri: uri!, status: Number(status), bytes: Number(bytes) };
-        });
-    },
+    log: () => readAccessLog(accessLog),
   };
 }
