@@ -49,6 +49,7 @@ export async function startFill(config: FillConfig, log: Logger): Promise<Runnin
   const size = new CacheSize(target.root);
   await size.start(5 * 60_000);
   const filler = new Filler({ target, upstreams, stats, log, size, maxSize: config.maxSize });
+  await filler.open();
   const app = buildFillApp({ cacheDir: target.root, filler, upstreams, stats, log });
   await app.listen({ host: config.listen.host, port: config.listen.port });
   const addr = app.server.address();

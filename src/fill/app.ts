@@ -66,7 +66,7 @@ export function buildFillApp(deps: FillAppDeps): FastifyInstance {
     }
     const bad = filler.badNar(nar.fileHash.slice(7));
     if (bad) throw new AppError('NOT_IN_ANY_ORIGIN', `${nar.rel} failed its check a moment ago (${bad}); get it from another cache`);
-    const entry = filler.entryForNar(nar.fileHash.slice(7));
+    const entry = await filler.entryForNar(nar.fileHash.slice(7));
     if (!entry || entry.info.url !== nar.rel) {
       throw new AppError('NOT_FOUND', `${nar.rel} is not in the cache and no narinfo fill handed out names it (ask for the narinfo first)`);
     }

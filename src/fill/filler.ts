@@ -12,6 +12,7 @@ import type { CacheSize } from './cache-size.js';
 import { NarDownload, type DownloadResult } from './download.js';
 import type { FillEntry } from './entry.js';
 import { lookupUpstreams, type UpstreamLookup } from './lookup.js';
+import { HandedOut } from './handed-out.js';
 import type { FillStats } from './stats.js';
 
 export interface FillerDeps {
@@ -35,8 +36,6 @@ export type NarInfoAnswer = { status: 'found'; text: string; source: 'cache' | '
  * whole closure in the cache.
  */
 export class Filler {
-  /** Narinfos handed out, by the FileHash their URL names: a NAR request is answered from these. */
-  private readonly handedOut = new LRUCache<string, FillEntry>({ max: 100_000 });
   private readonly lookups = new Map<string, Promise<UpstreamLookup>>();
   private readonly downloads = new Map<string, NarDownload>();
   private readonly fills = new Map<string, Promise<void>>();
@@ -51,8 +50,15 @@ export class Filler {
   private readonly background: Semaphore;
   private closing = false;
 
+  private readonly handedOut: HandedOut;
+
   constructor(private readonly deps: FillerDeps) {
     this.background = new Semaphore(deps.backgroundJobs ?? 4);
+    this.handedOut = new HandedOut(deps.target.root, deps.upstreams, deps.log);
+  }
+
+  async open(): Promise<void> {
+    await this.handedOut.open();
   }
 
   private path(rel: string): string {
@@ -71,14 +77,14 @@ export class Filler {
       this.deps.log.info({ storeHash, reason: bad }, 'narinfo answered as a miss: its NAR failed its check a moment ago');
       return { status: 'missing' };
     }
-    this.handedOut.set(sha256Digits(entry.info.fileHash), entry);
+    this.handedOut.remember(sha256Digits(entry.info.fileHash), entry);
     // The NAR is already here (a fill whose references failed last time): publish without downloading it again.
     if (await exists(this.path(entry.info.url))) void this.fill(storeHash, entry).catch(() => {});
     return { status: 'found', text: entry.text, source: 'upstream' };
   }
 
   /** The path whose narinfo named this NAR file, if fill handed one out. */
-  entryForNar(fileHashDigits: string): FillEntry | undefined {
+  entryForNar(fileHashDigits: string): Promise<FillEntry | undefined> {
     return this.handedOut.get(fileHashDigits);
   }
 
@@ -158,6 +164,7 @@ export class Filler {
     const failed = settled.findIndex((s) => s.status === 'rejected');
     if (failed >= 0) throw new Error(`its reference ${entry.info.references.filter((r) => r.slice(0, 32) !== storeHash)[failed]} could not be filled`);
     await this.deps.target.publishNarInfo(storeHash, entry.text, entry.info.url);
+    this.handedOut.forget(sha256Digits(entry.info.fileHash));
     this.deps.stats.pathsFilled++;
     this.deps.stats.bytesFilled += entry.info.fileSize ?? 0;
     this.deps.log.info({ event: 'filled', storePath: entry.info.storePath, origin: entry.origin.name, fileSize: entry.info.fileSize }, `filled ${entry.info.storePath}`);

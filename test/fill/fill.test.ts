@@ -55,6 +55,7 @@ async function startFill(opts: { maxSize?: number; upstreamUrl?: string } = {}):
   const size = new CacheSize(cache);
   await size.start(60_000);
   const filler = new Filler({ target, upstreams, stats, log, size, maxSize: opts.maxSize });
+  await filler.open();
   const app = buildFillApp({ cacheDir: target.root, filler, upstreams, stats, log });
   await app.listen({ host: '127.0.0.1', port: 0 });
   const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}/`;
@@ -196,6 +197,20 @@ describe('fill: a miss at the Pi is filled from upstream', () => {
     }
     expect(upstream.narRequests(p)).toBe(1);
     await published(p);
+  });
+
+  it('fill restarted between the narinfo and its NAR request still fills the NAR (Nix keeps narinfos for 30 days)', async () => {
+    const p = upstream.add('x', 30_000);
+    const info = parseNarInfo((await get(`${p.storeHash}.narinfo`)).text);
+    await stopFill(pi);
+    pi = await startFill();
+    const nar = await get(info.url);
+    expect(nar.status).toBe(200);
+    expect(nar.body.equals(p.file)).toBe(true);
+    await published(p);
+    // The record goes once the path is published.
+    for (let i = 0; i < 100 && (await readdir(join(pi.cache, '.fill'))).length > 0; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(await readdir(join(pi.cache, '.fill'))).toEqual([]);
   });
 
   it('a client that hangs up mid-NAR does not stop the fill; no temporary file is left', async () => {
