@@ -3,12 +3,13 @@ import { open, unlink, type FileHandle } from 'node:fs/promises';
 import type { ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { errorMessage } from '../errors.js';
+import { AppError, errorMessage } from '../errors.js';
+import { writeRawError } from '../server/http-errors.js';
 import { sha256FromBytes } from '../protocol/hash.js';
 import type { LocalTarget } from '../push/local-target.js';
 import { tempName } from '../push/target.js';
 import { drainedOrGone } from './drain.js';
-import { NarCheck } from './nar-check.js';
+import { describeMismatch, NarCheck } from './nar-check.js';
 import type { FillEntry } from './entry.js';
 import type { FillStats } from './stats.js';
 
@@ -144,17 +145,7 @@ export class NarDownload {
       (err: unknown) => ({ narHash: undefined, narSize: undefined, error: errorMessage(err) }),
     );
     const info = entry.info;
-    const gotFileHash = sha256FromBytes(fileHash.digest());
-    const mismatch =
-      got.error !== undefined
-        ? `it does not unpack: ${got.error}`
-        : gotFileHash !== info.fileHash
-          ? `its FileHash is ${gotFileHash}, the narinfo says ${info.fileHash}`
-          : info.fileSize !== undefined && fileSize !== info.fileSize
-            ? `it has ${fileSize} bytes, FileSize says ${info.fileSize}`
-            : got.narHash !== info.narHash || got.narSize !== info.narSize
-              ? `it unpacks to ${got.narHash} (${got.narSize} bytes), the narinfo says ${info.narHash} (${info.narSize} bytes)`
-              : undefined;
+    const mismatch = describeMismatch(info, { fileHash: sha256FromBytes(fileHash.digest()), fileSize, ...got });
     if (mismatch) {
       deps.stats.hashFailures++;
       await this.dropTemp(fh);
@@ -244,11 +235,7 @@ export class NarDownload {
     for (const s of this.sinks) {
       // Never end a NAR short: a client that got a head gets a broken connection, one that did not gets a 5xx/404.
       if (s.res.headersSent) s.res.destroy();
-      else {
-        const status = code === 'absent' ? 404 : 503;
-        const text = JSON.stringify({ error: code === 'absent' ? 'NOT_IN_ANY_ORIGIN' : 'ORIGINS_UNAVAILABLE', message: reason });
-        s.res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
-      }
+      else writeRawError(s.res, new AppError(code === 'absent' ? 'NOT_IN_ANY_ORIGIN' : 'ORIGINS_UNAVAILABLE', reason));
     }
     this.sinks.clear();
     this.wake();

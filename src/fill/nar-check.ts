@@ -4,6 +4,7 @@ import type { Writable } from 'node:stream';
 import * as zlib from 'node:zlib';
 import { drainedOrGone } from './drain.js';
 import type { Sha256 } from '../protocol/hash.js';
+import type { NarInfo } from '../protocol/narinfo.js';
 import { HashTap } from '../push/nar.js';
 
 export class NarCheckError extends Error {
@@ -88,4 +89,16 @@ export class NarCheck {
   }
 
   private kill: () => void = () => {};
+}
+
+/** What is wrong with a downloaded NAR file, measured against its signed narinfo; undefined if nothing. */
+export function describeMismatch(
+  info: Pick<NarInfo, 'fileHash' | 'fileSize' | 'narHash' | 'narSize'>,
+  got: { fileHash: Sha256; fileSize: number; narHash?: Sha256 | undefined; narSize?: number | undefined; error?: string | undefined },
+): string | undefined {
+  if (got.error !== undefined) return `it does not unpack: ${got.error}`;
+  if (got.fileHash !== info.fileHash) return `its FileHash is ${got.fileHash}, the narinfo says ${info.fileHash}`;
+  if (info.fileSize !== undefined && got.fileSize !== info.fileSize) return `it has ${got.fileSize} bytes, FileSize says ${info.fileSize}`;
+  if (got.narHash !== info.narHash || got.narSize !== info.narSize) return `it unpacks to ${got.narHash} (${got.narSize} bytes), the narinfo says ${info.narHash} (${info.narSize} bytes)`;
+  return undefined;
 }
