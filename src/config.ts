@@ -53,25 +53,25 @@ export function parseListen(text: string): { host: string; port: number } {
 
 // ---- the config file: JSON, the same settings as the flags, camelCase ----
 
-type Checker = (value: unknown, where: string) => unknown;
+export type Checker = (value: unknown, where: string) => unknown;
 
-const str: Checker = (v, where) => {
+export const str: Checker = (v, where) => {
   if (typeof v !== 'string') throw new ConfigError(`${where} must be a string`);
   return v;
 };
-const strList: Checker = (v, where) => {
+export const strList: Checker = (v, where) => {
   if (!Array.isArray(v)) throw new ConfigError(`${where} must be a list of strings`);
   return v.map((item, i) => str(item, `${where}[${i}]`));
 };
-const bool: Checker = (v, where) => {
+export const bool: Checker = (v, where) => {
   if (typeof v !== 'boolean') throw new ConfigError(`${where} must be true or false`);
   return v;
 };
-const int = (min: number, max: number): Checker => (v, where) => {
+export const int = (min: number, max: number): Checker => (v, where) => {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new ConfigError(`${where} must be an integer from ${min} to ${max}`);
   return v;
 };
-function object(shape: Record<string, Checker>): Checker {
+export function object(shape: Record<string, Checker>): Checker {
   return (v, where) => {
     if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError(`${where} must be an object`);
     // Own keys only: `__proto__`, `constructor`, `toString` … are unknown keys like any other, not Object.prototype's.
@@ -82,7 +82,7 @@ function object(shape: Record<string, Checker>): Checker {
     return Object.fromEntries(Object.entries(v).map(([k, val]) => [k, shape[k]!(val, `${where}.${k}`)]));
   };
 }
-const timeoutsShape = object({
+export const timeoutsShape = object({
   connectMs: int(1, 600_000),
   firstByteMs: int(1, 600_000),
   bodyIdleMs: int(1, 3_600_000),
@@ -116,14 +116,26 @@ export type ConfigFile = Partial<{
   cache: Partial<ServeConfig['cache']>;
 }>;
 
-export function parseConfigFile(text: string, path: string): ConfigFile {
-  let json: unknown;
+/** The text of a `--config FILE`, or a ConfigError that says why it cannot be read. */
+export function readConfigText(path: string, readFile: (p: string) => string): string {
   try {
-    json = JSON.parse(text);
+    return readFile(path);
+  } catch (err) {
+    throw new ConfigError(`cannot read config file: ${errorMessage(err)}`);
+  }
+}
+
+/** JSON.parse with a ConfigError naming the file. */
+export function parseJsonConfig(text: string, path: string): unknown {
+  try {
+    return JSON.parse(text);
   } catch (err) {
     throw new ConfigError(`${path}: not valid JSON: ${errorMessage(err)}`);
   }
-  return fileShape(json, path) as ConfigFile;
+}
+
+export function parseConfigFile(text: string, path: string): ConfigFile {
+  return fileShape(parseJsonConfig(text, path), path) as ConfigFile;
 }
 
 // ---- flags (parsed from argv by src/cli/serve-flags.ts) ----
@@ -145,16 +157,7 @@ export interface ServeFlags {
 /** Defaults < config file < flags, validated once. Keys from every layer are trusted together. */
 export function resolveServeConfig(flags: ServeFlags, readFile: (p: string) => string = (p) => readFileSync(p, 'utf8')): ServeConfig {
   const config = defaultConfig();
-  let file: ConfigFile = {};
-  if (flags.config) {
-    let text: string;
-    try {
-      text = readFile(flags.config);
-    } catch (err) {
-      throw new ConfigError(`cannot read config file: ${errorMessage(err)}`);
-    }
-    file = parseConfigFile(text, flags.config);
-  }
+  const file: ConfigFile = flags.config ? parseConfigFile(readConfigText(flags.config, readFile), flags.config) : {};
 
   const listen = flags.listen ?? file.listen;
   if (listen !== undefined) config.listen = parseListen(listen);
@@ -165,10 +168,7 @@ export function resolveServeConfig(flags: ServeFlags, readFile: (p: string) => s
   if (flags.mdns) config.mdns = true;
   if (flags['no-mdns']) config.mdns = false;
   const level = flags['log-level'] ?? file.logLevel;
-  if (level !== undefined) {
-    if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new ConfigError(`log level must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(level)}`);
-    config.logLevel = level as LevelWithSilent;
-  }
+  if (level !== undefined) config.logLevel = checkLogLevel(level);
   if (flags.priority !== undefined) {
     config.priority = int(0, 1000)(/^\d+$/.test(flags.priority) ? Number(flags.priority) : NaN, '--priority') as number;
   } else if (file.priority !== undefined) config.priority = file.priority;
@@ -176,21 +176,33 @@ export function resolveServeConfig(flags: ServeFlags, readFile: (p: string) => s
   for (const kind of ['lan', 'upstream'] as const) Object.assign(config.timeouts[kind], file.timeouts?.[kind]);
   Object.assign(config.cache, file.cache);
 
-  for (const [what, urls] of [['--lan', config.lan], ['--upstream', config.upstream]] as const) {
-    for (const url of urls) {
-      try {
-        normaliseBaseUrl(url);
-      } catch (err) {
-        throw new ConfigError(`${what} ${JSON.stringify(url)}: ${errorMessage(err)}`);
-      }
+  checkCacheUrls('--lan', config.lan);
+  checkCacheUrls('--upstream', config.upstream);
+  checkPublicKeys(config.trustedPublicKeys);
+  return config;
+}
+
+export function checkLogLevel(level: string): LevelWithSilent {
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new ConfigError(`log level must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(level)}`);
+  return level as LevelWithSilent;
+}
+
+export function checkCacheUrls(what: string, urls: readonly string[]): void {
+  for (const url of urls) {
+    try {
+      normaliseBaseUrl(url);
+    } catch (err) {
+      throw new ConfigError(`${what} ${JSON.stringify(url)}: ${errorMessage(err)}`);
     }
   }
-  for (const key of config.trustedPublicKeys) {
+}
+
+export function checkPublicKeys(keys: readonly string[]): void {
+  for (const key of keys) {
     try {
       parsePublicKey(key);
     } catch (err) {
       throw new ConfigError(`trusted public key ${JSON.stringify(key)}: ${errorMessage(err)}`);
     }
   }
-  return config;
 }

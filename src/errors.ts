@@ -1,6 +1,6 @@
 /**
  * Every error the proxy answers with is one of these codes; `toHttp` in
- * server/http-errors.ts maps them to responses in one place.
+ * http/errors.ts maps them to responses in one place.
  */
 export const ERROR_STATUS = {
   BAD_HASH: 400,

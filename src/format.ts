@@ -36,3 +36,12 @@ export function formatPct(r: number | null | undefined): string {
 export function formatModuleSource(): string {
   return [formatBytes, formatAge, formatPct].map((f) => `export ${f.toString()}\n`).join('');
 }
+
+/** `500M`, `20G`, `1.5T`, `123456` (bytes; K/M/G/T are powers of 1024, an optional trailing `B` or `iB` is allowed); undefined if not a size. */
+export function parseSize(text: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$/i.exec(text.trim());
+  if (!m) return undefined;
+  const exp = ['', 'K', 'M', 'G', 'T'].indexOf(m[2]!.toUpperCase());
+  const n = Math.floor(Number(m[1]) * 1024 ** exp);
+  return Number.isSafeInteger(n) ? n : undefined;
+}

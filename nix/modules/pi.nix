@@ -36,7 +36,7 @@ let
 
 in
 {
-  imports = [ ./common.nix ];
+  imports = [ ./common.nix ./pi-fill.nix ];
 
   options.services.nix-lan-cache.pi = {
     enable = mkEnableOption "serving a static Nix binary cache on the LAN (nginx, mDNS announcement, gc timer)";

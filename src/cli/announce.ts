@@ -18,6 +18,8 @@ SIGTERM or SIGINT, then says goodbye so proxies drop the cache at once.
                        that name ignore the cache)
   --path /PATH/        URL path of the cache root (default /)
   --priority N         lower wins when several caches answer (optional)
+  --fill               the cache fills itself from upstream on a miss
+                       (nix-lan-cache fill runs behind it): adds fill=1
   --interface ADDR     announce on this IPv4 address only (default: all)
   --name NAME          the service instance name (default "nix-cache on HOST")
   --host NAME          the host name in the SRV record (default HOST.local)
@@ -29,6 +31,8 @@ export interface AnnounceOptions {
   keyName: string;
   path: string;
   priority: number | undefined;
+  /** `nix-lan-cache fill` runs behind the cache: announced as `fill=1`. */
+  fill: boolean;
   interface: string | undefined;
   name: string;
   host: string;
@@ -44,6 +48,7 @@ export function parseAnnounceFlags(argv: string[]): AnnounceOptions | 'help' {
       'key-name': { type: 'string' },
       path: { type: 'string' },
       priority: { type: 'string' },
+      fill: { type: 'boolean' },
       interface: { type: 'string' },
       name: { type: 'string' },
       host: { type: 'string' },
@@ -73,6 +78,7 @@ export function parseAnnounceFlags(argv: string[]): AnnounceOptions | 'help' {
     keyName,
     path,
     priority: priorityText === undefined ? undefined : Number(priorityText),
+    fill: values.fill === true,
     interface: iface,
     name: str('name') ?? `nix-cache on ${host}`,
     host: str('host') ?? `${host}.local`,
@@ -81,8 +87,8 @@ export function parseAnnounceFlags(argv: string[]): AnnounceOptions | 'help' {
 }
 
 /** The TXT records of the contract (docs/discovery.md). */
-export function txtRecords(o: Pick<AnnounceOptions, 'path' | 'keyName' | 'priority'>): Record<string, string> {
-  return { path: o.path, key: o.keyName, ...(o.priority === undefined ? {} : { priority: String(o.priority) }) };
+export function txtRecords(o: Pick<AnnounceOptions, 'path' | 'keyName' | 'priority'> & { fill?: boolean }): Record<string, string> {
+  return { path: o.path, key: o.keyName, ...(o.priority === undefined ? {} : { priority: String(o.priority) }), ...(o.fill ? { fill: '1' } : {}) };
 }
 
 export async function run(argv: string[]): Promise<number> {

@@ -10,6 +10,7 @@ const COMMANDS: Record<string, Command> = {
   stats: { summary: 'show hit rates, bytes per origin and origin health of a running proxy', load: () => import('./stats.js') },
   doctor: { summary: 'check that Nix, the proxy and the caches fit together; print fixes', load: () => import('./doctor.js') },
   push: { summary: 'push closures into a static binary cache (dir or ssh://)', load: () => import('./push.js') },
+  fill: { summary: 'on the Pi, behind nginx: fill the static cache from upstream on a miss', load: () => import('./fill.js') },
   gc: { summary: 'delete what no kept root needs from a static binary cache', load: () => import('./gc.js') },
   verify: { summary: 'check a static binary cache: NARs, hashes, signatures, orphans', load: () => import('./verify.js') },
 };

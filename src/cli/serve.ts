@@ -12,6 +12,7 @@ import { RECOMMENDED_NEGATIVE_TTL } from '../doctor/nix-checks.js';
 import { buildApp } from '../server/app.js';
 import { NarInfoResolver } from '../server/narinfo-resolver.js';
 import { openStats } from '../stats/setup.js';
+import { runService } from './service.js';
 
 const HELP = `usage: nix-lan-cache serve [options]
 
@@ -90,9 +91,6 @@ export async function startProxy(config: ServeConfig, log: Logger): Promise<Runn
   };
 }
 
-/** Signals that stop the proxy gracefully: in-flight NARs finish, counters are saved, the lock is released. */
-const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
-
 export async function run(argv: string[]): Promise<number> {
   const flags = parseServeFlags(argv);
   if (flags.help) {
@@ -101,56 +99,13 @@ export async function run(argv: string[]): Promise<number> {
   }
   const config = resolveServeConfig(flags);
   const log = createLogger(config.logLevel);
-  // Stops are handled from the start: one asked for while starting happens right after.
-  let requested: { why: string; code: number } | undefined;
-  let requestStop: (why: string, code: number) => void = (why, code) => (requested ??= { why, code });
-  const onSignal = (signal: NodeJS.Signals) => requestStop(signal, 0);
-  // A rejected promise nobody handled is a bug: say so loudly, stop gracefully (counters saved), exit 1 so it is seen and systemd restarts it.
-  const onRejection = (err: unknown) => {
-    log.fatal({ err, event: 'bug' }, 'unhandled promise rejection: this is a bug in nix-lan-cache; stopping');
-    requestStop('unhandled promise rejection', 1);
-  };
-  const detach = () => {
-    for (const s of STOP_SIGNALS) process.off(s, onSignal);
-    process.off('unhandledRejection', onRejection);
-  };
-  for (const s of STOP_SIGNALS) process.on(s, onSignal);
-  process.on('unhandledRejection', onRejection);
-  let proxy: Running;
-  try {
-    proxy = await startProxy(config, log);
-  } catch (err) {
-    log.fatal({ event: 'start-failed', err: errorMessage(err) }, `not started: ${errorMessage(err)}`);
-    detach();
-    throw err;
-  }
-  process.stdout.write(
-    `# nix-lan-cache is listening. To use it, put these lines in nix.conf:\n` +
-      `substituters = ${proxy.url}\n` +
-      `trusted-public-keys = ${config.trustedPublicKeys.join(' ')}\n` +
-      `# forget "not found" after a minute, so a path is found as soon as the Pi is back\n` +
-      `narinfo-cache-negative-ttl = ${RECOMMENDED_NEGATIVE_TTL}\n`,
+  return runService(log, 'the proxy', () => startProxy(config, log), (proxy) =>
+    process.stdout.write(
+      `# nix-lan-cache is listening. To use it, put these lines in nix.conf:\n` +
+        `substituters = ${proxy.url}\n` +
+        `trusted-public-keys = ${config.trustedPublicKeys.join(' ')}\n` +
+        `# forget "not found" after a minute, so a path is found as soon as the Pi is back\n` +
+        `narinfo-cache-negative-ttl = ${RECOMMENDED_NEGATIVE_TTL}\n`,
+    ),
   );
-
-  const code = await new Promise<number>((resolve) => {
-    requestStop = (why, exitCode) => {
-      // While stopping, a second signal ends the process at once; anything else waits for the stop.
-      requestStop = (again) => {
-        if (STOP_SIGNALS.includes(again as (typeof STOP_SIGNALS)[number])) process.exit(1);
-      };
-      log.info({ event: 'shutdown', signal: why }, 'shutting down');
-      const force = setTimeout(() => process.exit(1), 10_000);
-      force.unref();
-      proxy.close().then(
-        () => resolve(exitCode),
-        (err: unknown) => {
-          log.error({ err }, 'error during shutdown');
-          resolve(1);
-        },
-      );
-    };
-    if (requested) requestStop(requested.why, requested.code);
-  });
-  detach();
-  return code;
 }

@@ -1,4 +1,5 @@
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errorMessage } from '../errors.js';
 import { parseNarInfo, type NarInfo } from '../protocol/narinfo.js';
@@ -33,7 +34,7 @@ export async function readNarInfos(dir: string): Promise<Map<string, NarInfoFile
     const st = await stat(join(dir, name)).catch(() => undefined);
     if (!st) continue; // removed since readdir
     const entry: NarInfoFile = { hash, file: name, mtimeMs: st.mtimeMs, size: st.size };
-    const text = await readFile(join(dir, name), 'utf8').catch(() => '');
+    const text = await readTextNoAtime(join(dir, name)).catch(() => '');
     entry.url = /^URL: (.*)$/m.exec(text)?.[1];
     try {
       entry.info = parseNarInfo(text);
@@ -44,6 +45,30 @@ export async function readNarInfos(dir: string): Promise<Map<string, NarInfoFile
     out.set(hash, entry);
   }
   return out;
+}
+
+/**
+ * Open flags for reading a cache file without moving its access time: gc
+ * orders evictions by when nginx last served a file (its atime), so gc's and
+ * verify's own reads must not count. O_NOATIME needs the file's owner (the
+ * cache user); anyone else reads normally.
+ */
+export const NOATIME_FLAGS = constants.O_RDONLY | (constants.O_NOATIME ?? 0);
+
+export async function openNoAtime(path: string) {
+  return open(path, NOATIME_FLAGS).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPERM') return open(path, 'r');
+    throw err;
+  });
+}
+
+async function readTextNoAtime(path: string): Promise<string> {
+  const fh = await openNoAtime(path);
+  try {
+    return await fh.readFile('utf8');
+  } finally {
+    await fh.close();
+  }
 }
 
 /** Files under `sub` (one level), with sizes and mtimes. */

@@ -1,6 +1,7 @@
 import { stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isTemp, listFiles, readNarInfos, safeNarRel, type NarInfoFile } from './cachefiles.js';
+import { capSize } from './gc-size.js';
 import { readRoots, type RootEntry } from './roots.js';
 
 export interface GcOptions {
@@ -11,6 +12,8 @@ export interface GcOptions {
   /** Never delete a file modified less than this long ago: protects running pushes. */
   graceMinutes: number;
   dryRun: boolean;
+  /** Then delete the least recently served paths (not in a kept root's closure) until the cache holds at most this many bytes. */
+  maxSize?: number;
   now?: number;
   log?: (line: string) => void;
 }
@@ -23,6 +26,10 @@ export interface GcReport {
   narsDeleted: string[];
   tempsDeleted: string[];
   bytesFreed: number;
+  /** Narinfos deleted to get under maxSize, oldest-served first. */
+  evicted: string[];
+  /** Bytes of narinfos and NARs left, when maxSize was given. */
+  sizeAfter?: number;
 }
 
 const DAY = 86_400_000;
@@ -41,7 +48,7 @@ export async function gc(dir: string, opts: GcOptions): Promise<GcReport> {
   const grace = now - opts.graceMinutes * 60_000;
   const recent = Math.min(grace, now - opts.keepDays * DAY);
   const log = opts.log ?? (() => {});
-  const report: GcReport = { rootsKept: [], rootsExpired: [], narinfosKept: 0, narinfosDeleted: [], narsDeleted: [], tempsDeleted: [], bytesFreed: 0 };
+  const report: GcReport = { rootsKept: [], rootsExpired: [], narinfosKept: 0, narinfosDeleted: [], narsDeleted: [], tempsDeleted: [], bytesFreed: 0, evicted: [] };
 
   const roots = await readRoots(dir);
   const kept: RootEntry[] = [];
@@ -129,6 +136,13 @@ export async function gc(dir: string, opts: GcOptions): Promise<GcReport> {
   }
   for (const r of expired) {
     if (!opts.dryRun) await unlink(join(dir, r.rel)).catch(() => undefined);
+  }
+  if (opts.maxSize !== undefined) {
+    const capped = await capSize(dir, kept, opts.maxSize, grace, opts.dryRun, log);
+    report.evicted = capped.evicted;
+    report.narsDeleted.push(...capped.narsDeleted);
+    report.bytesFreed += capped.bytesFreed;
+    report.sizeAfter = capped.sizeAfter;
   }
   return report;
 }

@@ -1,12 +1,11 @@
 import { spawn } from 'node:child_process';
-import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { ConfigError, errorMessage } from '../errors.js';
 import type { NarInfo } from '../protocol/narinfo.js';
 import type { TrustedKeys } from '../protocol/signing.js';
-import { isTemp, listFiles, readNarInfos, safeNarRel } from './cachefiles.js';
+import { isTemp, listFiles, openNoAtime, readNarInfos, safeNarRel } from './cachefiles.js';
 import { mapLimit } from './limit.js';
 import { HashTap } from './nar.js';
 
@@ -48,7 +47,8 @@ const DECOMPRESSORS: Record<string, string[] | null> = { xz: ['xz', '-dc'], zstd
 async function hashFile(path: string): Promise<{ hash: string; size: number }> {
   const tap = new HashTap();
   tap.resume();
-  await pipeline(createReadStream(path), tap);
+  const fh = await openNoAtime(path);
+  await pipeline(fh.createReadStream(), tap);
   return { hash: tap.digest, size: tap.bytes };
 }
 
@@ -56,7 +56,8 @@ async function hashDecompressed(path: string, compression: string): Promise<{ ha
   const cmd = DECOMPRESSORS[compression];
   if (cmd === undefined) throw new Error(`unknown compression ${compression}`);
   if (cmd === null) return hashFile(path);
-  const child = spawn(cmd[0]!, [...cmd.slice(1), path], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const fh = await openNoAtime(path);
+  const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
   // A decompressor that cannot be started (not installed) is an error of this machine, not of the cache: stop with it.
   const started = new Promise<void>((resolve, reject) => {
     child.once('spawn', resolve);
@@ -65,9 +66,12 @@ async function hashDecompressed(path: string, compression: string): Promise<{ ha
   try {
     await started;
   } catch (err) {
+    await fh.close();
     throw new ConfigError(`verify --deep cannot unpack ${compression} NARs: running \`${cmd[0]}\` failed (${errorMessage(err)}); install it or run without --deep`);
   }
   child.on('error', () => {}); // after the start, a failure shows as its exit status below
+  child.stdin.on('error', () => {}); // EPIPE when the decompressor gives up: its exit status says why
+  const feeding = pipeline(fh.createReadStream(), child.stdin).catch(() => {});
   let err = '';
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
   const exited = new Promise<number | null>((r) => child.on('close', r));
@@ -75,6 +79,7 @@ async function hashDecompressed(path: string, compression: string): Promise<{ ha
   tap.resume();
   await pipeline(child.stdout, tap);
   const code = await exited;
+  await feeding;
   if (code !== 0) throw new Error(`${cmd[0]} failed: ${err.trim()}`);
   return { hash: tap.digest, size: tap.bytes };
 }

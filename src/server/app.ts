@@ -1,9 +1,7 @@
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import type { HealthResponse } from '../api.js';
-import { AppError } from '../errors.js';
-import { errorHandler } from './http-errors.js';
+import { baseApp } from '../http/base-app.js';
 import type { AppDeps } from './deps.js';
-import { hasDotSegment, MAX_URL_LENGTH } from './paths.js';
 import { registerCacheRoutes } from './routes.js';
 import { registerStatsRoutes } from './stats-routes.js';
 
@@ -11,30 +9,7 @@ export type { AppDeps } from './deps.js';
 
 /** The proxy's HTTP app, not yet listening: tests start it on port 0. */
 export function buildApp(deps: AppDeps): FastifyInstance {
-  const app = Fastify({
-    loggerInstance: deps.log as FastifyBaseLogger,
-    // One line per request, at debug, from the onResponse hook below.
-    logController: new LogController({ disableRequestLogging: true }),
-    routerOptions: { maxParamLength: MAX_URL_LENGTH },
-    // Bad URLs and over-long params are rejected by the router before any hook: answer them the same way.
-    frameworkErrors: (err, req, reply) => errorHandler(err, req, reply),
-    // Nix keeps connections open; let in-flight NARs finish on shutdown but don't wait on idle sockets.
-    forceCloseConnections: 'idle',
-    return503OnClosing: true,
-  });
-
-  app.addHook('onRequest', async (req) => {
-    if (req.url.length > MAX_URL_LENGTH) throw new AppError('URI_TOO_LONG', `request URL is longer than ${MAX_URL_LENGTH} bytes`);
-    if (hasDotSegment(req.url)) throw new AppError('BAD_PATH', 'path segments "." and ".." are not allowed');
-  });
-  app.addHook('onResponse', async (req, reply) => {
-    req.log.debug({ method: req.method, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request');
-  });
-
-  app.setErrorHandler(errorHandler);
-  app.setNotFoundHandler((req) => {
-    throw new AppError('NOT_FOUND', `no such route: ${req.method} ${req.url.slice(0, 200)}`);
-  });
+  const app = baseApp(deps.log);
 
   app.get('/_/health', async (): Promise<HealthResponse> => ({
     ok: true,

@@ -9,7 +9,7 @@ import type { OriginSet } from '../origins/origin-set.js';
 import type { Stats } from '../stats.js';
 import type { NarInfoResolver } from './narinfo-resolver.js';
 import { formatRange, parseRange } from './range.js';
-import { writeRawError } from './http-errors.js';
+import { writeRawError } from '../http/errors.js';
 
 export interface NarDeps {
   origins: OriginSet;

@@ -4,7 +4,7 @@ import { parseNarUrl } from '../protocol/narurl.js';
 import type { Origin } from '../origins/origin.js';
 import type { AppDeps } from './deps.js';
 import { streamNar } from './nar-stream.js';
-import { DEBUGINFO_RE, LOG_RE, LS_RE, NARINFO_RE, REALISATION_RE } from './paths.js';
+import { DEBUGINFO_RE, LOG_RE, LS_RE, NARINFO_RE, REALISATION_RE } from '../http/paths.js';
 
 export function registerCacheRoutes(app: FastifyInstance, deps: AppDeps): void {
   const { resolver, origins } = deps;

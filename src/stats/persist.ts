@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { writeFileAtomic } from '../atomic-file.js';
 import { errorMessage } from '../errors.js';
+import { processAlive } from '../process-alive.js';
 import {
   emptyBucket,
   emptyHistogram,
@@ -168,7 +169,7 @@ export function acquireLock(file: string): { ok: true; release(): void } | { ok:
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const holder = Number(readFileSync(lock, 'utf8').trim());
-      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && alive(holder)) return { ok: false, holder };
+      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder)) return { ok: false, holder };
       try {
         unlinkSync(lock); // stale: its process died (kill -9, crash)
       } catch {
@@ -177,15 +178,6 @@ export function acquireLock(file: string): { ok: true; release(): void } | { ok:
     }
   }
   throw new Error(`cannot take the lock ${lock}`);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 export interface PersisterOptions {

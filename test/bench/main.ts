@@ -6,13 +6,15 @@
  *   npm run bench                      # everything, writes docs/benchmarks.md
  *   npm run bench -- --only 1,2,5      # some cases; prints, writes docs/benchmarks.md only with --write
  *   npm run bench -- --quick           # small sizes, for checking the script itself
+ *   npm run bench -- --only 7 --write  # run some cases and replace only their sections in docs/benchmarks.md
  */
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { removeDir, tempDir } from '../helpers/nix.js';
 import { stopAll } from '../helpers/proc.js';
 import { runAway } from './away.js';
+import { runFillBench } from './fill.js';
 import { runHome } from './home.js';
 import { describeMachine } from './machine.js';
 import { PEER_DIRECTIVES } from './peer.js';
@@ -54,7 +56,7 @@ const { values } = parseArgs({
     'no-write': { type: 'boolean' },
   },
 });
-const only = new Set((values.only ?? '1,2,3,4,5,6').split(',').map((s) => s.trim()));
+const only = new Set((values.only ?? '1,2,3,4,5,6,7').split(',').map((s) => s.trim()));
 const quick = values.quick === true;
 const write = values['no-write'] ? false : values.write === true || (values.only === undefined && !quick);
 
@@ -103,6 +105,17 @@ try {
   if (only.has('6')) {
     reports.push(await runPush({ dir: `${dir}/push`, smallLeaves: quick ? 15 : 195, largeLeaves: quick ? 1 : 4, largeBytes: 8 * 2 ** 20, rounds: quick ? 1 : 2 }));
   }
+  if (only.has('7')) {
+    reports.push(
+      await runFillBench({
+        dir: `${dir}/fill`,
+        leaves: quick ? [{ count: 3, size: 200_000 }] : [{ count: 20, size: 20_000 }, { count: 4, size: 2_000_000 }],
+        latencyMs: 40,
+        downBytesPerSec: 2 * 2 ** 20,
+        rounds: quick ? 1 : 2,
+      }),
+    );
+  }
   if (only.has('4')) reports.push(PEER_NOTES);
   const minutes = (performance.now() - started) / 60_000;
   const order = (r: CaseReport) => r.title;
@@ -127,7 +140,12 @@ try {
     ...reports.flatMap((r) => [`## ${r.title}`, '', r.markdown, '']),
   ].join('\n');
   process.stdout.write(`\n${doc}\n`);
-  if (write) {
+  if (write && values.only !== undefined) {
+    // Some cases only: replace their sections in the existing page and keep the others.
+    const stamp = `_Measured ${new Date().toISOString().replace('T', ' ').slice(0, 16)} UTC with \`npm run bench -- --only ${values.only} --write\` (the machine table above is from the last full run)._`;
+    await writeFile(DOC, mergeSections(await readFile(DOC, 'utf8'), reports.map((r) => ({ ...r, markdown: `${stamp}\n\n${r.markdown}` }))));
+    log(`updated ${reports.length} sections of ${DOC}`);
+  } else if (write) {
     await writeFile(DOC, doc);
     log(`wrote ${DOC}`);
   }
@@ -140,3 +158,14 @@ try {
   log(`done in ${((performance.now() - started) / 1000).toFixed(0)} s`);
 }
 process.exit(failed ? 1 : 0);
+
+/** Replaces (or appends, in numeric order) the `## title` sections of `doc` that `reports` have. */
+function mergeSections(doc: string, fresh: CaseReport[]): string {
+  const parts = doc.split(/^(?=## )/m);
+  const head = parts.shift() ?? '';
+  const sections = new Map(parts.map((p) => [/^## (.*)$/m.exec(p)![1]!.trim(), p]));
+  for (const r of fresh) sections.set(r.title, `## ${r.title}\n\n${r.markdown}\n\n`);
+  const machine = [...sections.entries()].filter(([t]) => !/^\d/.test(t));
+  const cases = [...sections.entries()].filter(([t]) => /^\d/.test(t)).sort(([a], [b]) => a.localeCompare(b, 'en', { numeric: true }));
+  return (head + [...machine, ...cases].map(([, p]) => p).join('')).replace(/\n*$/, '\n');
+}

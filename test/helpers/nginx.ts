@@ -27,6 +27,18 @@ export interface NginxOptions {
   wrapper?: string[];
 }
 
+/** An access log in the `cache` format (`$request_method $uri $status $body_bytes_sent`). */
+export async function readAccessLog(path: string): Promise<AccessLogEntry[]> {
+  const text = await readFile(path, 'utf8').catch(() => '');
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [method, uri, status, bytes] = line.split(' ');
+      return { method: method!, uri: uri!, status: Number(status), bytes: Number(bytes) };
+    });
+}
+
 /** A real nginx serving a static binary cache on 127.0.0.1: the "Pi" or an "upstream". */
 export class Nginx {
   private child: ChildProcess | undefined;
@@ -104,14 +116,7 @@ http {
   }
 
   async log(): Promise<AccessLogEntry[]> {
-    const text = await readFile(this.accessLog, 'utf8').catch(() => '');
-    return text
-      .split('\n')
-      .filter(Boolean)
-      .map((line) => {
-        const [method, uri, status, bytes] = line.split(' ');
-        return { method: method!, uri: uri!, status: Number(status), bytes: Number(bytes) };
-      });
+    return readAccessLog(this.accessLog);
   }
 
   /** NAR downloads this server answered with 2xx. */

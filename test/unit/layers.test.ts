@@ -9,10 +9,11 @@ import { describe, expect, it } from 'vitest';
  * beside it or above it.
  */
 const LAYERS: string[][] = [
-  ['errors', 'format', 'log', 'atomic-file', 'protocol'],
+  ['errors', 'format', 'log', 'atomic-file', 'process-alive', 'protocol'],
   ['origins'],
   ['discovery', 'stats', 'nar', 'push', 'config'],
   ['api'],
+  ['http'],
   ['server', 'fill', 'doctor'],
   ['cli'],
 ];
