@@ -2,6 +2,8 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import type { Logger } from 'pino';
 import { AppError } from '../errors.js';
 import type { ServeConfig } from '../config.js';
+import type { Quarantine } from '../nar/quarantine.js';
+import type { SlowRule } from '../nar/rate-watch.js';
 import type { OriginSet } from '../origins/origin-set.js';
 import type { Stats } from '../stats.js';
 import { errorHandler } from './http-errors.js';
@@ -17,6 +19,10 @@ export interface AppDeps {
   log: Logger;
   /** mDNS discovery, when browsing is on: its snapshot is served at GET /_/discovery. */
   discovery?: { snapshot(): unknown };
+  /** Origins' copies of paths found corrupt (default: a fresh one, in memory). */
+  quarantine?: Quarantine;
+  /** When a LAN cache is too slow for a NAR (default: under 100 KB/s for 5 s). */
+  slowRule?: SlowRule;
 }
 
 /** The proxy's HTTP app, not yet listening: tests start it on port 0. */
