@@ -77,6 +77,8 @@ export async function streamLegacyNar(
     }
     if (rangeHeader && fetched.statusCode !== 206) {
       discard(fetched.body); // the origin ignored the range; its bytes would not line up
+      sawUnknown = true;
+      log().info({ origin: source.origin.name, status: fetched.statusCode }, 'origin ignored the Range of a legacy NAR URL');
       continue;
     }
     if (failedOrigin && failedOrigin !== source.origin) {
