@@ -52,14 +52,19 @@ describe('upgrading the proxy while Nix holds narinfos it handed out before (leg
   it('nix-store -r still substitutes with the narinfos cached before the upgrade, Pi up or gone', async () => {
     const port = await freePort();
     const xdg = join(h.dir, 'xdg-before-upgrade');
-    const before = await oldProxy(h, port);
+    const keys = [h.piKey.publicKey, h.upstreamKey.publicKey].flatMap((k) => ['--trusted-public-key', k]);
+    // NLC_OLD_CLI=/path/to/old/dist/cli/main.js runs the real proxy of before the upgrade instead of its stand-in.
+    const oldCli = process.env.NLC_OLD_CLI;
+    const before = oldCli
+      ? await startProxy(['--no-mdns', '--lan', h.pi.url, '--upstream', h.upstream.url, ...keys, '--listen', `127.0.0.1:${port}`], { cli: oldCli })
+      : await oldProxy(h, port);
     try {
       const out = await runOk('nix', ['path-info', '-r', '--store', `http://127.0.0.1:${port}`, h.closure.root, '--option', 'trusted-public-keys', h.trustedKeys.join(' ')], { env: nixEnv({ XDG_CACHE_HOME: xdg }) });
       expect(out.trim().split('\n')).toHaveLength(h.closure.paths.length);
     } finally {
-      await new Promise((r) => before.close(r));
+      if ('stop' in before) await before.stop();
+      else await new Promise((r) => before.close(r));
     }
-    const keys = [h.piKey.publicKey, h.upstreamKey.publicKey].flatMap((k) => ['--trusted-public-key', k]);
     proxy = await startProxy(['--no-mdns', '--lan', h.pi.url, '--upstream', h.upstream.url, ...keys, '--listen', `127.0.0.1:${port}`]);
     const res = await h.fetch(proxy.url, { xdgCache: xdg });
     expect(res.code, res.stderr).toBe(0);
