@@ -11,14 +11,17 @@ export interface NarFile {
 
 /**
  * Why an origin stopped serving a NAR, as a code:
- * - transport: refused, reset, stalled past the body-idle timeout, HTTP error;
+ * - unavailable: it could not be asked (refused, timed out, 5xx, circuit
+ *   open: the origin's breaker has counted it already);
+ * - transport: the body broke off after the head (reset, stalled past the
+ *   body-idle timeout, shorter than its Content-Length);
  * - content: the file is not what its narinfo says (cannot be decompressed,
  *   not a NAR, wrong size or hash): that origin's copy is quarantined;
  * - unsupported: a compression the proxy cannot read;
  * - absent: the origin answered that it has no such file;
  * - slow: left for a faster origin (nar/rate-watch.ts).
  */
-export type SourceFailure = 'transport' | 'content' | 'unsupported' | 'absent' | 'slow';
+export type SourceFailure = 'unavailable' | 'transport' | 'content' | 'unsupported' | 'absent' | 'slow';
 
 export class SourceError extends Error {
   override name = 'SourceError';
@@ -50,12 +53,12 @@ export async function openNar(origin: Origin, file: NarFile, signal: AbortSignal
     dec.destroy();
     return fetched.status === 'absent'
       ? { ok: false, error: new SourceError('absent', `HTTP ${fetched.statusCode}`) }
-      : { ok: false, error: new SourceError('transport', fetched.reason) };
+      : { ok: false, error: new SourceError('unavailable', fetched.reason) };
   }
   if (fetched.statusCode !== 200) {
     discard(fetched.body);
     dec.destroy();
-    return { ok: false, error: new SourceError('transport', `HTTP ${fetched.statusCode} where 200 was expected`) };
+    return { ok: false, error: new SourceError('unavailable', `HTTP ${fetched.statusCode} where 200 was expected`) };
   }
   return { ok: true, nar: new Piped(fetched.body, dec) };
 }

@@ -65,6 +65,7 @@ export async function serveNar(req: NarRequest, res: ServerResponse, deps: NarDe
 
   let released: Released = { length: 0, digest: undefined };
   let failed: { origin: Origin; failure: string } | undefined;
+  let onlyAbsent = true; // every origin tried said it has no such file (404) or holds it in a form the proxy cannot read
   for (let c: Candidate | undefined = first; c; c = (await list.next()).value) {
     if (abort.signal.aborted) return;
     if (c.facts.narSize !== size) continue; // the same NarHash with another NarSize: one of them is wrong; keep to the first
@@ -78,12 +79,16 @@ export async function serveNar(req: NarRequest, res: ServerResponse, deps: NarDe
     released = cursor.releasedState();
     if (abort.signal.aborted) return; // the client went away; nothing to save
     failed = { origin: c.origin, failure: result.failure };
+    if (result.failure !== 'absent' && result.failure !== 'unsupported') onlyAbsent = false;
     record(c, result, released.length, req.storeHash, deps, log());
     if (result.failure === 'prefix') break;
   }
 
   if (!res.headersSent) {
-    const err = new AppError('ORIGINS_UNAVAILABLE', `no origin could serve the NAR of ${req.storeHash}`);
+    const err =
+      onlyAbsent && !trail.unknown
+        ? new AppError('NOT_IN_ANY_ORIGIN', `no origin has a NAR file it can serve for ${req.storeHash}`)
+        : new AppError('ORIGINS_UNAVAILABLE', `no origin could serve the NAR of ${req.storeHash}`);
     log().warn({ code: err.code }, err.message);
     deps.writeError(res, err);
     return;
@@ -143,6 +148,10 @@ function record(c: Candidate, result: Extract<Served, { done: false }>, offset: 
     case 'absent':
     case 'unsupported':
       deps.stats.narUnavailable(origin.name, 'absent');
+      log.info(ctx, 'NAR not available from origin');
+      return;
+    case 'unavailable':
+      deps.stats.narUnavailable(origin.name, 'unavailable');
       log.info(ctx, 'NAR not available from origin');
       return;
     case 'transport':

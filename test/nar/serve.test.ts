@@ -179,6 +179,16 @@ describe('origins that answer badly before the first byte: the next origin serve
     expect(res.rawPayload.equals(s.fixture.nar)).toBe(true);
   });
 
+  it('every origin lost its NAR file (404): 404, so Nix does not retry in vain', async () => {
+    s = await scenario();
+    await s.narinfo();
+    s.pi.nar(behave.status(404));
+    s.upstream.nar(behave.status(404));
+    const res = await s.app.inject({ method: 'GET', url: s.narUrl() });
+    expect(res.statusCode).toBe(404);
+    expect(res.json()).toMatchObject({ error: 'NOT_IN_ANY_ORIGIN' });
+  });
+
   it('no origin can serve it: 503 with a JSON error, never a partial NAR', async () => {
     s = await scenario({ noUpstream: true });
     await s.narinfo();
