@@ -14,6 +14,7 @@ import { removeDir, tempDir } from '../helpers/nix.js';
 import { stopAll } from '../helpers/proc.js';
 import { runAway } from './away.js';
 import { runHome } from './home.js';
+import { runNarCompressed } from './nar-compressed.js';
 import { describeMachine } from './machine.js';
 import { PEER_DIRECTIVES } from './peer.js';
 import { runPush } from './push.js';
@@ -54,7 +55,7 @@ const { values } = parseArgs({
     'no-write': { type: 'boolean' },
   },
 });
-const only = new Set((values.only ?? '1,2,3,4,5,6').split(',').map((s) => s.trim()));
+const only = new Set((values.only ?? '1,2,3,4,5,6,7').split(',').map((s) => s.trim()));
 const quick = values.quick === true;
 const write = values['no-write'] ? false : values.write === true || (values.only === undefined && !quick);
 
@@ -102,6 +103,10 @@ try {
   }
   if (only.has('6')) {
     reports.push(await runPush({ dir: `${dir}/push`, smallLeaves: quick ? 15 : 195, largeLeaves: quick ? 1 : 4, largeBytes: 8 * 2 ** 20, rounds: quick ? 1 : 2 }));
+  }
+  if (only.has('7')) {
+    const trees = quick ? ['/usr/lib/x86_64-linux-gnu/perl'] : ['/usr/lib/python3.11', '/usr/lib/x86_64-linux-gnu/perl', '/usr/share/perl'];
+    reports.push(await runNarCompressed({ dir: `${dir}/nar`, trees, smallLeaves: quick ? 5 : 20, rounds: quick ? 1 : 3 }));
   }
   if (only.has('4')) reports.push(PEER_NOTES);
   const minutes = (performance.now() - started) / 60_000;
