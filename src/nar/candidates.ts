@@ -41,14 +41,17 @@ export interface CandidateDeps {
 
 /**
  * Every origin that can serve the NAR with this NarHash of this store path,
- * in the order to try them: LAN caches by priority, then upstreams (origins
- * recently too slow for a NAR go last). Quarantined copies and open circuits
- * are skipped without asking; the others are asked lazily, only when the
- * ones before them failed.
+ * in the order to try them: the origin whose narinfo was served (it answered
+ * first just now: when that was an upstream, the Pi lacked the path or was
+ * too slow, and asking it again per NAR would cost a round trip or a hang),
+ * then LAN caches by priority, then upstreams; origins recently too slow for
+ * a NAR go last. Quarantined copies and open circuits are skipped without
+ * asking; the others are asked lazily, only when the ones before them failed.
  */
 export async function* candidates(storeHash: string, narHash: Sha256, deps: CandidateDeps, trail: SearchTrail): AsyncGenerator<Candidate> {
   const cached = deps.infos.cached(storeHash);
   const ordered = [...deps.origins.ordered()];
+  if (cached && ordered.includes(cached.origin)) ordered.splice(0, 0, ...ordered.splice(ordered.indexOf(cached.origin), 1));
   const order = [...ordered.filter((o) => !deps.slow.has(o)), ...ordered.filter((o) => deps.slow.has(o))];
   for (const origin of order) {
     if (deps.quarantine.has(origin.id, storeHash)) {

@@ -7,6 +7,7 @@ import { createDecompressor, DecompressError } from './decompress.js';
 export interface NarFile {
   url: string;
   compression: string;
+  fileSize?: number | undefined;
 }
 
 /**
@@ -19,7 +20,8 @@ export interface NarFile {
  *   not a NAR, wrong size or hash): that origin's copy is quarantined;
  * - unsupported: a compression the proxy cannot read;
  * - absent: the origin answered that it has no such file;
- * - slow: left for a faster origin (nar/rate-watch.ts).
+ * - slow: stalled past the body-idle timeout, or under the slow rule
+ *   (nar/rate-watch.ts): left for a faster origin, tried last for a while.
  */
 export type SourceFailure = 'unavailable' | 'transport' | 'content' | 'unsupported' | 'absent' | 'slow';
 
@@ -46,7 +48,7 @@ export interface OpenedNar {
 export type OpenResult = { ok: true; nar: OpenedNar } | { ok: false; error: SourceError };
 
 export async function openNar(origin: Origin, file: NarFile, signal: AbortSignal): Promise<OpenResult> {
-  const dec = createDecompressor(file.compression);
+  const dec = createDecompressor(file.compression, file.fileSize);
   if (!dec) return { ok: false, error: new SourceError('unsupported', `compression ${JSON.stringify(file.compression.slice(0, 40))} is not one the proxy reads`) };
   const fetched = await origin.fetchFile(file.url, { signal });
   if (fetched.status !== 'present') {
@@ -81,7 +83,9 @@ class Piped implements OpenedNar {
     body.on('data', (chunk: Buffer) => (this.inputBytes += chunk.length));
     body.on('error', (err) => {
       this.transportError ??= errorMessage(err);
-      dec.output.destroy(new SourceError('transport', this.transportError));
+      // Silence past the body-idle timeout: the origin is alive but not sending (a stalled Pi).
+      const stalled = (err as { code?: unknown }).code === 'UND_ERR_BODY_TIMEOUT';
+      dec.output.destroy(new SourceError(stalled ? 'slow' : 'transport', this.transportError));
     });
     // A body that ends before its Content-Length is an undici error above; one that just ends, ends the input.
     body.pipe(dec.input);

@@ -16,6 +16,12 @@ export interface NarDeps extends CandidateDeps {
   slowRule?: SlowRule;
   /** Writes a JSON error answer (the server's one error mapping) before any byte of the NAR went out. */
   writeError(res: ServerResponse, err: AppError): void;
+  /**
+   * Opens one origin's NAR (default: `openNar`, over HTTP). The seam for
+   * prefetching (issue 15): a NAR fetched ahead into memory can be handed
+   * out here as an `OpenedNar`; it is verified like any other.
+   */
+  open?: typeof openNar;
 }
 
 export interface NarRequest {
@@ -99,7 +105,7 @@ export async function serveNar(req: NarRequest, res: ServerResponse, deps: NarDe
 
 /** Streams one origin's NAR into the response; `done` once the whole planned response is out and verified. */
 async function pump(c: Candidate, cursor: NarCursor, plan: Extract<ResponsePlan, { start: number }>, res: ServerResponse, signal: AbortSignal, storeHash: string, deps: NarDeps): Promise<Served> {
-  const opened = await openNar(c.origin, c.facts, signal);
+  const opened = await (deps.open ?? openNar)(c.origin, c.facts, signal);
   if (!opened.ok) return { done: false, failure: opened.error.failure, reason: opened.error.message };
   const nar = opened.nar;
   deps.stats.narStarted(c.origin.name);
@@ -162,7 +168,7 @@ function record(c: Candidate, result: Extract<Served, { done: false }>, offset: 
     case 'slow':
       deps.stats.narError(origin.name);
       deps.slow.mark(origin);
-      log.warn(ctx, 'NAR transfer from origin too slow; going on from the next origin');
+      log.warn(ctx, 'NAR transfer from origin stalled or too slow; going on from the next origin');
       return;
     case 'content':
       deps.stats.narQuarantined(origin.name, storeHash, result.reason);

@@ -107,8 +107,8 @@ export class NarInfoResolver {
     if (hit) {
       const { origin, info } = hit;
       if (origin.kind === 'upstream') this.stats.narinfoFallback(storeHash, origin.name, [...trail.lanSaid]);
-      const { url, compression, narHash, narSize, fileHash } = info;
-      const found: Resolution = { status: 'found', origin, text: serialiseNarInfo(servedNarInfo(info)), facts: { url, compression, narHash, narSize, fileHash } };
+      const { url, compression, narHash, narSize, fileHash, fileSize } = info;
+      const found: Resolution = { status: 'found', origin, text: serialiseNarInfo(servedNarInfo(info)), facts: { url, compression, narHash, narSize, fileHash, fileSize } };
       if (generation === this.generation) this.cache.set(storeHash, found, { ttl: this.options.hitTtlSeconds * 1000 });
       return found;
     }

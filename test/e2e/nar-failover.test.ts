@@ -43,6 +43,28 @@ describe('NARs with real Nix 2.8: the Pi (xz, made by push) goes away mid-NAR, s
     expect(out.trim().split('\n')).toHaveLength(h.closure.paths.length);
   }
 
+  it('Nix cached narinfos from the Pi, the Pi went away and the proxy restarted: every NAR comes from the zstd upstream', async () => {
+    const port = await freePort();
+    const xdg = join(h.dir, 'xdg-restart');
+    const first = await proxy([h.pi.url], [h.upstream.url], port);
+    await warmNixNarinfoCache(first.url, xdg);
+    await first.stop();
+    await h.pi.stop();
+    try {
+      const second = await proxy([h.pi.url], [h.upstream.url], port);
+      const upstreamBefore = (await h.upstream.narHits()).length;
+      const res = await h.fetch(second.url, { xdgCache: xdg, timeoutMs: 90_000 });
+      expect(res.code, res.stderr).toBe(0);
+      expect(arrived(res.store)).toBe(true);
+      const upstreamNars = (await h.upstream.narHits()).slice(upstreamBefore);
+      expect(upstreamNars).toHaveLength(h.closure.paths.length);
+      expect(upstreamNars.every((e) => e.uri.endsWith('.nar.zst'))).toBe(true);
+      await second.stop();
+    } finally {
+      await h.pi.start();
+    }
+  });
+
   it('the Pi is killed at a random point of the 8 MB NAR, 5 runs: nix-store -r succeeds every time and Nix prints no retry', async () => {
     let failovers = 0;
     for (let i = 0; i < 5; i++) {

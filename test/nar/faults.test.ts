@@ -187,3 +187,36 @@ describe('compressions other than the Pi\'s', () => {
     expect(res.body.equals(s.fixture.nar)).toBe(true);
   });
 });
+
+describe('small xz files (decoded in process, not by a spawned xz)', () => {
+  it('a small xz NAR is served exactly, with no xz process', async () => {
+    s = await scenario({ size: 20_000 });
+    await s.narinfo();
+    expect(s.pi.file.length).toBeLessThan(256 * 1024);
+    const res = await s.app.inject({ method: 'GET', url: s.narUrl() });
+    expect(res.rawPayload.equals(s.fixture.nar)).toBe(true);
+    expect(narRequests(s.upstream)).toHaveLength(0);
+  });
+
+  it.each([
+    ['truncated', (f: Buffer) => f.subarray(0, Math.floor(f.length / 2))],
+    ['with a flipped byte', (f: Buffer) => flipped(f, Math.floor(f.length / 2))],
+    ['garbage', (f: Buffer) => Buffer.alloc(f.length, 7)],
+  ])('a small xz file %s: upstream serves, the copy is quarantined', async (_what, spoil) => {
+    s = await scenario({ size: 20_000 });
+    await s.narinfo();
+    s.pi.nar(behave.ok(), spoil(s.pi.file));
+    const res = await s.app.inject({ method: 'GET', url: s.narUrl() });
+    expect(res.statusCode).toBe(200);
+    expect(res.rawPayload.equals(s.fixture.nar)).toBe(true);
+    expect(s.stats.state.total.origins.pi!.nar.quarantined).toBe(1);
+  });
+
+  it('a small FileSize over a large file: decoding stops at FileSize, never buffers the rest; upstream serves', async () => {
+    s = await scenario({ size: 2_000_000, piNarinfo: { fileSize: 1000 } });
+    await s.narinfo();
+    const res = await s.app.inject({ method: 'GET', url: s.narUrl() });
+    expect(res.rawPayload.equals(s.fixture.nar)).toBe(true);
+    expect(s.quarantine.list()).toHaveLength(1);
+  });
+});
