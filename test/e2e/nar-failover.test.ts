@@ -43,13 +43,19 @@ describe('NARs with real Nix 2.8: the Pi (xz, made by push) goes away mid-NAR, s
     expect(out.trim().split('\n')).toHaveLength(h.closure.paths.length);
   }
 
-  it('Nix cached narinfos from the Pi, the Pi went away and the proxy restarted: every NAR comes from the zstd upstream', async () => {
+  /** At home, Nix looks the closure up through a proxy on a port and caches the narinfos; then that proxy stops and the Pi goes away. */
+  async function narinfosFromHomeThenPiGone(name: string): Promise<{ port: number; xdg: string }> {
     const port = await freePort();
-    const xdg = join(h.dir, 'xdg-restart');
-    const first = await proxy([h.pi.url], [h.upstream.url], port);
-    await warmNixNarinfoCache(first.url, xdg);
-    await first.stop();
+    const xdg = join(h.dir, `xdg-${name}`);
+    const home = await proxy([h.pi.url], [h.upstream.url], port);
+    await warmNixNarinfoCache(home.url, xdg);
+    await home.stop();
     await h.pi.stop();
+    return { port, xdg };
+  }
+
+  it('Nix cached narinfos from the Pi, the Pi went away and the proxy restarted: every NAR comes from the zstd upstream', async () => {
+    const { port, xdg } = await narinfosFromHomeThenPiGone('restart');
     try {
       const second = await proxy([h.pi.url], [h.upstream.url], port);
       const upstreamBefore = (await h.upstream.narHits()).length;
@@ -153,12 +159,7 @@ describe('NARs with real Nix 2.8: the Pi (xz, made by push) goes away mid-NAR, s
   });
 
   it('a captive portal (200 with HTML for every URL) at the Pi\'s address while Nix holds narinfos from home: the NARs come from upstream', async () => {
-    const port = await freePort();
-    const xdg = join(h.dir, 'xdg-portal');
-    const home = await proxy([h.pi.url], [h.upstream.url], port);
-    await warmNixNarinfoCache(home.url, xdg);
-    await home.stop();
-    await h.pi.stop();
+    const { port, xdg } = await narinfosFromHomeThenPiGone('portal');
     const page = '<html><body>Log in to continue</body></html>';
     const portal = createServer((_req, res) => res.writeHead(200, { 'content-type': 'text/html' }).end(page));
     await new Promise<void>((r) => portal.listen(h.pi.port, '127.0.0.1', r));
