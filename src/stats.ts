@@ -18,12 +18,7 @@ export interface OriginCounters {
   kind: OriginKind | 'unknown';
   /** Lookups of `<hash>.narinfo` the proxy made at this origin, by outcome (skipped: circuit open, not asked). */
   narinfo: Record<LookupOutcome, number>;
-  /**
-   * requests: NAR downloads that started; bytes: NAR bytes from this origin
-   * delivered to Nix (not read); errors: downloads that broke off (or were left
-   * as too slow); absent/unavailable: the origin had no NAR or could not be
-   * asked; quarantined: its copy was not the NAR its signed narinfo describes.
-   */
+  /** requests: NAR downloads started; bytes: delivered to Nix (not read); errors: broke off or too slow; absent/unavailable: no NAR or not asked; quarantined: copy corrupt. */
   nar: { requests: number; bytes: number; errors: number; absent: number; unavailable: number; quarantined: number };
   failoversFrom: number;
   failoversTo: number;
@@ -63,17 +58,12 @@ export interface OriginHistory {
 
 export interface Fallback {
   at: string;
-  /**
-   * narinfo: the client's narinfo came from an upstream; nar: a NAR download
-   * moved to another origin; quarantine: an origin's copy of a path was found
-   * corrupt and is not used again for a while (`from` is that origin).
-   */
+  /** narinfo: the client's narinfo came from an upstream; nar: a NAR download moved to another origin; quarantine: `from`'s copy was corrupt. */
   what: 'narinfo' | 'nar' | 'quarantine';
   storeHash?: string;
   from?: string;
   to?: string;
-  /** For quarantine: what was wrong. */
-  reason?: string;
+  reason?: string; // quarantine: what was wrong
   /** For narinfo: what each LAN origin said first (miss, timeout, skipped...). */
   lan?: Array<{ origin: string; outcome: LookupOutcome }>;
 }

@@ -7,14 +7,14 @@ import { compressionCompatible, type LegacyNarRef } from '../protocol/narurl.js'
 import { formatRange, parseRange } from '../protocol/range.js';
 import type { Origin } from '../origins/origin.js';
 import type { OriginSet } from '../origins/origin-set.js';
-import type { Stats } from '../stats.js';
+import type { NarStats } from './nar-stats.js';
 import type { NarInfoAccess } from './candidates.js';
 import { discard } from './nar-source.js';
 
 export interface LegacyNarDeps {
   origins: OriginSet;
   infos: NarInfoAccess;
-  stats: Stats;
+  stats: NarStats;
   log: Logger;
   writeError(res: ServerResponse, err: AppError): void;
 }

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { AppError, errorMessage } from '../errors.js';
 import type { Sha256 } from '../protocol/hash.js';
 import type { Origin } from '../origins/origin.js';
-import type { Stats } from '../stats.js';
+import type { NarStats } from './nar-stats.js';
 import { candidates, hasAlternative, type Candidate, type CandidateDeps, type SearchTrail } from './candidates.js';
 import { planResponse, writePart, type ResponsePlan } from './nar-response.js';
 import { openNar, SourceError, type SourceFailure } from './nar-source.js';
@@ -11,7 +11,7 @@ import { NarCursor, NarMismatch, type Released } from './nar-verify.js';
 import { DEFAULT_SLOW_RULE, RateWatch, type SlowRule } from './rate-watch.js';
 
 export interface NarDeps extends CandidateDeps {
-  stats: Stats;
+  stats: NarStats;
   log: Logger;
   slowRule?: SlowRule;
   /** Writes a JSON error answer (the server's one error mapping) before any byte of the NAR went out. */
