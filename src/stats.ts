@@ -18,8 +18,8 @@ export interface OriginCounters {
   kind: OriginKind | 'unknown';
   /** Lookups of `<hash>.narinfo` the proxy made at this origin, by outcome (skipped: circuit open, not asked). */
   narinfo: Record<LookupOutcome, number>;
-  /** requests: NAR downloads that started; absent/unavailable: the origin had no NAR or could not be asked. */
-  nar: { requests: number; bytes: number; errors: number; absent: number; unavailable: number };
+  /** requests: NAR downloads started; bytes: delivered to Nix (not read); errors: broke off or too slow; absent/unavailable: no NAR or not asked; quarantined: copy corrupt. */
+  nar: { requests: number; bytes: number; errors: number; absent: number; unavailable: number; quarantined: number };
   failoversFrom: number;
   failoversTo: number;
 }
@@ -58,11 +58,12 @@ export interface OriginHistory {
 
 export interface Fallback {
   at: string;
-  /** narinfo: the client's narinfo came from an upstream; nar: a NAR download moved to another origin. */
-  what: 'narinfo' | 'nar';
+  /** narinfo: the client's narinfo came from an upstream; nar: a NAR download moved to another origin; quarantine: `from`'s copy was corrupt. */
+  what: 'narinfo' | 'nar' | 'quarantine';
   storeHash?: string;
   from?: string;
-  to: string;
+  to?: string;
+  reason?: string; // quarantine: what was wrong
   /** For narinfo: what each LAN origin said first (miss, timeout, skipped...). */
   lan?: Array<{ origin: string; outcome: LookupOutcome }>;
 }
@@ -93,7 +94,7 @@ export function emptyOriginCounters(kind: OriginKind | 'unknown'): OriginCounter
   return {
     kind,
     narinfo: { hit: 0, miss: 0, untrusted: 0, error: 0, timeout: 0, skipped: 0 },
-    nar: { requests: 0, bytes: 0, errors: 0, absent: 0, unavailable: 0 },
+    nar: { requests: 0, bytes: 0, errors: 0, absent: 0, unavailable: 0, quarantined: 0 },
     failoversFrom: 0,
     failoversTo: 0,
   };
@@ -283,6 +284,12 @@ export class Stats {
 
   narError(origin: string): void {
     this.each(origin, (c) => c.nar.errors++);
+  }
+
+  /** An origin's copy of a path did not match its signed narinfo and is quarantined. */
+  narQuarantined(origin: string, storeHash: string, reason: string): void {
+    this.each(origin, (c) => c.nar.quarantined++);
+    this.fallback({ what: 'quarantine', from: origin, storeHash, reason: reason.slice(0, 200) });
   }
 
   /** A NAR fetch the origin answered "absent" (404) or could not answer (refused, timeout, circuit open). */

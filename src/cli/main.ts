@@ -22,6 +22,10 @@ function usage(): string {
 }
 
 async function main(argv: string[]): Promise<number> {
+  // libuv's threadpool (4 threads by default) runs DNS lookups, zlib (zstd NARs) and fs work. Four lookups
+  // hanging on a network that drops everything would stall every zstd NAR behind them; 16 threads keep
+  // them apart (docs/dependencies.md). Read once, when the pool first starts: before any command loads.
+  process.env.UV_THREADPOOL_SIZE ??= '16';
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(usage());

@@ -53,6 +53,7 @@ export function formatStats(s: StatsResponse, url: string, now = Date.now()): st
         ['narinfo requests from Nix', ...cols.map(([, c]) => String(c.client.narinfoRequests))],
         ['  answered 404', ...cols.map(([, c]) => String(c.client.narinfoMissing + c.client.narinfoUnavailable))],
         ['NAR failovers', ...cols.map(([, c]) => String(c.failovers))],
+        ['corrupt NARs quarantined', ...cols.map(([, c]) => String(Object.values(c.origins).reduce((n, o) => n + (o.nar.quarantined ?? 0), 0)))],
       ],
       new Set([1, 2, 3]),
     ),
@@ -82,7 +83,9 @@ export function formatStats(s: StatsResponse, url: string, now = Date.now()): st
       const what =
         f.what === 'nar'
           ? `NAR moved from ${f.from} to ${f.to}`
-          : `narinfo from ${f.to}${f.lan?.length ? ` (${f.lan.map((l) => `${l.origin}: ${l.outcome}`).join(', ')})` : ''}`;
+          : f.what === 'quarantine'
+            ? `NAR from ${f.from} quarantined (${f.reason})`
+            : `narinfo from ${f.to}${f.lan?.length ? ` (${f.lan.map((l) => `${l.origin}: ${l.outcome}`).join(', ')})` : ''}`;
       out.push(`  ${formatAge(f.at, now).padEnd(11)} ${f.storeHash ? `${f.storeHash.slice(0, 12)}  ` : ''}${what}`);
     }
   }

@@ -147,7 +147,9 @@ export class HttpOrigin implements Origin {
       } catch (err) {
         if (options.signal?.aborted) return { status: 'unknown', reason: 'client went away' };
         const reason = errorMessage(err);
-        this.breaker.failure(reason);
+        // Silence (a blackholed network, a captive portal before login) is waited on once, not maxFails times.
+        if (isTimeout(err)) this.breaker.trip(reason);
+        else this.breaker.failure(reason);
         return { status: 'unknown', reason };
       }
       if (!REDIRECT_STATUSES.has(res.statusCode)) break;
@@ -191,6 +193,11 @@ export class HttpOrigin implements Origin {
     this.breaker.close();
     await this.agent.close().catch(() => this.agent.destroy());
   }
+}
+
+function isTimeout(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT';
 }
 
 async function readBounded(body: Readable, limit: number): Promise<string> {

@@ -3,17 +3,31 @@ import { isStorePathHash } from './storepath.js';
 import { NIX32_CHARS } from './nix32.js';
 
 /**
- * The NAR URL the proxy hands out in the narinfos it serves. Nix caches a
+ * The NAR URLs the proxy hands out in the narinfos it serves. Nix caches a
  * narinfo for 30 days and the URL is not covered by signatures, so the URL
- * carries everything needed to serve or replace the NAR later, even after a
- * restart and with its origin gone:
+ * names the NAR by its content, not by where it came from:
  *
- *   nar/<store hash>/<nar hash>/<compression>/<origin id>/<origin's own URL>
+ *   nar/<store hash>-<NarHash nix32>.nar
  *
- * The origin's URL is kept readable when it is a plain relative path, and
- * base64url-encoded behind `~` otherwise.
+ * Any origin whose trusted narinfo for that store hash has that NarHash can
+ * serve it (decompressed: the narinfo says `Compression: none`).
+ *
+ * Before this format the proxy handed out (and Nix may still hold, for up to
+ * 30 days after an upgrade) legacy URLs naming the origin and its file:
+ *
+ *   nar/<store hash>/<NarHash nix32>/<compression>/<origin id>/<origin's own URL>
+ *
+ * with the origin's URL base64url-encoded behind `~` when it is not a plain
+ * relative path. Those are still parsed and served (nar/legacy.ts).
  */
-export interface NarRef {
+export interface ContentNarRef {
+  kind: 'content';
+  storeHash: string;
+  narHash: Sha256;
+}
+
+export interface LegacyNarRef {
+  kind: 'legacy';
   storeHash: string;
   narHash: Sha256;
   compression: string;
@@ -21,23 +35,39 @@ export interface NarRef {
   originUrl: string;
 }
 
+export type NarRef = ContentNarRef | LegacyNarRef;
+
 const SAFE_SEGMENT = /^[A-Za-z0-9._+-]+$/;
 const COMPRESSION_RE = /^[a-z0-9]{1,16}$/;
 const ORIGIN_ID_RE = /^[a-z0-9]{1,32}$/;
+const CONTENT_RE = new RegExp(`^([${NIX32_CHARS}]{32})-([${NIX32_CHARS}]{52})\\.nar$`);
 
 function isPlainRelative(url: string): boolean {
   return url.split('/').every((seg) => SAFE_SEGMENT.test(seg) && seg !== '.' && seg !== '..');
 }
 
-export function formatNarUrl(ref: NarRef): string {
-  const tail = isPlainRelative(ref.originUrl)
-    ? ref.originUrl
-    : `~${Buffer.from(ref.originUrl).toString('base64url')}`;
+/** The URL (relative to the proxy's root) of the NAR with this NarHash of this store path. */
+export function formatNarUrl(storeHash: string, narHash: Sha256): string {
+  return `nar/${storeHash}-${sha256Digits(narHash)}.nar`;
+}
+
+/** The legacy form, kept to test that URLs handed out before the upgrade still work. */
+export function formatLegacyNarUrl(ref: Omit<LegacyNarRef, 'kind'>): string {
+  const tail = isPlainRelative(ref.originUrl) ? ref.originUrl : `~${Buffer.from(ref.originUrl).toString('base64url')}`;
   return `nar/${ref.storeHash}/${sha256Digits(ref.narHash)}/${ref.compression}/${ref.originId}/${tail}`;
 }
 
 /** Parses the path after `/nar/`; undefined for anything the proxy did not hand out. */
 export function parseNarUrl(rest: string): NarRef | undefined {
+  const content = CONTENT_RE.exec(rest);
+  if (content) {
+    const narHash = parseSha256(`sha256:${content[2]}`);
+    return narHash && isStorePathHash(content[1]!) ? { kind: 'content', storeHash: content[1]!, narHash } : undefined;
+  }
+  return parseLegacy(rest);
+}
+
+function parseLegacy(rest: string): LegacyNarRef | undefined {
   const parts = rest.split('/');
   if (parts.length < 5) return undefined;
   const [storeHash, narDigits, compression, originId, ...tailParts] = parts as [string, string, string, string, ...string[]];
@@ -55,14 +85,15 @@ export function parseNarUrl(rest: string): NarRef | undefined {
     if (!isPlainRelative(tail)) return undefined;
     originUrl = tail;
   }
-  return { storeHash, narHash, compression, originId, originUrl };
+  return { kind: 'legacy', storeHash, narHash, compression, originId, originUrl };
 }
 
 /**
  * Whether a NAR compressed with `actual` can be sent where Nix expects
- * `expected`. Nix 2.x picks its decompressor by sniffing the bytes for every
- * method except `none` and `br`, so xz, zstd, bzip2 and gzip stand in for each
- * other; uncompressed and brotli bytes only stand for themselves.
+ * `expected` (legacy URLs only: their narinfo promised a compression). Nix
+ * 2.x picks its decompressor by sniffing the bytes for every method except
+ * `none` and `br`, so xz, zstd, bzip2 and gzip stand in for each other;
+ * uncompressed and brotli bytes only stand for themselves.
  */
 export function compressionCompatible(expected: string, actual: string): boolean {
   if (expected === actual) return true;

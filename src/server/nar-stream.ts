@@ -1,157 +1,48 @@
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
-import { once } from 'node:events';
 import type { Logger } from 'pino';
-import { AppError, errorMessage } from '../errors.js';
-import { parseSha256, type Sha256 } from '../protocol/hash.js';
-import { compressionCompatible, type NarRef } from '../protocol/narurl.js';
-import type { Origin } from '../origins/origin.js';
+import type { NarInfoAccess } from '../nar/candidates.js';
+import { streamLegacyNar } from '../nar/legacy.js';
+import type { Quarantine } from '../nar/quarantine.js';
+import type { SlowMarks, SlowRule } from '../nar/rate-watch.js';
+import { serveNar } from '../nar/serve-nar.js';
+import type { NarRef } from '../protocol/narurl.js';
 import type { OriginSet } from '../origins/origin-set.js';
 import type { Stats } from '../stats.js';
-import type { NarInfoResolver } from './narinfo-resolver.js';
-import { formatRange, parseRange } from './range.js';
 import { writeRawError } from '../http/errors.js';
+import type { NarInfoResolver } from './narinfo-resolver.js';
 
-export interface NarDeps {
+export interface NarServing {
   origins: OriginSet;
   resolver: NarInfoResolver;
   stats: Stats;
   log: Logger;
+  quarantine: Quarantine;
+  slow: SlowMarks;
+  slowRule?: SlowRule;
 }
 
-/** One place the NAR could come from. `identical`: the very same file, so a byte offset means the same there. */
-interface Source {
-  origin: Origin;
-  path: string;
-  identical: boolean;
+/** The resolver's narinfos, as the NAR layer sees them. */
+function infosOf(resolver: NarInfoResolver): NarInfoAccess {
+  return {
+    cached(storeHash) {
+      const r = resolver.peek(storeHash);
+      return r?.status === 'found' ? { origin: r.origin, facts: r.facts } : undefined;
+    },
+    ask: (origin, storeHash) => resolver.askOrigin(origin, storeHash),
+  };
 }
 
-/**
- * Streams a NAR the proxy handed out in a narinfo. Tries the NAR's own origin
- * first; if it fails before the first byte, any other origin whose trusted
- * narinfo has the same NarHash (and a compression Nix can sniff). If an origin
- * dies mid-stream, the stream continues from an origin holding the identical
- * file; when there is none, the response is aborted, never ended cleanly, so
- * Nix sees a transfer error instead of a short NAR.
- */
-export async function streamNar(
-  ref: NarRef,
-  method: 'GET' | 'HEAD',
-  headers: IncomingHttpHeaders,
-  res: ServerResponse,
-  deps: NarDeps,
-): Promise<void> {
-  // A child logger costs more than a NAR request's other work: make it only when there is something to say.
-  let child: Logger | undefined;
-  const log = () => (child ??= deps.log.child({ storeHash: ref.storeHash }));
-  const requested = parseRange(typeof headers.range === 'string' ? headers.range : undefined) ?? undefined;
-  const abort = new AbortController();
-  res.once('close', () => {
-    if (!res.writableFinished) abort.abort();
-  });
-
-  const expectedFile = expectedFileHash(ref, deps.resolver);
-  let headSent = false;
-  let offset = requested?.start ?? 0; // absolute offset of the next byte the client needs
-  let failedOrigin: Origin | undefined;
-  let sawUnknown = false;
-
-  for await (const source of sources(ref, expectedFile, deps)) {
-    if (abort.signal.aborted) return;
-    if ((headSent || offset > 0) && !source.identical) continue; // a byte offset into another file means nothing
-    // Ask the origin for a range only when the client did or when resuming.
-    const rangeHeader =
-      (headSent || requested) && (offset > 0 || requested?.end !== undefined)
-        ? formatRange({ start: offset, ...(requested?.end !== undefined ? { end: requested.end } : {}) })
-        : undefined;
-    const fetched = await source.origin.fetchFile(source.path, { method, signal: abort.signal, ...(rangeHeader ? { range: rangeHeader } : {}) });
-    if (fetched.status !== 'present') {
-      if (fetched.status === 'unknown') sawUnknown = true;
-      deps.stats.narUnavailable(source.origin.name, fetched.status === 'absent' ? 'absent' : 'unavailable');
-      log().info({ origin: source.origin.name, result: fetched.status, reason: fetched.status === 'unknown' ? fetched.reason : fetched.statusCode }, 'NAR not available from origin');
-      failedOrigin ??= source.origin;
-      continue;
-    }
-    if (rangeHeader && fetched.statusCode !== 206) {
-      fetched.body.destroy(); // the origin ignored the range; its bytes would not line up
-      continue;
-    }
-    if (failedOrigin && failedOrigin !== source.origin) {
-      deps.stats.failover(failedOrigin.name, source.origin.name, ref.storeHash);
-      log().info({ from: failedOrigin.name, to: source.origin.name, offset }, 'NAR failover');
-    }
-    deps.stats.narStarted(source.origin.name);
-    if (!headSent) {
-      writeHead(res, fetched.statusCode, fetched.headers, requested !== undefined);
-      headSent = true;
-      if (method === 'HEAD') {
-        fetched.body.destroy();
-        res.end();
-        return;
-      }
-    }
-    try {
-      for await (const chunk of fetched.body as AsyncIterable<Buffer>) {
-        offset += chunk.length;
-        deps.stats.narBytes(source.origin.name, chunk.length);
-        if (!res.write(chunk)) await drained(res, abort.signal);
-      }
-      res.end();
-      return;
-    } catch (err) {
-      fetched.body.destroy();
-      if (abort.signal.aborted) return; // the client went away; nothing to save
-      const reason = `NAR body failed at byte ${offset}: ${errorMessage(err)}`;
-      source.origin.reportFailure(reason);
-      deps.stats.narError(source.origin.name);
-      log().warn({ origin: source.origin.name, offset }, reason);
-      failedOrigin = source.origin;
-    }
-  }
-
-  if (!headSent) {
-    const err = sawUnknown
-      ? new AppError('ORIGINS_UNAVAILABLE', `no reachable origin can serve the NAR of ${ref.storeHash}`)
-      : new AppError('NOT_IN_ANY_ORIGIN', `no origin has the NAR of ${ref.storeHash}`);
-    log().warn({ code: err.code }, err.message);
-    writeRawError(res, err);
+/** Answers a request for a NAR URL the proxy handed out: the current content-named form, or a legacy one. */
+export async function streamNar(ref: NarRef, method: 'GET' | 'HEAD', headers: IncomingHttpHeaders, res: ServerResponse, deps: NarServing): Promise<void> {
+  const infos = infosOf(deps.resolver);
+  const range = typeof headers.range === 'string' ? headers.range : undefined;
+  if (ref.kind === 'legacy') {
+    await streamLegacyNar(ref, method, headers, res, { origins: deps.origins, infos, stats: deps.stats, log: deps.log, writeError: writeRawError });
     return;
   }
-  log().error({ offset }, 'NAR interrupted and no origin holds the identical file to resume from; aborting the response');
-  res.destroy();
-}
-
-/** The NAR's own origin first, then every other origin whose trusted narinfo describes the same NAR. */
-async function* sources(ref: NarRef, expectedFile: Sha256 | undefined, deps: NarDeps): AsyncGenerator<Source> {
-  const own = deps.origins.get(ref.originId);
-  if (own) yield { origin: own, path: ref.originUrl, identical: true };
-  for (const origin of deps.origins.ordered()) {
-    if (origin === own || origin.breaker.isOpen) continue;
-    const found = await deps.resolver.askOrigin(origin, ref.storeHash);
-    if (found.status !== 'present') continue;
-    const info = found.info;
-    if (info.narHash !== ref.narHash || !compressionCompatible(ref.compression, info.compression)) continue;
-    const identical = expectedFile !== undefined && info.fileHash === expectedFile && info.compression === ref.compression;
-    yield { origin, path: info.url, identical };
-  }
-}
-
-/** The FileHash of the NAR file the client was promised, from the cached narinfo or the static cache's file name. */
-function expectedFileHash(ref: NarRef, resolver: NarInfoResolver): Sha256 | undefined {
-  const cached = resolver.peek(ref.storeHash);
-  if (cached?.status === 'found' && cached.origin.id === ref.originId && cached.fileHash) return cached.fileHash;
-  const m = /(?:^|\/)([0-9a-df-np-sv-z]{52})\.nar(?:\.[a-z0-9]+)?$/.exec(ref.originUrl);
-  return m ? parseSha256(`sha256:${m[1]}`) : undefined;
-}
-
-function writeHead(res: ServerResponse, status: number, headers: Record<string, string | string[] | undefined>, ranged: boolean): void {
-  const out: Record<string, string> = { 'content-type': 'application/x-nix-nar', 'accept-ranges': 'bytes' };
-  const length = headers['content-length'];
-  if (typeof length === 'string') out['content-length'] = length;
-  const contentRange = headers['content-range'];
-  if (ranged && status === 206 && typeof contentRange === 'string') out['content-range'] = contentRange;
-  res.writeHead(ranged && status === 206 ? 206 : 200, out);
-}
-
-async function drained(res: ServerResponse, signal: AbortSignal): Promise<void> {
-  await once(res, 'drain', { signal });
+  await serveNar(
+    { storeHash: ref.storeHash, narHash: ref.narHash, method, range },
+    res,
+    { ...deps, infos, writeError: writeRawError },
+  );
 }

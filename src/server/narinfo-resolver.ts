@@ -1,5 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
+import type { NarFacts } from '../nar/candidates.js';
 import type { NarInfo } from '../protocol/narinfo.js';
 import { serialiseNarInfo } from '../protocol/narinfo.js';
 import { formatNarUrl } from '../protocol/narurl.js';
@@ -8,8 +9,8 @@ import type { OriginSet } from '../origins/origin-set.js';
 import { outcomeOf, type LookupOutcome, type Stats } from '../stats.js';
 
 export type Resolution =
-  /** Only what serving needs is kept: the text Nix gets, and the FileHash that recognises identical NAR files. */
-  | { status: 'found'; origin: Origin; text: string; fileHash: NarInfo['fileHash'] }
+  /** Only what serving needs is kept: the text Nix gets, and where the origin keeps the NAR. */
+  | { status: 'found'; origin: Origin; text: string; facts: NarFacts }
   /** Every origin answered "absent". */
   | { status: 'missing' }
   /** No origin had it and at least one could not be asked. */
@@ -58,7 +59,7 @@ export class NarInfoResolver {
     private readonly log: Logger,
   ) {
     // Bounded by count and by bytes: a narinfo is ~0.5-2 KB of text, big closures list many references.
-    this.cache = new LRUCache({ max: options.maxEntries, maxSize: MAX_CACHE_BYTES, sizeCalculation: (r) => (r.status === 'found' ? r.text.length * 2 + 200 : 100) });
+    this.cache = new LRUCache({ max: options.maxEntries, maxSize: MAX_CACHE_BYTES, sizeCalculation: (r) => (r.status === 'found' ? r.text.length * 2 + r.facts.url.length * 2 + 300 : 100) });
     const forget = () => {
       this.slow.clear();
       this.generation++;
@@ -94,7 +95,7 @@ export class NarInfoResolver {
     this.stats.narinfoAnswered(r.status, r.status === 'found' ? r.origin.name : undefined);
   }
 
-  /** A cached answer found on a given origin, if any (used to recognise identical NAR files). */
+  /** The cached answer, if any, without counting it (the NAR path asks which origin it came from). */
   peek(storeHash: string): Resolution | undefined {
     return this.cache.peek(storeHash);
   }
@@ -106,8 +107,8 @@ export class NarInfoResolver {
     if (hit) {
       const { origin, info } = hit;
       if (origin.kind === 'upstream') this.stats.narinfoFallback(storeHash, origin.name, [...trail.lanSaid]);
-      const served = { ...info, url: formatNarUrl({ storeHash, narHash: info.narHash, compression: info.compression, originId: origin.id, originUrl: info.url }) };
-      const found: Resolution = { status: 'found', origin, text: serialiseNarInfo(served), fileHash: info.fileHash };
+      const { url, compression, narHash, narSize, fileHash, fileSize } = info;
+      const found: Resolution = { status: 'found', origin, text: serialiseNarInfo(servedNarInfo(info)), facts: { url, compression, narHash, narSize, fileHash, fileSize } };
       if (generation === this.generation) this.cache.set(storeHash, found, { ttl: this.options.hitTtlSeconds * 1000 });
       return found;
     }
@@ -167,6 +168,16 @@ export class NarInfoResolver {
     this.stats.narinfoLookup(origin.name, outcomeOf(result), performance.now() - started);
     return result;
   }
+}
+
+/**
+ * The narinfo Nix gets: the NAR uncompressed (the proxy decompresses whatever
+ * the origin holds), named by its content, so any origin with the same
+ * NarHash can serve it. Only unsigned fields change: signatures cover
+ * `1;path;NarHash;NarSize;references`.
+ */
+export function servedNarInfo(info: NarInfo): NarInfo {
+  return { ...info, url: formatNarUrl(info.path.hash, info.narHash), compression: 'none', fileHash: info.narHash, fileSize: info.narSize };
 }
 
 /** `{ value }` if `p` settles within `ms`, undefined otherwise. */

@@ -1,5 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../errors.js';
+import { Quarantine } from '../nar/quarantine.js';
+import { SlowMarks } from '../nar/rate-watch.js';
 import { parseNarUrl } from '../protocol/narurl.js';
 import type { Origin } from '../origins/origin.js';
 import type { AppDeps } from './deps.js';
@@ -8,6 +10,7 @@ import { DEBUGINFO_RE, LOG_RE, LS_RE, NARINFO_RE, REALISATION_RE } from '../http
 
 export function registerCacheRoutes(app: FastifyInstance, deps: AppDeps): void {
   const { resolver, origins } = deps;
+  const nar = { ...deps, quarantine: deps.quarantine ?? new Quarantine(), slow: new SlowMarks() };
 
   app.get('/nix-cache-info', async (_req, reply) => {
     reply.type('text/x-nix-cache-info');
@@ -37,7 +40,7 @@ export function registerCacheRoutes(app: FastifyInstance, deps: AppDeps): void {
     const ref = parseNarUrl(req.params['*']);
     if (!ref) throw new AppError('BAD_PATH', 'not a NAR URL handed out by this proxy');
     reply.hijack();
-    await streamNar(ref, req.method === 'HEAD' ? 'HEAD' : 'GET', req.headers, reply.raw, deps);
+    await streamNar(ref, req.method === 'HEAD' ? 'HEAD' : 'GET', req.headers, reply.raw, nar);
   });
 
   const passThroughRoute = (prefix: string, re: RegExp) =>

@@ -57,10 +57,12 @@ export function prometheus(stats: Stats, now = new Date()): string {
 
   w.family('nix_lan_cache_nar_requests_total', 'counter', 'NAR downloads started from each origin.');
   for (const [origin, c] of origins) w.sample('nix_lan_cache_nar_requests_total', { origin, kind: c.kind }, c.nar.requests);
-  w.family('nix_lan_cache_nar_bytes_total', 'counter', 'NAR bytes received from each origin and passed to Nix.');
+  w.family('nix_lan_cache_nar_bytes_total', 'counter', 'NAR bytes from each origin delivered to Nix (uncompressed; bytes read but not delivered are not counted).');
   for (const [origin, c] of origins) w.sample('nix_lan_cache_nar_bytes_total', { origin, kind: c.kind }, c.nar.bytes);
   w.family('nix_lan_cache_nar_errors_total', 'counter', 'NAR downloads from each origin that broke off mid-stream.');
   for (const [origin, c] of origins) w.sample('nix_lan_cache_nar_errors_total', { origin, kind: c.kind }, c.nar.errors);
+  w.family('nix_lan_cache_nar_quarantined_total', 'counter', "Origins' copies of NARs found not to match their signed narinfo (wrong hash or size, not a NAR, undecompressable), and quarantined.");
+  for (const [origin, c] of origins) w.sample('nix_lan_cache_nar_quarantined_total', { origin, kind: c.kind }, c.nar.quarantined);
   w.family('nix_lan_cache_nar_unavailable_total', 'counter', 'NAR fetches an origin could not serve: absent (404) or unavailable (refused, timeout, circuit open).');
   for (const [origin, c] of origins) {
     w.sample('nix_lan_cache_nar_unavailable_total', { origin, kind: c.kind, reason: 'absent' }, c.nar.absent);

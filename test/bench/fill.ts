@@ -138,7 +138,7 @@ export async function runFillBench(o: FillBenchOptions): Promise<CaseReport> {
     ];
   });
   return {
-    title: '7. Second laptop behind a filling Pi, upstream on a slow link',
+    title: '8. Second laptop behind a filling Pi, upstream on a slow link',
     markdown: [
       `Two laptops (real Nix 2.8, each through its own \`nix-lan-cache serve\`, fresh store and narinfo cache) realise the same closure one after the other: ${closures[0]!.paths.length} paths, ${(total / 2 ** 20).toFixed(1)} MiB of incompressible leaves (xz). The upstream (nginx over a \`nix copy\` cache) is reached through \`test/bench/slow-relay.ts\`, a relay on loopback that adds ${o.latencyMs} ms each way and limits downloads to ${(o.downBytesPerSec / 2 ** 20).toFixed(1)} MiB/s.`,
       `The LAN cache is **fill** (nginx running docs/pi.md's fill block, \`nix-lan-cache fill\` behind it), **nginx \`proxy_cache\`** in front of the upstream (as nixos-passthru-cache does; config in \`test/bench/fill.ts\`), or **none** (the laptops' proxies ask upstream only). With a LAN cache the laptops' proxies wait for it (\`timeouts.lan.hedgeMs: 0\`). ${o.rounds} rounds, a new closure and empty caches each round, sides alternating.`,

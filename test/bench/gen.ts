@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sha256FromBytes, type Sha256 } from '../../src/protocol/hash.js';
 import { serialiseNarInfo, type NarInfo } from '../../src/protocol/narinfo.js';
@@ -64,16 +64,29 @@ export async function writeNarInfos(dir: string, count: number, key: SecretKey):
 }
 
 /**
- * One big NAR-sized file of random bytes with a hand-made, signed narinfo
- * (`Compression: none`). The bytes are not a NAR: the throughput cases only
- * move them, they never unpack them. Returns the store hash and the NAR URL.
+ * One big NAR (a single regular file of random bytes, as `nix-store --dump`
+ * would write it) with a hand-made, signed narinfo (`Compression: none`).
+ * The proxy checks that a NAR starts like one and hashes it; nothing unpacks
+ * it. Returns the store hash and the NAR URL.
  */
 export async function writeBigNar(dir: string, bytes: number, key: SecretKey): Promise<{ storeHash: string; narPath: string; size: number }> {
   await mkdir(join(dir, 'nar'), { recursive: true });
   const tmp = join(dir, 'nar', 'big.tmp');
   const mib = Math.ceil(bytes / (1 << 20));
-  const res = await run('/bin/sh', ['-c', `head -c ${mib}M /dev/urandom > ${tmp}`], { timeoutMs: 120_000 });
+  const str = (t: string) => {
+    const b = Buffer.alloc(8 + Math.ceil(t.length / 8) * 8);
+    b.writeBigUInt64LE(BigInt(t.length));
+    b.write(t, 8);
+    return b;
+  };
+  const trailer = str(')');
+  const len = Buffer.alloc(8);
+  const contents = mib * (1 << 20) - 96 - trailer.length; // the header below is 96 bytes; both are multiples of 8
+  len.writeBigUInt64LE(BigInt(contents));
+  await writeFile(tmp, Buffer.concat([...['nix-archive-1', '(', 'type', 'regular', 'contents'].map(str), len]));
+  const res = await run('/bin/sh', ['-c', `head -c ${contents} /dev/urandom >> ${tmp}`], { timeoutMs: 120_000 });
   if (res.code !== 0) throw new Error(`writing ${tmp} failed: ${res.stderr}`);
+  await appendFile(tmp, trailer);
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(tmp)) hash.update(chunk as Buffer);
   const narHash = sha256FromBytes(hash.digest());

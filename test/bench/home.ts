@@ -150,7 +150,7 @@ export async function runHome(o: HomeOptions): Promise<CaseReport[]> {
     reports.push({
       title: '1. NAR throughput (1 GiB, loopback)',
       markdown: [
-        `One ${(h.big.size / 2 ** 30).toFixed(2)} GiB file of random bytes in the Pi's cache dir, with a hand-made signed narinfo (\`Compression: none\`; the bytes are not a real NAR, nothing unpacks them).`,
+        `One ${(h.big.size / 2 ** 30).toFixed(2)} GiB NAR (one file of random bytes) in the Pi's cache dir, with a hand-made signed narinfo (\`Compression: none\`; the proxy checks and hashes it, nothing unpacks it).`,
         `\`curl -o /dev/null\`, reading \`%{speed_download}\`; the size is checked. ${o.throughputRounds} rounds after one warm-up round, sides alternating. The proxy's NAR URL is taken from the narinfo it serves.`,
         '',
         table(

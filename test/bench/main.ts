@@ -16,6 +16,7 @@ import { stopAll } from '../helpers/proc.js';
 import { runAway } from './away.js';
 import { runFillBench } from './fill.js';
 import { runHome } from './home.js';
+import { runNarCompressed } from './nar-compressed.js';
 import { describeMachine } from './machine.js';
 import { PEER_DIRECTIVES } from './peer.js';
 import { runPush } from './push.js';
@@ -56,7 +57,7 @@ const { values } = parseArgs({
     'no-write': { type: 'boolean' },
   },
 });
-const only = new Set((values.only ?? '1,2,3,4,5,6,7').split(',').map((s) => s.trim()));
+const only = new Set((values.only ?? '1,2,3,4,5,6,7,8').split(',').map((s) => s.trim()));
 const quick = values.quick === true;
 const write = values['no-write'] ? false : values.write === true || (values.only === undefined && !quick);
 
@@ -106,6 +107,10 @@ try {
     reports.push(await runPush({ dir: `${dir}/push`, smallLeaves: quick ? 15 : 195, largeLeaves: quick ? 1 : 4, largeBytes: 8 * 2 ** 20, rounds: quick ? 1 : 2 }));
   }
   if (only.has('7')) {
+    const trees = quick ? ['/usr/lib/x86_64-linux-gnu/perl'] : ['/usr/lib/python3.11', '/usr/lib/x86_64-linux-gnu/perl', '/usr/share/perl'];
+    reports.push(await runNarCompressed({ dir: `${dir}/nar`, trees, smallLeaves: quick ? 5 : 20, rounds: quick ? 1 : 3 }));
+  }
+  if (only.has('8')) {
     reports.push(
       await runFillBench({
         dir: `${dir}/fill`,

@@ -11,7 +11,7 @@ import { HttpOrigin } from '../../src/origins/http-origin.js';
 import { OriginSet } from '../../src/origins/origin-set.js';
 import { DEFAULT_TIMEOUTS } from '../../src/origins/timeouts.js';
 import { parseNarInfo, serialiseNarInfo } from '../../src/protocol/narinfo.js';
-import { formatNarUrl } from '../../src/protocol/narurl.js';
+import { formatLegacyNarUrl } from '../../src/protocol/narurl.js';
 import { parseSha256 } from '../../src/protocol/hash.js';
 import { parseSecretKey, signNarInfo, TrustedKeys } from '../../src/protocol/signing.js';
 import { buildApp } from '../../src/server/app.js';
@@ -117,7 +117,7 @@ describe('origin paths stay under the origin\'s base URL (real nginx)', () => {
     try {
       const before = (await nginx.log()).length;
       for (const originUrl of ['..%2fsecret.txt', 'nar/..%2f..%2fsecret.txt', '..%5c..%5csecret.txt']) {
-        const url = `/${formatNarUrl({ storeHash: HASH, narHash: parseSha256(NAR_HASH)!, compression: 'xz', originId: origin.id, originUrl })}`;
+        const url = `/${formatLegacyNarUrl({ storeHash: HASH, narHash: parseSha256(NAR_HASH)!, compression: 'xz', originId: origin.id, originUrl })}`;
         const res = await a.inject({ method: 'GET', url });
         expect(res.body).not.toContain('secret');
         expect(res.statusCode).not.toBe(200);

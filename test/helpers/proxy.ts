@@ -22,15 +22,16 @@ export interface ProxyProcess {
  * Starts the real CLI (`nix-lan-cache serve`) on a kernel-chosen port. Always
  * `--no-mdns` unless the caller runs it inside a network namespace.
  */
-export async function startProxy(args: string[], options: { env?: NodeJS.ProcessEnv; wrapper?: string[] } = {}): Promise<ProxyProcess> {
+export async function startProxy(args: string[], options: { env?: NodeJS.ProcessEnv; wrapper?: string[]; /** another build's main.js (e.g. the version before an upgrade) */ cli?: string } = {}): Promise<ProxyProcess> {
+  const cliPath = options.cli ?? CLI;
   const argv = ['serve', '--listen', '127.0.0.1:0', '--log-level', 'debug', ...args];
   // Stats persist by default (~/.local/state): without --state-dir, keep them in a temp dir removed on stop.
   const ownState = !args.includes('--state-dir') && !options.env?.XDG_STATE_HOME && !options.env?.STATE_DIRECTORY ? mkdtempSync(join(tmpdir(), 'nlc-proxy-state-')) : undefined;
   if (ownState) options = { ...options, env: { ...options.env, XDG_STATE_HOME: ownState, STATE_DIRECTORY: '' } };
   const [cmd, ...pre] = options.wrapper ?? [];
   const child = cmd
-    ? startProcess(cmd, [...pre, process.execPath, CLI, ...argv], { env: { ...process.env, NIX_LAN_CACHE_LOG_FORMAT: 'json', ...options.env } })
-    : startProcess(process.execPath, [CLI, ...argv], { env: { ...process.env, NIX_LAN_CACHE_LOG_FORMAT: 'json', ...options.env } });
+    ? startProcess(cmd, [...pre, process.execPath, cliPath, ...argv], { env: { ...process.env, NIX_LAN_CACHE_LOG_FORMAT: 'json', ...options.env } })
+    : startProcess(process.execPath, [cliPath, ...argv], { env: { ...process.env, NIX_LAN_CACHE_LOG_FORMAT: 'json', ...options.env } });
   // However the process ends (stop(), a signal sent by the test, a crash), its state dir goes with it.
   if (ownState) child.once('exit', () => rmSync(ownState, { recursive: true, force: true }));
   const logs: Array<Record<string, unknown>> = [];

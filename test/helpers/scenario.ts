@@ -1,7 +1,8 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { cli } from './cache.js';
 import { Nginx } from './nginx.js';
-import { buildClosure, generateKey, makeStaticCache, substitute, tempDir, removeDir, type CacheKey, type Closure, type Leaf } from './nix.js';
+import { buildClosure, generateKey, makeStaticCache, nixEnv, substitute, tempDir, removeDir, type CacheKey, type Closure, type Leaf } from './nix.js';
 import type { RunResult } from './proc.js';
 
 /**
@@ -24,15 +25,19 @@ export interface Household {
   cleanup(): Promise<void>;
 }
 
-export async function household(salt: string, leaves: Leaf[], options: { piLimitRate?: string } = {}): Promise<Household> {
+export async function household(salt: string, leaves: Leaf[], options: { piLimitRate?: string; /** Fill the Pi with `nix-lan-cache push` (xz) instead of `nix copy`. */ piByPush?: boolean } = {}): Promise<Household> {
   const dir = await tempDir(salt);
   const closure = await buildClosure(salt, leaves);
   const piKey = await generateKey(dir, 'pi.lan-1');
   const upstreamKey = await generateKey(dir, 'upstream-1');
   const piDir = join(dir, 'pi-cache');
   const upstreamDir = join(dir, 'upstream-cache');
+  const byPush = async () => {
+    const res = await cli(['push', '--to', piDir, '--key-file', piKey.secretFile, '--quiet', closure.root], { env: nixEnv(), timeoutMs: 300_000 });
+    if (res.code !== 0) throw new Error(`push failed: ${res.stderr}`);
+  };
   await Promise.all([
-    makeStaticCache(piDir, [closure.root], piKey, 'xz'),
+    options.piByPush ? byPush() : makeStaticCache(piDir, [closure.root], piKey, 'xz'),
     makeStaticCache(upstreamDir, [closure.root], upstreamKey, 'zstd'),
   ]);
   await mkdir(join(dir, 'pi-nginx'));

@@ -1,4 +1,5 @@
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chromium, type BrowserContext } from 'playwright-core';
@@ -7,6 +8,7 @@ import { startProxy, CLI, type ProxyProcess } from '../helpers/proxy.js';
 import { run, stopAll } from '../helpers/proc.js';
 import { removeDir, tempDir } from '../helpers/nix.js';
 import type { AccessLogEntry, Nginx } from '../helpers/nginx.js';
+import { parseNarInfo } from '../../src/protocol/narinfo.js';
 import { parsePrometheus } from '../../src/stats/prometheus.js';
 import type { StatsResponse } from '../../src/api.js';
 import { formatBytes } from '../../src/format.js';
@@ -25,8 +27,18 @@ async function getMetrics(url: string) {
   return parsePrometheus(await res.text());
 }
 
-/** What nginx says it served: narinfo GETs by status, NAR responses (2xx) and their bytes. */
-function served(log: AccessLogEntry[]) {
+/** `/nar/<file>` → NarSize, from a static cache's narinfos: the bytes Nix gets for that file (uncompressed). */
+async function narSizes(dir: string): Promise<Map<string, number>> {
+  const sizes = new Map<string, number>();
+  for (const name of (await readdir(dir)).filter((n) => n.endsWith('.narinfo'))) {
+    const info = parseNarInfo(await readFile(join(dir, name), 'utf8'));
+    sizes.set(`/${info.url}`, info.narSize);
+  }
+  return sizes;
+}
+
+/** What nginx says it served: narinfo GETs by status, NAR responses (2xx) and the NAR bytes they carried to Nix. */
+function served(log: AccessLogEntry[], sizes: Map<string, number>) {
   const narinfo = log.filter((e) => e.uri.endsWith('.narinfo'));
   const nar = log.filter((e) => e.uri.startsWith('/nar/'));
   const ok = nar.filter((e) => e.status >= 200 && e.status < 300);
@@ -35,7 +47,7 @@ function served(log: AccessLogEntry[]) {
     narinfoHits: narinfo.filter((e) => e.status === 200).length,
     narinfoMisses: narinfo.filter((e) => e.status === 404).length,
     narRequests: ok.length,
-    narBytes: ok.reduce((a, e) => a + e.bytes, 0),
+    narBytes: ok.reduce((a, e) => a + (sizes.get(e.uri) ?? NaN), 0),
     narAbsent: nar.filter((e) => e.status === 404).length,
   };
 }
@@ -73,8 +85,8 @@ describe('stats with real Nix and nginx: Pi up, then Pi down', () => {
     for (const p of h.closure.paths) expect(existsSync(join(down.store, p))).toBe(true);
 
     const s = await getStats(proxy.url);
-    const pi = served(await h.pi.log());
-    const upstream = served(await h.upstream.log());
+    const pi = served(await h.pi.log(), await narSizes(h.piDir));
+    const upstream = served(await h.upstream.log(), await narSizes(h.upstreamDir));
     // Sanity: the scenario did what it says: the Pi served the first closure, upstream (part of) the second.
     expect(pi.narRequests).toBe(h.closure.paths.length);
     expect(upstream.narRequests).toBeGreaterThan(0);

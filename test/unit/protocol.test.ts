@@ -6,7 +6,7 @@ import { decodeNix32, encodeNix32 } from '../../src/protocol/nix32.js';
 import { parseSha256, sha256FromBytes } from '../../src/protocol/hash.js';
 import { fingerprint, NarInfoError, parseNarInfo, serialiseNarInfo } from '../../src/protocol/narinfo.js';
 import { parsePublicKey, parseSecretKey, signNarInfo, TrustedKeys } from '../../src/protocol/signing.js';
-import { compressionCompatible, formatNarUrl, parseNarUrl } from '../../src/protocol/narurl.js';
+import { compressionCompatible, formatLegacyNarUrl, formatNarUrl, parseNarUrl } from '../../src/protocol/narurl.js';
 import { buildClosure, generateKey, makeStaticCache, removeDir, tempDir, type CacheKey } from '../helpers/nix.js';
 
 const SAMPLE = `StorePath: /nix/store/3kklkssmzr75mhpv3s4qw1m26y4w6zrn-x
@@ -70,23 +70,31 @@ describe('narinfo', () => {
 });
 
 describe('NAR URLs handed out by the proxy', () => {
+  const narHash = parseSha256('sha256:1z36l1l7cvc7d3x3y814zv4pdgx17j6i2i8ml4japbpzwc5yh155')!;
   const ref = {
     storeHash: '3kklkssmzr75mhpv3s4qw1m26y4w6zrn',
-    narHash: parseSha256('sha256:1z36l1l7cvc7d3x3y814zv4pdgx17j6i2i8ml4japbpzwc5yh155')!,
+    narHash,
     compression: 'xz',
     originId: 'abc123',
     originUrl: 'nar/03lzs95hsqhn8i2krdmlvw8r1q6mfcjrzg2cp18saf5a0f9f3jdn.nar.xz',
   };
-  it('round-trip, readable for plain paths and encoded for anything else', () => {
-    expect(formatNarUrl(ref)).toBe(`nar/${ref.storeHash}/1z36l1l7cvc7d3x3y814zv4pdgx17j6i2i8ml4japbpzwc5yh155/xz/abc123/${ref.originUrl}`);
-    expect(parseNarUrl(formatNarUrl(ref).slice(4))).toEqual(ref);
+  it('name the NAR by store hash and NarHash, with no origin in it', () => {
+    const url = formatNarUrl(ref.storeHash, narHash);
+    expect(url).toBe(`nar/${ref.storeHash}-1z36l1l7cvc7d3x3y814zv4pdgx17j6i2i8ml4japbpzwc5yh155.nar`);
+    expect(parseNarUrl(url.slice(4))).toEqual({ kind: 'content', storeHash: ref.storeHash, narHash });
+  });
+  it('still parse the legacy form Nix may hold for 30 days: readable for plain paths and encoded for anything else', () => {
+    expect(formatLegacyNarUrl(ref)).toBe(`nar/${ref.storeHash}/1z36l1l7cvc7d3x3y814zv4pdgx17j6i2i8ml4japbpzwc5yh155/xz/abc123/${ref.originUrl}`);
+    expect(parseNarUrl(formatLegacyNarUrl(ref).slice(4))).toEqual({ kind: 'legacy', ...ref });
     const odd = { ...ref, originUrl: 'nar/x.nar?hash=abc&y=../z' };
-    expect(formatNarUrl(odd)).toMatch(/\/~[A-Za-z0-9_-]+$/);
-    expect(parseNarUrl(formatNarUrl(odd).slice(4))).toEqual(odd);
+    expect(formatLegacyNarUrl(odd)).toMatch(/\/~[A-Za-z0-9_-]+$/);
+    expect(parseNarUrl(formatLegacyNarUrl(odd).slice(4))).toEqual({ kind: 'legacy', ...odd });
   });
   it('refuses traversal and junk', () => {
     expect(parseNarUrl(`${ref.storeHash}/1z36l1l7cvc7d3x3y814zv4pdgx17j6i2i8ml4japbpzwc5yh155/xz/abc123/../../etc/passwd`)).toBeUndefined();
     expect(parseNarUrl('x/y/z')).toBeUndefined();
+    expect(parseNarUrl(`${ref.storeHash}-1z36l1l7cvc7d3x3y814zv4pdgx17j6i2i8ml4japbpzwc5yh155.nar.xz`)).toBeUndefined();
+    expect(parseNarUrl(`${ref.storeHash}-1z36l1l7cvc7d3x3y814zv4pdgx17j6i2i8ml4japbpzwc5yh15e.nar`)).toBeUndefined();
   });
   it('lets Nix-sniffed compressions stand in for each other, never raw or brotli', () => {
     expect(compressionCompatible('xz', 'zstd')).toBe(true);

@@ -136,6 +136,8 @@ function render(s) {
     const li = document.createElement("li");
     const why = f.what === "nar"
       ? "NAR download moved from " + f.from + " to " + f.to
+      : f.what === "quarantine"
+      ? "NAR from " + f.from + " quarantined: " + f.reason
       : "narinfo from " + f.to + (f.lan && f.lan.length ? " (" + f.lan.map((l) => l.origin + ": " + l.outcome).join(", ") + ")" : "");
     li.textContent = new Date(f.at).toLocaleTimeString() + " · " + (f.storeHash ? f.storeHash.slice(0, 12) + " · " : "") + why;
     li.dataset.what = f.what;

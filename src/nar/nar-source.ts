@@ -1,0 +1,116 @@
+import type { Readable } from 'node:stream';
+import { errorMessage } from '../errors.js';
+import type { Origin } from '../origins/origin.js';
+import { createDecompressor, DecompressError } from './decompress.js';
+
+/** Where one origin keeps a NAR: its narinfo's URL and Compression (unsigned fields: may be anything). */
+export interface NarFile {
+  url: string;
+  compression: string;
+  fileSize?: number | undefined;
+}
+
+/**
+ * Why an origin stopped serving a NAR, as a code:
+ * - unavailable: it could not be asked (refused, timed out, 5xx, circuit
+ *   open: the origin's breaker has counted it already);
+ * - transport: the body broke off after the head (reset, stalled past the
+ *   body-idle timeout, shorter than its Content-Length);
+ * - content: the file is not what its narinfo says (cannot be decompressed,
+ *   not a NAR, wrong size or hash): that origin's copy is quarantined;
+ * - unsupported: a compression the proxy cannot read;
+ * - absent: the origin answered that it has no such file;
+ * - slow: stalled past the body-idle timeout, or under the slow rule
+ *   (nar/rate-watch.ts): left for a faster origin, tried last for a while.
+ */
+export type SourceFailure = 'unavailable' | 'transport' | 'content' | 'unsupported' | 'absent' | 'slow';
+
+export class SourceError extends Error {
+  override name = 'SourceError';
+  constructor(
+    readonly failure: SourceFailure,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** One origin's NAR, decompressed, from byte 0. */
+export interface OpenedNar {
+  /** Decompressed chunks; iteration throws a SourceError when the origin fails. */
+  chunks: AsyncIterable<Buffer>;
+  /** Bytes received from the origin so far (compressed), for the rate watch. */
+  readonly inputBytes: number;
+  /** Stops reading: destroys the HTTP body and kills the decompressor. Safe to call more than once. */
+  close(): void;
+}
+
+export type OpenResult = { ok: true; nar: OpenedNar } | { ok: false; error: SourceError };
+
+export async function openNar(origin: Origin, file: NarFile, signal: AbortSignal): Promise<OpenResult> {
+  const dec = createDecompressor(file.compression, file.fileSize);
+  if (!dec) return { ok: false, error: new SourceError('unsupported', `compression ${JSON.stringify(file.compression.slice(0, 40))} is not one the proxy reads`) };
+  const fetched = await origin.fetchFile(file.url, { signal });
+  if (fetched.status !== 'present') {
+    dec.destroy();
+    return fetched.status === 'absent'
+      ? { ok: false, error: new SourceError('absent', `HTTP ${fetched.statusCode}`) }
+      : { ok: false, error: new SourceError('unavailable', fetched.reason) };
+  }
+  if (fetched.statusCode !== 200) {
+    discard(fetched.body);
+    dec.destroy();
+    return { ok: false, error: new SourceError('unavailable', `HTTP ${fetched.statusCode} where 200 was expected`) };
+  }
+  return { ok: true, nar: new Piped(fetched.body, dec) };
+}
+
+/** Throws a body away without an unhandled 'error' (undici's body errors when destroyed unread). */
+export function discard(body: Readable): void {
+  body.on('error', () => {});
+  body.destroy();
+}
+
+class Piped implements OpenedNar {
+  inputBytes = 0;
+  private transportError: string | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly body: Readable,
+    private readonly dec: ReturnType<typeof createDecompressor> & object,
+  ) {
+    body.on('data', (chunk: Buffer) => (this.inputBytes += chunk.length));
+    body.on('error', (err) => {
+      this.transportError ??= errorMessage(err);
+      // Silence past the body-idle timeout: the origin is alive but not sending (a stalled Pi).
+      const stalled = (err as { code?: unknown }).code === 'UND_ERR_BODY_TIMEOUT';
+      dec.output.destroy(new SourceError(stalled ? 'slow' : 'transport', this.transportError));
+    });
+    // A body that ends before its Content-Length is an undici error above; one that just ends, ends the input.
+    body.pipe(dec.input);
+  }
+
+  get chunks(): AsyncIterable<Buffer> {
+    return this.iterate();
+  }
+
+  private async *iterate(): AsyncGenerator<Buffer> {
+    try {
+      for await (const chunk of this.dec.output as AsyncIterable<Buffer>) yield chunk;
+    } catch (err) {
+      if (err instanceof SourceError) throw err;
+      if (this.transportError !== undefined) throw new SourceError('transport', this.transportError);
+      if (err instanceof DecompressError) throw new SourceError('content', err.message);
+      throw new SourceError('transport', errorMessage(err));
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.body.unpipe(this.dec.input);
+    discard(this.body);
+    this.dec.destroy();
+  }
+}

@@ -1,0 +1,108 @@
+import { execFileSync } from 'node:child_process';
+import { connect } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { formatLegacyNarUrl } from '../../src/protocol/narurl.js';
+import { behave } from '../helpers/fake-cache.js';
+import { fetchNar, scenario, type Scenario } from './harness.js';
+
+let s: Scenario | undefined;
+afterEach(async () => {
+  await s?.close();
+  s = undefined;
+});
+
+/** The URL the proxy handed out before NARs were served uncompressed (Nix may hold it for 30 days). */
+function legacyUrl(sc: Scenario, side: Scenario['pi'] = sc.pi, compression = 'xz'): string {
+  const origin = sc.origins.ordered().find((o) => o.baseUrl === side.server.url)!;
+  return `/${formatLegacyNarUrl({ storeHash: sc.fixture.storeHash, narHash: sc.fixture.narHash, compression, originId: origin.id, originUrl: side.url })}`;
+}
+
+/** Our own child processes by command name (decompressors left running would show here). */
+function children(name: string): number {
+  try {
+    return execFileSync('ps', ['-o', 'comm=', '--ppid', String(process.pid)]).toString().split('\n').filter((l) => l.trim() === name).length;
+  } catch {
+    return 0; // ps exits 1 when there are none
+  }
+}
+
+async function until(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (let i = 0; i < 1000 && Date.now() < deadline; i++) {
+    if (check()) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+describe('legacy NAR URLs (handed out before the upgrade) still work', () => {
+  it('GET: the origin\'s compressed file, as the cached narinfo promised', async () => {
+    s = await scenario();
+    await s.narinfo();
+    const res = await s.app.inject({ method: 'GET', url: legacyUrl(s) });
+    expect(res.statusCode).toBe(200);
+    expect(res.rawPayload.equals(s.pi.file)).toBe(true);
+  });
+
+  it('HEAD on a legacy NAR URL answers and the proxy lives on (it used to die on the unread origin body)', async () => {
+    s = await scenario();
+    for (let i = 0; i < 3; i++) {
+      const res = await s.app.inject({ method: 'HEAD', url: legacyUrl(s) });
+      expect(res.statusCode).toBe(200);
+      expect(res.rawPayload.length).toBe(0);
+    }
+    expect((await s.app.inject({ method: 'GET', url: legacyUrl(s) })).rawPayload.equals(s.pi.file)).toBe(true);
+  });
+
+  it('a Range the origin answers with 200: no crash, no misaligned bytes', async () => {
+    s = await scenario();
+    s.pi.nar(behave.ignoreRange());
+    s.upstream.nar(behave.ignoreRange());
+    const res = await s.app.inject({ method: 'GET', url: legacyUrl(s), headers: { range: 'bytes=100-' } });
+    expect(res.statusCode).toBe(503);
+    // And the new URL with the same Range is served, since the proxy never forwards a Range there.
+    await s.narinfo();
+    const ok = await s.app.inject({ method: 'GET', url: s.narUrl(), headers: { range: 'bytes=100-' } });
+    expect(ok.statusCode).toBe(206);
+    expect(ok.rawPayload.equals(s.fixture.nar.subarray(100))).toBe(true);
+  });
+});
+
+describe('clients that hang up mid-NAR', () => {
+  it('200 clients gone mid-NAR: no origin request left open, no decompressor left running, memory flat, the proxy still serves', async () => {
+    s = await scenario({ size: 4_000_000 });
+    await s.narinfo();
+    // The Pi sends half of its xz file and then waits: every client is mid-NAR when it hangs up.
+    s.pi.nar(behave.stallAfter(Math.floor(s.pi.file.length / 2)));
+    const base = new URL(await s.listen());
+    const path = s.narUrl();
+    const rssBefore = process.memoryUsage().rss;
+    for (let round = 0; round < 4; round++) {
+      await Promise.all(
+        Array.from({ length: 50 }, () =>
+          new Promise<void>((resolve, reject) => {
+            const sock = connect(Number(base.port), base.hostname, () => sock.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`));
+            let got = 0;
+            sock.on('data', (d: Buffer) => {
+              got += d.length;
+              if (got > 100_000) {
+                sock.destroy();
+                resolve();
+              }
+            });
+            sock.on('error', reject);
+            sock.setTimeout(20_000, () => reject(new Error('no NAR bytes within 20 s')));
+          }),
+        ),
+      );
+    }
+    await until('the Pi to see every request closed', () => s!.pi.server.open() === 0);
+    await until('every xz process to end', () => children('xz') === 0);
+    const grownMiB = (process.memoryUsage().rss - rssBefore) / 2 ** 20;
+    expect(grownMiB).toBeLessThan(100);
+    expect(s.pi.server.requests.filter((r) => r.url === s!.pi.url)).toHaveLength(200);
+    s.pi.nar(behave.ok());
+    const res = await fetchNar(base.toString(), path);
+    expect(res.body.equals(s.fixture.nar)).toBe(true);
+  });
+});
