@@ -104,7 +104,7 @@ export class HttpOrigin implements Origin {
     } catch (err) {
       const reason = `reading narinfo failed: ${errorMessage(err)}`;
       this.reportFailure(reason);
-      return { status: 'unknown', reason };
+      return { status: 'unknown', cause: isTimeout(err) ? 'timeout' : 'unreachable', reason };
     }
     try {
       const info = parseNarInfo(text);
@@ -125,7 +125,7 @@ export class HttpOrigin implements Origin {
   }
 
   async fetchFile(path: string, options: FetchOptions = {}): Promise<FileFetch> {
-    if (this.breaker.isOpen) return { status: 'unknown', reason: 'circuit open' };
+    if (this.breaker.isOpen) return { status: 'unknown', cause: 'circuit-open', reason: 'circuit open' };
     const resolved = this.resolve(path);
     if (!resolved) {
       this.log.warn({ event: 'path-refused', path: path.slice(0, 300) }, "not fetching a path outside the origin's base URL");
@@ -145,12 +145,13 @@ export class HttpOrigin implements Origin {
           signal: options.signal,
         });
       } catch (err) {
-        if (options.signal?.aborted) return { status: 'unknown', reason: 'client went away' };
+        if (options.signal?.aborted) return { status: 'unknown', cause: 'aborted', reason: 'client went away' };
         const reason = errorMessage(err);
         // Silence (a blackholed network, a captive portal before login) is waited on once, not maxFails times.
-        if (isTimeout(err)) this.breaker.trip(reason);
+        const timedOut = isTimeout(err);
+        if (timedOut) this.breaker.trip(reason);
         else this.breaker.failure(reason);
-        return { status: 'unknown', reason };
+        return { status: 'unknown', cause: timedOut ? 'timeout' : 'unreachable', reason };
       }
       if (!REDIRECT_STATUSES.has(res.statusCode)) break;
       // A redirect is followed only on this origin and under its base path, a few times: never to another
@@ -177,7 +178,7 @@ export class HttpOrigin implements Origin {
     }
     const reason = `HTTP ${res.statusCode}`;
     if (res.statusCode >= 500) this.breaker.failure(reason);
-    return { status: 'unknown', reason };
+    return { status: 'unknown', cause: 'server-error', reason };
   }
 
   reportFailure(reason: string): void {
@@ -195,9 +196,10 @@ export class HttpOrigin implements Origin {
   }
 }
 
+/** undici's own codes for an origin that stayed silent (connecting, before the headers, or mid-body). */
 function isTimeout(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
-  return code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT';
+  return code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT';
 }
 
 async function readBounded(body: Readable, limit: number): Promise<string> {

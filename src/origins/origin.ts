@@ -5,6 +5,14 @@ import type { CircuitState } from './breaker.js';
 export type OriginKind = 'lan' | 'upstream';
 
 /**
+ * Why an origin could not be asked, as a code the stats and logs count by
+ * (never by matching the reason's text): it did not answer in time, could
+ * not be reached (refused, reset, DNS), answered with a server error, is
+ * skipped while its circuit is open, or the client went away first.
+ */
+export type FailureCause = 'timeout' | 'unreachable' | 'server-error' | 'circuit-open' | 'aborted';
+
+/**
  * What one origin said about a narinfo. "absent" and "unknown" are different
  * facts: absent is an answer, unknown means the origin could not be asked
  * (circuit open, refused, timed out, 5xx), and routing treats them differently.
@@ -12,7 +20,7 @@ export type OriginKind = 'lan' | 'upstream';
 export type NarInfoLookup =
   | { status: 'present'; info: NarInfo; trustedBy: string }
   | { status: 'absent'; reason: 'not-found' | 'untrusted' | 'invalid' }
-  | { status: 'unknown'; reason: string };
+  | { status: 'unknown'; cause: FailureCause; reason: string };
 
 export type FileFetch =
   | {
@@ -22,7 +30,7 @@ export type FileFetch =
       body: Readable;
     }
   | { status: 'absent'; statusCode: number }
-  | { status: 'unknown'; reason: string };
+  | { status: 'unknown'; cause: FailureCause; reason: string };
 
 export interface FetchOptions {
   /** A `Range` header value to forward. */

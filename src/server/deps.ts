@@ -3,7 +3,7 @@ import type { ServeConfig } from '../config.js';
 import type { Quarantine } from '../nar/quarantine.js';
 import type { SlowRule } from '../nar/rate-watch.js';
 import type { OriginSet } from '../origins/origin-set.js';
-import type { Stats } from '../stats.js';
+import type { Stats } from '../stats/recorder.js';
 import type { NarInfoResolver } from './narinfo-resolver.js';
 
 /** Everything the proxy's HTTP app needs; `buildApp` takes it whole, so a test builds the very app that runs. */

@@ -7,7 +7,7 @@ import type { SlowMarks, SlowRule } from '../nar/rate-watch.js';
 import { serveNar } from '../nar/serve-nar.js';
 import type { NarRef } from '../protocol/narurl.js';
 import type { OriginSet } from '../origins/origin-set.js';
-import type { Stats } from '../stats.js';
+import type { Stats } from '../stats/recorder.js';
 import { writeRawError } from '../http/errors.js';
 import type { NarInfoResolver } from './narinfo-resolver.js';
 

@@ -6,7 +6,8 @@ import { serialiseNarInfo } from '../protocol/narinfo.js';
 import { formatNarUrl } from '../protocol/narurl.js';
 import type { NarInfoLookup, Origin, OriginKind } from '../origins/origin.js';
 import type { OriginSet } from '../origins/origin-set.js';
-import { outcomeOf, type LookupOutcome, type Stats } from '../stats.js';
+import { outcomeOf, type Stats } from '../stats/recorder.js';
+import { type LookupOutcome } from '../stats/model.js';
 
 export type Resolution =
   /** Only what serving needs is kept: the text Nix gets, and where the origin keeps the NAR. */

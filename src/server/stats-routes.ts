@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { ServeConfig } from '../config.js';
-import type { Stats } from '../stats.js';
+import type { Stats } from '../stats/recorder.js';
 import { prometheus } from '../stats/prometheus.js';
 import { snapshot } from '../stats/snapshot.js';
 import type { StatsResponse } from '../api.js';

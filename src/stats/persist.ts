@@ -6,18 +6,7 @@ import type { Logger } from 'pino';
 import { writeFileAtomic } from '../atomic-file.js';
 import { errorMessage } from '../errors.js';
 import { processAlive } from '../process-alive.js';
-import {
-  emptyBucket,
-  emptyHistogram,
-  emptyOriginCounters,
-  emptyState,
-  LATENCY_BUCKETS,
-  LOOKUP_OUTCOMES,
-  type Bucket,
-  type Fallback,
-  type OriginHistory,
-  type StatsState,
-} from '../stats.js';
+import { emptyBucket, emptyHistogram, emptyOriginCounters, emptyState, LATENCY_BUCKETS, LOOKUP_OUTCOMES, type Bucket, type Fallback, type OriginHistory, type StatsState } from './model.js';
 
 export const STATE_FILE = 'stats.json';
 

@@ -1,4 +1,5 @@
-import { LATENCY_BUCKETS, LOOKUP_OUTCOMES, type Stats } from '../stats.js';
+import { type Stats } from './recorder.js';
+import { LATENCY_BUCKETS, LOOKUP_OUTCOMES } from './model.js';
 import { snapshot } from './snapshot.js';
 
 /** Escapes a label value per the Prometheus text exposition format. */

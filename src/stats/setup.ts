@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { errorMessage } from '../errors.js';
 import type { OriginKind } from '../origins/origin.js';
-import { Stats } from '../stats.js';
+import { Stats } from './recorder.js';
 import { acquireLock, defaultStateDir, ensureDir, loadState, StatsPersister, STATE_FILE } from './persist.js';
 
 export interface OpenedStats {

@@ -1,15 +1,5 @@
-import {
-  addBucket,
-  dayKey,
-  emptyBucket,
-  hourKey,
-  LATENCY_BUCKETS,
-  type Bucket,
-  type Fallback,
-  type LookupOutcome,
-  type OriginCounters,
-  type Stats,
-} from '../stats.js';
+import { type Stats } from './recorder.js';
+import { addBucket, dayKey, emptyBucket, hourKey, LATENCY_BUCKETS, type Bucket, type Fallback, type LookupOutcome, type OriginCounters } from './model.js';
 
 /** One period ("since install", "today", "last 7 days"); see docs/stats.md. */
 export interface PeriodStats {

@@ -16,7 +16,7 @@ import { parseSha256 } from '../../src/protocol/hash.js';
 import { parseSecretKey, signNarInfo, TrustedKeys } from '../../src/protocol/signing.js';
 import { buildApp } from '../../src/server/app.js';
 import { NarInfoResolver } from '../../src/server/narinfo-resolver.js';
-import { Stats } from '../../src/stats.js';
+import { Stats } from '../../src/stats/recorder.js';
 import { Nginx } from '../helpers/nginx.js';
 import { removeDir, tempDir } from '../helpers/nix.js';
 

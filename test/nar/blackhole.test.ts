@@ -6,7 +6,7 @@ import { DEFAULT_TIMEOUTS } from '../../src/origins/timeouts.js';
 import { TrustedKeys } from '../../src/protocol/signing.js';
 import { buildApp } from '../../src/server/app.js';
 import { NarInfoResolver } from '../../src/server/narinfo-resolver.js';
-import { Stats } from '../../src/stats.js';
+import { Stats } from '../../src/stats/recorder.js';
 import { blackhole } from '../helpers/ports.js';
 import { memoryKey, randomStoreHash } from '../helpers/nar-fixtures.js';
 

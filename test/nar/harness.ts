@@ -9,7 +9,7 @@ import { Quarantine } from '../../src/nar/quarantine.js';
 import type { SlowRule } from '../../src/nar/rate-watch.js';
 import { buildApp } from '../../src/server/app.js';
 import { NarInfoResolver } from '../../src/server/narinfo-resolver.js';
-import { Stats } from '../../src/stats.js';
+import { Stats } from '../../src/stats/recorder.js';
 import { startFakeCache, behave, type Behaviour, type FakeCache } from '../helpers/fake-cache.js';
 import { compress, memoryKey, narFixture, narinfoFor, type Compression, type NarFixture } from '../helpers/nar-fixtures.js';
 

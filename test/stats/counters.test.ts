@@ -2,7 +2,8 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Stats, LATENCY_BUCKETS, emptyState } from '../../src/stats.js';
+import { outcomeOf, Stats } from '../../src/stats/recorder.js';
+import { LATENCY_BUCKETS, emptyState } from '../../src/stats/model.js';
 import { loadState, parseState, StatsPersister, defaultStateDir } from '../../src/stats/persist.js';
 import { writeFileAtomic } from '../../src/atomic-file.js';
 import { openStats } from '../../src/stats/setup.js';
@@ -62,6 +63,14 @@ describe('counters', () => {
     expect(snap.hourly.reduce((a, h) => a + h.lanBytes, 0)).toBe(0); // the first day's hour is older than 48 h
     expect(snap.recentFallbacks.map((f) => f.what)).toEqual(['nar', 'narinfo']);
     expect(snap.recentFallbacks[1]!.lan).toEqual([{ origin: 'pi', outcome: 'miss' }]);
+  });
+
+  it('counts a lookup by the typed cause its origin gave, never by the words of its reason', () => {
+    expect(outcomeOf({ status: 'unknown', cause: 'timeout', reason: 'UND_ERR_HEADERS_TIMEOUT' })).toBe('timeout');
+    expect(outcomeOf({ status: 'unknown', cause: 'unreachable', reason: 'connect ECONNREFUSED (the Timeout Inn café wifi)' })).toBe('error');
+    expect(outcomeOf({ status: 'unknown', cause: 'server-error', reason: 'HTTP 504 gateway timeout' })).toBe('error');
+    expect(outcomeOf({ status: 'absent', reason: 'untrusted' })).toBe('untrusted');
+    expect(outcomeOf({ status: 'absent', reason: 'not-found' })).toBe('miss');
   });
 
   it('keeps 35 days and 48 hours of buckets', () => {

@@ -5,7 +5,7 @@ import type { NarInfoLookup, Origin, OriginKind } from '../../src/origins/origin
 import { OriginSet } from '../../src/origins/origin-set.js';
 import { parseNarInfo } from '../../src/protocol/narinfo.js';
 import { NarInfoResolver } from '../../src/server/narinfo-resolver.js';
-import { Stats } from '../../src/stats.js';
+import { Stats } from '../../src/stats/recorder.js';
 
 const HASH = '3kklkssmzr75mhpv3s4qw1m26y4w6zrn';
 const INFO = parseNarInfo(`StorePath: /nix/store/${HASH}-x
@@ -20,7 +20,7 @@ References:
 function fakeOrigin(name: string, kind: OriginKind, answer: NarInfoLookup['status'], delayMs: number): Origin & { asked: number; breaker: Breaker } {
   const breaker = new Breaker({ maxFails: 1, probeIntervalMs: 60_000 }, async () => false);
   const result: NarInfoLookup =
-    answer === 'present' ? { status: 'present', info: INFO, trustedBy: 'k' } : answer === 'absent' ? { status: 'absent', reason: 'not-found' } : { status: 'unknown', reason: 'timeout' };
+    answer === 'present' ? { status: 'present', info: INFO, trustedBy: 'k' } : answer === 'absent' ? { status: 'absent', reason: 'not-found' } : { status: 'unknown', cause: 'timeout', reason: 'timeout' };
   return {
     id: name,
     name,
@@ -35,7 +35,7 @@ function fakeOrigin(name: string, kind: OriginKind, answer: NarInfoLookup['statu
       return result;
     },
     async fetchFile() {
-      return { status: 'unknown', reason: 'not used' };
+      return { status: 'unknown', cause: 'unreachable', reason: 'not used' };
     },
     reportFailure() {},
     async close() {
