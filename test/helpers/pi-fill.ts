@@ -5,6 +5,7 @@ import { readAccessLog, type AccessLogEntry } from './nginx.js';
 import { freePort, waitForPort } from './ports.js';
 import { collectJsonLines, startProcess, stopProcess, type LogEntry } from './proc.js';
 import { CLI } from './proxy.js';
+import { startServerBlock } from './pi-server-block.js';
 
 const DOC = new URL('../../docs/pi.md', import.meta.url);
 
@@ -44,7 +45,6 @@ export async function startFill(args: string[], port?: number): Promise<FillProc
 export interface PiNginx {
   url: string;
   accessLog: string;
-  child: ChildProcess;
   stop(): Promise<void>;
   /** `METHOD URI STATUS BYTES` per request. */
   log(): Promise<AccessLogEntry[]>;
@@ -60,29 +60,6 @@ export async function startPiNginx(workDir: string, cacheDir: string, fillPort: 
   for (const must of [`listen 127.0.0.1:${port};`, `root ${cacheDir};`, `proxy_pass http://127.0.0.1:${fillPort};`]) {
     if (!block.includes(must)) throw new Error(`docs/pi.md's fill block changed: could not set ${must}`);
   }
-  await mkdir(join(workDir, 'tmp'), { recursive: true });
-  const accessLog = join(workDir, 'access.log');
-  await writeFile(
-    join(workDir, 'nginx.conf'),
-    `user root; worker_processes 1; pid ${workDir}/nginx.pid; error_log ${workDir}/error.log warn;
-events { worker_connections 256; }
-http {
-  include /etc/nginx/mime.types;
-  log_format cache '$request_method $uri $status $body_bytes_sent';
-  access_log ${accessLog} cache;
-  sendfile on;
-  client_body_temp_path ${workDir}/tmp; proxy_temp_path ${workDir}/tmp; fastcgi_temp_path ${workDir}/tmp; uwsgi_temp_path ${workDir}/tmp; scgi_temp_path ${workDir}/tmp;
-${block}
-}
-`,
-  );
-  const child = startProcess('nginx', ['-c', join(workDir, 'nginx.conf'), '-p', workDir, '-g', 'daemon off;'], { stdio: 'ignore' });
-  await waitForPort(port);
-  return {
-    url: `http://127.0.0.1:${port}/`,
-    accessLog,
-    child,
-    stop: () => stopProcess(child),
-    log: () => readAccessLog(accessLog),
-  };
+  const nginx = await startServerBlock(block, workDir, port, { logFormat: '$request_method $uri $status $body_bytes_sent' });
+  return { url: `http://127.0.0.1:${port}/`, accessLog: nginx.accessLog, stop: nginx.stop, log: () => readAccessLog(nginx.accessLog) };
 }

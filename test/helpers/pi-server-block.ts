@@ -15,7 +15,7 @@ export interface PiNginx {
   stop(): Promise<void>;
 }
 
-export async function startServerBlock(block: string, workDir: string, port: number): Promise<PiNginx> {
+export async function startServerBlock(block: string, workDir: string, port: number, options: { logFormat?: string } = {}): Promise<PiNginx> {
   await mkdir(join(workDir, 'tmp'), { recursive: true });
   const accessLog = join(workDir, 'access.log');
   await writeFile(
@@ -24,7 +24,8 @@ export async function startServerBlock(block: string, workDir: string, port: num
 events { worker_connections 64; }
 http {
   include /etc/nginx/mime.types;
-  access_log ${accessLog};
+  ${options.logFormat ? `log_format custom '${options.logFormat}';\n  access_log ${accessLog} custom;` : `access_log ${accessLog};`}
+  sendfile on;
   client_body_temp_path ${workDir}/tmp; proxy_temp_path ${workDir}/tmp; fastcgi_temp_path ${workDir}/tmp; uwsgi_temp_path ${workDir}/tmp; scgi_temp_path ${workDir}/tmp;
 ${block}
 }
