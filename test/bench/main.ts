@@ -5,6 +5,7 @@
  *
  *   npm run bench                      # everything, writes docs/benchmarks.md
  *   npm run bench -- --only 1,2,5      # some cases; prints, writes docs/benchmarks.md only with --write
+ *   npm run bench -- --only 7,8,9,10   # faster than Nix alone (issue 15): home, slow link, wrong guesses, leaving home
  *   npm run bench -- --quick           # small sizes, for checking the script itself
  */
 import { writeFile } from 'node:fs/promises';
@@ -13,6 +14,8 @@ import { fileURLToPath } from 'node:url';
 import { removeDir, tempDir } from '../helpers/nix.js';
 import { stopAll } from '../helpers/proc.js';
 import { runAway } from './away.js';
+import { runFaster } from './faster.js';
+import { runLeaving } from './leaving.js';
 import { runHome } from './home.js';
 import { describeMachine } from './machine.js';
 import { PEER_DIRECTIVES } from './peer.js';
@@ -54,7 +57,7 @@ const { values } = parseArgs({
     'no-write': { type: 'boolean' },
   },
 });
-const only = new Set((values.only ?? '1,2,3,4,5,6').split(',').map((s) => s.trim()));
+const only = new Set((values.only ?? '1,2,3,4,5,6,7,8,9,10').split(',').map((s) => s.trim()));
 const quick = values.quick === true;
 const write = values['no-write'] ? false : values.write === true || (values.only === undefined && !quick);
 
@@ -103,6 +106,19 @@ try {
   if (only.has('6')) {
     reports.push(await runPush({ dir: `${dir}/push`, smallLeaves: quick ? 15 : 195, largeLeaves: quick ? 1 : 4, largeBytes: 8 * 2 ** 20, rounds: quick ? 1 : 2 }));
   }
+  if (only.has('7') || only.has('8') || only.has('9')) {
+    reports.push(
+      ...(await runFaster({
+        dir: `${dir}/faster`,
+        shape: quick ? { levels: 3, width: 5, fanout: 2, bytes: 40_000 } : { levels: 10, width: 30, fanout: 3, bytes: 40_000 },
+        homeRounds: quick ? 1 : 3,
+        slowRounds: quick ? 1 : 3,
+        slow: { delayMs: 25, bytesPerSecond: 2_500_000 },
+        only,
+      })),
+    );
+  }
+  if (only.has('10')) reports.push(await runLeaving({ rounds: quick ? 1 : 3, commands: 3, gapsMs: [2000, 0] }));
   if (only.has('4')) reports.push(PEER_NOTES);
   const minutes = (performance.now() - started) / 60_000;
   const order = (r: CaseReport) => r.title;
