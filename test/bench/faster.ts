@@ -76,11 +76,11 @@ async function nixRun(s: Setup, o: FasterOptions, substituter: string, jobs: rea
   return res.ms / 1000;
 }
 
-async function proxyFor(s: Setup, variant: Variant, lan: string | undefined, upstream: string): Promise<ProxyProcess> {
+async function proxyFor(s: Setup, variant: Variant, lan: string | undefined, upstream: string, level = 'info'): Promise<ProxyProcess> {
   // BENCH_CPU_PROF=DIR: every proxy writes a V8 CPU profile there (node --cpu-prof), for the profiles docs/benchmarks.md cites.
   const prof = process.env.BENCH_CPU_PROF;
   const env = prof ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${prof}` } : undefined;
-  return startProxy(['--no-mdns', '--log-level', 'info', '--config', s.configs[variant], ...(lan ? ['--lan', lan] : []), '--upstream', upstream, '--trusted-public-key', s.key.publicKey], env ? { env } : {});
+  return startProxy(['--no-mdns', '--log-level', level, '--config', s.configs[variant], ...(lan ? ['--lan', lan] : []), '--upstream', upstream, '--trusted-public-key', s.key.publicKey], env ? { env } : {});
 }
 
 async function proxyStats(p: ProxyProcess): Promise<Stats> {
@@ -89,6 +89,28 @@ async function proxyStats(p: ProxyProcess): Promise<Stats> {
 
 type Cells = Map<string, number[]>;
 const push = (cells: Cells, k: string, v: number) => cells.set(k, [...(cells.get(k) ?? []), v]);
+
+/**
+ * Where the proxy's time goes in one run (not timed with the others: debug
+ * logging costs): when the narinfo phase and the NAR phase start and end,
+ * and the time the proxy spent answering each kind of request.
+ */
+async function breakdown(s: Setup, o: FasterOptions): Promise<string> {
+  const p = await proxyFor(s, 'proxy', s.pi.url, s.empty.url, 'debug');
+  try {
+    const t = await nixRun(s, o, p.url, []);
+    const reqs = p.logs.filter((l) => l.msg === 'request');
+    const phase = (re: RegExp) => {
+      const xs = reqs.filter((l) => re.test(String(l.url)));
+      const span = xs.length ? (xs.at(-1)!.time as number) - (xs[0]!.time as number) : 0;
+      const busy = xs.reduce((a, l) => a + (l.ms as number), 0);
+      return `${xs.length} requests over ${(span / 1000).toFixed(2)} s, ${(busy / xs.length).toFixed(1)} ms each in the proxy on average`;
+    };
+    return `One more run through the proxy with debug request logs (Nix at its defaults, ${t.toFixed(2)} s with the logging): narinfo phase ${phase(/\.narinfo$/)}; NAR phase ${phase(/^\/nar\//)}.`;
+  } finally {
+    await p.stop();
+  }
+}
 
 /**
  * One side-by-side comparison: for each job setting and round, Nix direct,
@@ -150,6 +172,7 @@ export async function runFaster(o: FasterOptions): Promise<CaseReport[]> {
       log(`case 7: home, ${o.homeRounds} rounds`);
       const cells = await compare(s, o, 'home', o.homeRounds, s.pi.url, s.pi.url, s.empty.url, rss, prefetchSeen);
       const wasted = prefetchSeen.map((p) => p.lookups - p.used);
+      const where = await breakdown(s, o);
       reports.push({
         title: `7. Home: ${paths}-path closure, Nix direct from the Pi vs through the proxy`,
         markdown: [
@@ -160,6 +183,8 @@ export async function runFaster(o: FasterOptions): Promise<CaseReport[]> {
           `Goal: through the proxy ≤ 1.0× direct. ${goal(cells, 1.0)}.`,
           '',
           `Prefetch accounting of the default proxy runs: ${summary(prefetchSeen.map((p) => p.lookups), 0)} narinfos prefetched per run, ${summary(wasted, 0)} of them never asked for by Nix.`,
+          '',
+          `**What bounds it.** ${where} Nix 2.8 first walks the closure's narinfos level by level, then fetches, decompresses and unpacks the NARs one at a time (with \`max-jobs = 1\`). Through the proxy every NAR takes one more hop (Nix → proxy → Pi → proxy → Nix instead of Nix → Pi), paid ${paths} times in a row; narinfo prefetching does not help there, and at home it wins little on the narinfo walk either: the Pi answers in well under a millisecond, so the prefetch of a level starts barely before Nix asks for it, and the walk is bound by the proxy's CPU per narinfo (fetch, parse, Ed25519 check, serialise: about 1 ms on this loaded machine). A CPU profile of the proxy during these runs (\`BENCH_CPU_PROF=DIR npm run bench -- --only 7\`, summed over the proxies of one run) shows no hot spot in the proxy's own code: about half the samples idle, then socket writes (\`writev\` of responses to Nix ~6%, undici writing requests to the Pi ~4%), undici and fastify request handling (~5% each), module loading at start-up (~3%, not in the timings), Ed25519 checks (~2%), garbage collection (~2%). Connections are reused both ways (checked with \`ss\` during a run: Nix 2.8 keeps up to 25 connections to the proxy for the whole command; the proxy keeps ~30 to the Pi and reuses them across commands). What would beat Nix direct is serving NARs from memory fetched and decompressed ahead of Nix (NAR prefetch, planned on the new NAR path: docs/architecture.md).`,
         ].join('\n'),
       });
     }
@@ -176,6 +201,8 @@ export async function runFaster(o: FasterOptions): Promise<CaseReport[]> {
             comparison(cells, 'Nix alone, through the relay'),
             '',
             `Goal: through the proxy ≤ 0.6× Nix alone. ${goal(cells, 0.6)}.`,
+            '',
+            `**What bounds it.** With \`max-jobs = 1\` Nix 2.8 fetches the NARs one after the other, each paying the link's round trip (${2 * o.slow.delayMs} ms) and its transfer time, through the proxy as much as without it: about ${((median(cells.get('Nix direct|0')!) / paths) * 1000).toFixed(0)} ms per path here. Narinfo prefetching saves only the narinfo walk (${o.shape.levels + 1} levels, each a round trip or two, well under 2 s of the total). Reaching 0.6× needs the NARs on their way before Nix asks for them (NAR prefetch with a byte budget, planned on the new NAR path: docs/architecture.md). With \`--max-jobs 16\` Nix already fetches 16 NARs at once and the run is bound by the link's bandwidth: ${(o.shape.levels * o.shape.width + 1)} NARs of ~30 kB (xz) are ~9 MB, ${(9e6 / o.slow.bytesPerSecond).toFixed(1)} s at ${o.slow.bytesPerSecond / 1e6} MB/s, whoever asks for them.`,
           ].join('\n'),
         });
       } finally {

@@ -133,6 +133,8 @@ export async function runLeaving(o: LeavingOptions): Promise<CaseReport> {
       table(['when', 'gap since the Pi last answered', 'seconds, median (min–max)', 'vs at home'], rows),
       '',
       `Goal: ≤ +0.3 s over home for the first command after leaving and every one after (gap ${o.gapsMs[0]! / 1000} s): **${worst <= 0.3 ? 'met' : `NOT met, by ${(worst - 0.3).toFixed(2)} s`}**.`,
+      '',
+      'How: a cached narinfo from a LAN cache that has been quiet for a second is served only after the cache answers its `nix-cache-info` within the hedge delay (200 ms); otherwise the cache is marked slow and the narinfo is looked up again, which asks the upstream at once, so Nix never gets a NAR URL on the missing Pi. The check keeps running; its first-byte timeout (800 ms) opens the Pi\'s circuit, and the commands after that skip the Pi. With no gap (the command starts less than a second after the Pi\'s last answer), the narinfos the proxy holds from the Pi are served unchecked; if the Pi is gone by then, the NAR request waits the NAR path\'s first-byte timeout for the Pi (800 ms) before failing over, which is the slow end of that row. That part is the NAR path\'s to fix: hedge the first byte of a LAN NAR like the narinfo lookups (docs/architecture.md, "Leaving home").',
     ].join('\n'),
   };
 }
