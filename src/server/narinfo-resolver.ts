@@ -119,7 +119,8 @@ export class NarInfoResolver {
   /** One client request for a narinfo: answered from memory or the origins, and its references prefetched. */
   async resolve(storeHash: string): Promise<Resolution> {
     let cached = this.cache.get(storeHash);
-    if (cached?.status === 'found' && (await this.suspect(cached.origin))) {
+    const suspect = cached?.status === 'found' ? this.suspect(cached.origin) : false;
+    if (suspect === true || (suspect !== false && (await suspect))) {
       // Its origin stopped answering: ask again (the next origins at once) rather than hand out its NAR URL.
       if (this.cache.get(storeHash) === cached) this.cache.delete(storeHash);
       cached = undefined;
@@ -173,21 +174,21 @@ export class NarInfoResolver {
    * Whether a cached answer from `origin` should not be served as is: its
    * circuit is open, it was marked slow, or it is a LAN cache that has been
    * quiet for a while and does not answer its nix-cache-info within the
-   * hedge delay (then it is marked slow). Only worth asking when an origin
-   * after it could answer instead.
+   * hedge delay (then it is marked slow). Only when an origin after it could
+   * answer instead. Synchronous unless a check has to run.
    */
-  private async suspect(origin: Origin): Promise<boolean> {
+  private suspect(origin: Origin): boolean | Promise<boolean> {
+    const ordered = this.origins.ordered();
+    if (ordered[ordered.length - 1] === origin) return false;
     if (origin.breaker.isOpen || this.slow.has(origin)) return true;
     const hedgeMs = this.options.hedgeMs[origin.kind];
     if (hedgeMs <= 0 || origin.kind !== 'lan' || Date.now() - origin.breaker.lastSuccessAt < (this.options.quietMs ?? QUIET_MS)) return false;
-    const ordered = this.origins.ordered();
-    if (ordered[ordered.length - 1] === origin) return false;
     let check = this.checking.get(origin);
     if (!check) {
       check = this.checkAlive(origin, hedgeMs).finally(() => this.checking.delete(origin));
       this.checking.set(origin, check);
     }
-    return !(await check);
+    return check.then((alive) => !alive);
   }
 
   /** True if the origin answers its nix-cache-info within `hedgeMs`; otherwise it is marked slow until it answers. */

@@ -1,4 +1,5 @@
 import { createConnection, createServer, type Socket } from 'node:net';
+import { listenOnLoopback } from '../helpers/ports.js';
 
 export interface SlowRelayOptions {
   /** The server on 127.0.0.1 the relay forwards to. */
@@ -84,14 +85,5 @@ export async function startSlowRelay(options: SlowRelayOptions): Promise<{ port:
     carry(client, target, up, performance.now() + 3 * options.delayMs);
     carry(target, client, down, 0);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  return {
-    port,
-    url: `http://127.0.0.1:${port}/`,
-    async close() {
-      for (const s of sockets) s.destroy();
-      await new Promise((resolve) => server.close(resolve));
-    },
-  };
+  return listenOnLoopback(server, sockets);
 }
