@@ -9,6 +9,7 @@
  *   npm run bench -- --quick           # small sizes, for checking the script itself
  */
 import { writeFile } from 'node:fs/promises';
+import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { removeDir, tempDir } from '../helpers/nix.js';
@@ -134,7 +135,7 @@ try {
     '',
     table(['', ''], machine),
     '',
-    `Whole run: ${minutes.toFixed(1)} minutes.`,
+    `Whole run: ${minutes.toFixed(1)} minutes; load average at the end (1, 5, 15 min): ${loadavg().map((x) => x.toFixed(2)).join(', ')} on ${cpus().length} cores (other work shares the machine: compare sides within one run).`,
     '',
     '**Noise.** The machine has 2 cores, shared by the load generator and the servers under test (and by whatever else runs',
     'on the machine). Absolute numbers move by tens of percent between runs; the sides were run alternately in the same',
