@@ -25,7 +25,8 @@ export interface ServeConfig {
   /** Where state that survives restarts lives (stats). */
   stateDir: string | undefined;
   timeouts: { lan: OriginTimeouts; upstream: OriginTimeouts };
-  cache: { maxEntries: number; hitTtlSeconds: number; missTtlSeconds: number };
+  /** prefetchConcurrency: narinfo lookups ahead of Nix at once (0: off); prefetchDepth: levels of references. */
+  cache: { maxEntries: number; hitTtlSeconds: number; missTtlSeconds: number; prefetchConcurrency: number; prefetchDepth: number };
 }
 
 export function defaultConfig(): ServeConfig {
@@ -40,7 +41,7 @@ export function defaultConfig(): ServeConfig {
     stateDir: undefined,
     timeouts: { lan: { ...DEFAULT_TIMEOUTS.lan }, upstream: { ...DEFAULT_TIMEOUTS.upstream } },
     // A whole NixOS system is a few thousand paths; Nix keeps its own 30-day narinfo cache on disk.
-    cache: { maxEntries: 4096, hitTtlSeconds: 3600, missTtlSeconds: 30 },
+    cache: { maxEntries: 4096, hitTtlSeconds: 3600, missTtlSeconds: 30, prefetchConcurrency: 16, prefetchDepth: 1 },
   };
 }
 
@@ -100,7 +101,13 @@ const fileShape = object({
   priority: int(0, 1000),
   stateDir: str,
   timeouts: object({ lan: timeoutsShape, upstream: timeoutsShape }),
-  cache: object({ maxEntries: int(1, 10_000_000), hitTtlSeconds: int(0, 30 * 86400), missTtlSeconds: int(0, 86400) }),
+  cache: object({
+    maxEntries: int(1, 10_000_000),
+    hitTtlSeconds: int(0, 30 * 86400),
+    missTtlSeconds: int(0, 86400),
+    prefetchConcurrency: int(0, 256),
+    prefetchDepth: int(1, 4),
+  }),
 });
 
 export type ConfigFile = Partial<{

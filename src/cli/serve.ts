@@ -55,7 +55,8 @@ export async function startProxy(config: ServeConfig, log: Logger): Promise<Runn
   try {
     stats.attachOrigins(origins);
     const hedgeMs = { lan: config.timeouts.lan.hedgeMs, upstream: config.timeouts.upstream.hedgeMs };
-    const resolver = new NarInfoResolver(origins, { ...config.cache, hedgeMs }, stats, log);
+    const { prefetchConcurrency, prefetchDepth, ...cache } = config.cache;
+    const resolver = new NarInfoResolver(origins, { ...cache, hedgeMs, prefetch: { concurrency: prefetchConcurrency, depth: prefetchDepth } }, stats, log);
     // mDNS discovery (docs/discovery.md): loaded only when browsing is on, started only once the proxy listens.
     discovery = config.mdns ? (await import('../discovery/index.js')).createDiscovery({ origins, trusted, timeouts: config.timeouts.lan, log }) : undefined;
     app = buildApp({ config, origins, resolver, stats, log, discovery });

@@ -21,6 +21,8 @@ export class Breaker extends EventEmitter<{ change: [state: CircuitState, reason
   state: CircuitState = 'closed';
   changedAt = Date.now();
   lastReason = 'started';
+  /** When the origin last answered anything (Date.now()); 0 before its first answer. */
+  lastSuccessAt = 0;
 
   constructor(
     private readonly options: BreakerOptions,
@@ -35,6 +37,7 @@ export class Breaker extends EventEmitter<{ change: [state: CircuitState, reason
 
   success(): void {
     this.fails = 0;
+    this.lastSuccessAt = Date.now();
     if (this.state === 'open') this.transition('closed', 'request succeeded');
   }
 
@@ -75,6 +78,7 @@ export class Breaker extends EventEmitter<{ change: [state: CircuitState, reason
     try {
       if (await this.probe()) {
         this.fails = 0;
+        this.lastSuccessAt = Date.now();
         if (this.state === 'open') this.transition('closed', 'probe answered');
       }
     } catch {

@@ -46,6 +46,8 @@ export interface CircuitView {
   /** When the state last changed (ms since the epoch). */
   readonly changedAt: number;
   readonly lastReason: string;
+  /** When the origin last answered anything (ms since the epoch); 0 before its first answer. */
+  readonly lastSuccessAt: number;
   on(event: 'change', listener: (state: CircuitState, reason: string) => void): unknown;
   off(event: 'change', listener: (state: CircuitState, reason: string) => void): unknown;
 }

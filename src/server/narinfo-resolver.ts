@@ -8,16 +8,29 @@ import type { NarInfoLookup, Origin, OriginKind } from '../origins/origin.js';
 import type { OriginSet } from '../origins/origin-set.js';
 import { outcomeOf, type Stats } from '../stats/recorder.js';
 import { type LookupOutcome } from '../stats/model.js';
+import { NarInfoPrefetcher, type PrefetchOptions } from './narinfo-prefetch.js';
+import { firstDefined, settledWithin } from './settle.js';
 
 export type Resolution =
-  /** Only what serving needs is kept: the text Nix gets, and where the origin keeps the NAR. */
-  | { status: 'found'; origin: Origin; text: string; facts: NarFacts }
+  /**
+   * Only what serving needs is kept: the text Nix gets, where the origin
+   * keeps the NAR, and the store hashes of the references (what Nix will
+   * ask next).
+   */
+  | { status: 'found'; origin: Origin; text: string; facts: NarFacts; refs: readonly string[] }
   /** Every origin answered "absent". */
   | { status: 'missing' }
   /** No origin had it and at least one could not be asked. */
   | { status: 'unavailable'; unknown: string[] };
 
 const MAX_CACHE_BYTES = 8 * 1024 * 1024;
+/**
+ * A LAN cache that has not answered anything for this long is checked (its
+ * nix-cache-info, within the hedge delay) before its cached answers are
+ * served: a laptop that just left home must not hand Nix NAR URLs on a Pi
+ * that no longer answers.
+ */
+const QUIET_MS = 1000;
 
 export interface ResolverOptions {
   maxEntries: number;
@@ -25,6 +38,10 @@ export interface ResolverOptions {
   missTtlSeconds: number;
   /** Per kind of origin: after this long without an answer, the next origins are asked alongside (0: never). */
   hedgeMs: Record<OriginKind, number>;
+  /** A LAN cache quiet this long is checked before its cached answers are served (default 1000). */
+  quietMs?: number;
+  /** Asking for the references' narinfos before Nix does (docs/architecture.md); off when absent. */
+  prefetch?: Omit<PrefetchOptions, 'maxQueued'> & { maxQueued?: number };
 }
 
 type Found = { origin: Origin; info: NarInfo };
@@ -35,11 +52,16 @@ interface Trail {
   lanSaid: Array<{ origin: string; outcome: LookupOutcome }>;
 }
 
+/** A prefetched answer no client has asked for yet, and the fallback to record when one does. */
+type Unclaimed = { fallback?: { to: string; lan: Trail['lanSaid'] } };
+
 /**
  * Finds the narinfo for a store hash: LAN caches first, then upstreams; the
  * first validly signed answer wins. Results are cached in memory; every
  * cached answer is dropped the moment any origin comes back, so a path on
- * the Pi is found as soon as the Pi is home again.
+ * the Pi is found as soon as the Pi is home again. When Nix asks for a
+ * narinfo, the narinfos of its references are looked up ahead (prefetched)
+ * through the same lookup, so they land in the same cache.
  */
 export class NarInfoResolver {
   private readonly cache: LRUCache<string, Resolution>;
@@ -50,6 +72,13 @@ export class NarInfoResolver {
    * of waiting the delay again (their circuit opens at the first-byte timeout).
    */
   private readonly slow = new Set<Origin>();
+  /** A running liveness check per quiet LAN cache (see QUIET_MS). */
+  private readonly checking = new Map<Origin, Promise<boolean>>();
+  /** Prefetched answers in the cache that no client has asked for yet. */
+  private readonly unclaimed = new Map<string, Unclaimed>();
+  /** Prefetch lookups in flight that no client has joined yet. */
+  private readonly prefetching = new Set<string>();
+  readonly prefetcher: NarInfoPrefetcher;
   /** Bumped whenever cached answers are dropped, so a lookup that started before doesn't store a stale one. */
   private generation = 0;
 
@@ -60,40 +89,123 @@ export class NarInfoResolver {
     private readonly log: Logger,
   ) {
     // Bounded by count and by bytes: a narinfo is ~0.5-2 KB of text, big closures list many references.
-    this.cache = new LRUCache({ max: options.maxEntries, maxSize: MAX_CACHE_BYTES, sizeCalculation: (r) => (r.status === 'found' ? r.text.length * 2 + r.facts.url.length * 2 + 300 : 100) });
+    this.cache = new LRUCache({
+      max: options.maxEntries,
+      maxSize: MAX_CACHE_BYTES,
+      sizeCalculation: (r) => (r.status === 'found' ? r.text.length * 2 + r.facts.url.length * 2 + r.refs.length * 100 + 300 : 100),
+      dispose: (_r, storeHash) => this.unclaimed.delete(storeHash),
+    });
+    const p = options.prefetch;
+    this.prefetcher = new NarInfoPrefetcher(
+      { concurrency: p?.concurrency ?? 0, depth: p?.depth ?? 0, maxQueued: p?.maxQueued ?? Math.max(256, options.maxEntries >> 2) },
+      { warm: (h) => this.warm(h) },
+      {
+        dropped: () => stats.narinfoPrefetch('dropped'),
+        failed: (storeHash, err) => log.error({ err, storeHash, event: 'bug' }, 'narinfo prefetch failed'),
+      },
+    );
     const forget = () => {
       this.slow.clear();
       this.generation++;
       this.cache.clear();
       this.inflight.clear();
+      this.unclaimed.clear();
+      this.prefetching.clear();
+      this.prefetcher.clear();
     };
     origins.on('up', forget);
     origins.on('added', forget);
     origins.on('removed', forget);
   }
 
+  /** One client request for a narinfo: answered from memory or the origins, and its references prefetched. */
   async resolve(storeHash: string): Promise<Resolution> {
-    const cached = this.cache.get(storeHash);
+    let cached = this.cache.get(storeHash);
+    const suspect = cached?.status === 'found' ? this.suspect(cached.origin) : false;
+    if (suspect === true || (suspect !== false && (await suspect))) {
+      // Its origin stopped answering: ask again (the next origins at once) rather than hand out its NAR URL.
+      if (this.cache.get(storeHash) === cached) this.cache.delete(storeHash);
+      cached = undefined;
+    }
     if (cached) {
       this.stats.narinfoCache(cached.status === 'found');
+      this.claim(storeHash);
       this.answered(cached);
       return cached;
     }
     let pending = this.inflight.get(storeHash);
-    if (!pending) {
-      const p = this.lookup(storeHash).finally(() => {
-        if (this.inflight.get(storeHash) === p) this.inflight.delete(storeHash);
-      });
-      this.inflight.set(storeHash, (pending = p));
-    }
+    if (!pending) pending = this.start(storeHash, false);
+    else if (this.prefetching.delete(storeHash)) this.stats.narinfoPrefetch('used'); // joined a prefetch on its way
     const result = await pending;
     this.answered(result);
     return result;
   }
 
-  /** One client request, one count (concurrent requests share a lookup but each gets an answer). */
+  /** One client request, one count (concurrent requests share a lookup but each gets an answer); then look ahead. */
   private answered(r: Resolution): void {
     this.stats.narinfoAnswered(r.status, r.status === 'found' ? r.origin.name : undefined);
+    if (r.status === 'found') this.prefetcher.ahead(r.refs);
+  }
+
+  /** A client asked for a path that was prefetched: count it as used, and record its fallback now. */
+  private claim(storeHash: string): void {
+    const u = this.unclaimed.get(storeHash);
+    if (!u) return;
+    this.unclaimed.delete(storeHash);
+    this.stats.narinfoPrefetch('used');
+    if (u.fallback) this.stats.narinfoFallback(storeHash, u.fallback.to, u.fallback.lan);
+  }
+
+  private start(storeHash: string, prefetch: boolean): Promise<Resolution> {
+    const p = this.lookup(storeHash, prefetch).finally(() => {
+      if (this.inflight.get(storeHash) === p) this.inflight.delete(storeHash);
+    });
+    this.inflight.set(storeHash, p);
+    return p;
+  }
+
+  /** The prefetcher's way in: a lookup nobody asked for yet, unless one is cached or running. */
+  private warm(storeHash: string): Promise<readonly string[] | undefined> | undefined {
+    if (this.cache.has(storeHash) || this.inflight.has(storeHash)) return undefined;
+    this.stats.narinfoPrefetch('lookups');
+    this.prefetching.add(storeHash);
+    return this.start(storeHash, true).then((r) => (r.status === 'found' ? r.refs : undefined));
+  }
+
+  /**
+   * Whether a cached answer from `origin` should not be served as is: its
+   * circuit is open, it was marked slow, or it is a LAN cache that has been
+   * quiet for a while and does not answer its nix-cache-info within the
+   * hedge delay (then it is marked slow). Only when an origin after it could
+   * answer instead. Synchronous unless a check has to run.
+   */
+  private suspect(origin: Origin): boolean | Promise<boolean> {
+    const ordered = this.origins.ordered();
+    if (ordered[ordered.length - 1] === origin) return false;
+    if (origin.breaker.isOpen || this.slow.has(origin)) return true;
+    const hedgeMs = this.options.hedgeMs[origin.kind];
+    if (hedgeMs <= 0 || origin.kind !== 'lan' || Date.now() - origin.breaker.lastSuccessAt < (this.options.quietMs ?? QUIET_MS)) return false;
+    let check = this.checking.get(origin);
+    if (!check) {
+      check = this.checkAlive(origin, hedgeMs).finally(() => this.checking.delete(origin));
+      this.checking.set(origin, check);
+    }
+    return check.then((alive) => !alive);
+  }
+
+  /** True if the origin answers its nix-cache-info within `hedgeMs`; otherwise it is marked slow until it answers. */
+  private async checkAlive(origin: Origin, hedgeMs: number): Promise<boolean> {
+    const asking = origin.fetchFile('nix-cache-info').then((res) => {
+      if (res.status === 'present') res.body.resume();
+      const answered = res.status !== 'unknown';
+      if (answered) this.slow.delete(origin);
+      return answered;
+    });
+    const early = await settledWithin(asking, hedgeMs);
+    if (early) return early.value;
+    this.slow.add(origin);
+    this.log.info({ event: 'origin-slow', origin: origin.name, ms: hedgeMs }, `origin ${origin.name} did not answer within ${hedgeMs} ms; asking the next origins alongside`);
+    return false;
   }
 
   /** The cached answer, if any, without counting it (the NAR path asks which origin it came from). */
@@ -101,22 +213,31 @@ export class NarInfoResolver {
     return this.cache.peek(storeHash);
   }
 
-  private async lookup(storeHash: string): Promise<Resolution> {
+  /** Asks the origins; a prefetch records its fallback only once a client asks, and caches no "could not ask". */
+  private async lookup(storeHash: string, prefetch: boolean): Promise<Resolution> {
     const generation = this.generation;
     const trail: Trail = { unknown: [], lanSaid: [] };
     const hit = await this.firstPresent(this.origins.ordered(), 0, storeHash, trail);
+    const current = generation === this.generation;
+    // Still unclaimed: no client joined this prefetch while it ran.
+    const unclaimed = prefetch && this.prefetching.delete(storeHash);
     if (hit) {
       const { origin, info } = hit;
-      if (origin.kind === 'upstream') this.stats.narinfoFallback(storeHash, origin.name, [...trail.lanSaid]);
+      const fallback = origin.kind === 'upstream' && trail.lanSaid.length ? { to: origin.name, lan: [...trail.lanSaid] } : undefined;
+      if (fallback && !unclaimed) this.stats.narinfoFallback(storeHash, fallback.to, fallback.lan);
       const { url, compression, narHash, narSize, fileHash, fileSize } = info;
-      const found: Resolution = { status: 'found', origin, text: serialiseNarInfo(servedNarInfo(info)), facts: { url, compression, narHash, narSize, fileHash, fileSize } };
-      if (generation === this.generation) this.cache.set(storeHash, found, { ttl: this.options.hitTtlSeconds * 1000 });
+      const refs = info.references.map((r) => r.slice(0, 32)).filter((h) => h !== storeHash);
+      const found: Resolution = { status: 'found', origin, text: serialiseNarInfo(servedNarInfo(info)), facts: { url, compression, narHash, narSize, fileHash, fileSize }, refs };
+      if (current) {
+        this.cache.set(storeHash, found, { ttl: this.options.hitTtlSeconds * 1000 });
+        if (unclaimed) this.unclaimed.set(storeHash, fallback ? { fallback } : {});
+      }
       return found;
     }
     const { unknown } = trail;
     const miss: Resolution = unknown.length ? { status: 'unavailable', unknown } : { status: 'missing' };
-    if (unknown.length) this.log.debug({ storeHash, unknown }, 'narinfo not found; some origins could not be asked');
-    if (this.options.missTtlSeconds > 0 && generation === this.generation) this.cache.set(storeHash, miss, { ttl: this.options.missTtlSeconds * 1000 });
+    if (unknown.length) this.log.debug({ storeHash, unknown, prefetch }, 'narinfo not found; some origins could not be asked');
+    if (this.options.missTtlSeconds > 0 && current && !(prefetch && unknown.length)) this.cache.set(storeHash, miss, { ttl: this.options.missTtlSeconds * 1000 });
     return miss;
   }
 
@@ -179,30 +300,4 @@ export class NarInfoResolver {
  */
 export function servedNarInfo(info: NarInfo): NarInfo {
   return { ...info, url: formatNarUrl(info.path.hash, info.narHash), compression: 'none', fileHash: info.narHash, fileSize: info.narSize };
-}
-
-/** `{ value }` if `p` settles within `ms`, undefined otherwise. */
-async function settledWithin<T>(p: Promise<T>, ms: number): Promise<{ value: T } | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<undefined>((resolve) => {
-    timer = setTimeout(() => resolve(undefined), ms);
-  });
-  try {
-    return await Promise.race([p.then((value) => ({ value })), late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** The first of two lookups to find something; undefined once both found nothing. */
-function firstDefined<T>(a: Promise<T | undefined>, b: Promise<T | undefined>): Promise<T | undefined> {
-  return new Promise((resolve, reject) => {
-    let pending = 2;
-    const settle = (value: T | undefined) => {
-      if (value !== undefined) resolve(value);
-      else if (--pending === 0) resolve(undefined);
-    };
-    a.then(settle, reject);
-    b.then(settle, reject);
-  });
 }

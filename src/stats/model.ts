@@ -79,6 +79,12 @@ export interface StatsState {
   hours: Record<string, Bucket>;
   originInfo: Record<string, OriginHistory>;
   narinfoCache: { found: number; missing: number };
+  /**
+   * narinfos the proxy asked for ahead of Nix (references of what Nix asked):
+   * lookups started, used (Nix asked for one afterwards), dropped (queue full).
+   * Their requests to origins are in the per-origin narinfo counts too.
+   */
+  narinfoPrefetch: { lookups: number; used: number; dropped: number };
   fallbacks: Fallback[];
 }
 
@@ -105,7 +111,7 @@ export function emptyHistogram(): Histogram {
 }
 
 export function emptyState(now = new Date()): StatsState {
-  return { version: 1, installedAt: now.toISOString(), total: emptyBucket(), days: {}, hours: {}, originInfo: {}, narinfoCache: { found: 0, missing: 0 }, fallbacks: [] };
+  return { version: 1, installedAt: now.toISOString(), total: emptyBucket(), days: {}, hours: {}, originInfo: {}, narinfoCache: { found: 0, missing: 0 }, narinfoPrefetch: { lookups: 0, used: 0, dropped: 0 }, fallbacks: [] };
 }
 
 const pad = (n: number) => String(n).padStart(2, '0');

@@ -101,6 +101,8 @@ export function parseState(text: string): StatsState {
   }
   const nc = counts(json.narinfoCache, 'narinfoCache');
   state.narinfoCache = { found: nc.found ?? 0, missing: nc.missing ?? 0 };
+  const np = json.narinfoPrefetch === undefined ? {} : counts(json.narinfoPrefetch, 'narinfoPrefetch'); // absent in files written before prefetching
+  state.narinfoPrefetch = { lookups: np.lookups ?? 0, used: np.used ?? 0, dropped: np.dropped ?? 0 };
   if (!Array.isArray(json.fallbacks)) throw new Corrupt('fallbacks is not a list');
   state.fallbacks = json.fallbacks.filter((f): f is Fallback => isObj(f) && typeof f.at === 'string' && (f.what === 'quarantine' ? typeof f.from === 'string' : typeof f.to === 'string' && (f.what === 'nar' || f.what === 'narinfo')));
   return state;

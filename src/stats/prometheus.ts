@@ -80,6 +80,8 @@ export function prometheus(stats: Stats, now = new Date()): string {
   w.family('nix_lan_cache_narinfo_memory_cache_total', 'counter', "narinfo requests answered from the proxy's in-memory cache.");
   w.sample('nix_lan_cache_narinfo_memory_cache_total', { result: 'found' }, s.narinfoCache.found);
   w.sample('nix_lan_cache_narinfo_memory_cache_total', { result: 'missing' }, s.narinfoCache.missing);
+  w.family('nix_lan_cache_narinfo_prefetch_total', 'counter', 'narinfos looked up ahead of Nix (lookups), later asked for by Nix (used), or not queued because the queue was full (dropped).');
+  for (const result of ['lookups', 'used', 'dropped'] as const) w.sample('nix_lan_cache_narinfo_prefetch_total', { result }, s.narinfoPrefetch[result]);
 
   const p = snap.periods.sinceInstall;
   w.family('nix_lan_cache_bytes_kept_off_internet_total', 'counter', 'NAR bytes served from a LAN cache instead of an upstream.');

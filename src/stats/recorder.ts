@@ -165,6 +165,11 @@ export class Stats {
     this.onChange();
   }
 
+  narinfoPrefetch(what: keyof StatsState['narinfoPrefetch']): void {
+    this.state.narinfoPrefetch[what]++;
+    this.onChange();
+  }
+
   narStarted(origin: string): void {
     this.each(origin, (c) => c.nar.requests++);
   }

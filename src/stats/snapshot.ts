@@ -50,6 +50,8 @@ export interface StatsSnapshot {
   /** The latest times a narinfo came from an upstream or a NAR download moved origin, newest first. */
   recentFallbacks: Fallback[];
   narinfoMemoryCache: { found: number; missing: number };
+  /** narinfos looked up ahead of Nix: started, used by a later client request, dropped (queue full). */
+  narinfoPrefetch: { lookups: number; used: number; dropped: number };
 }
 
 export function period(b: Bucket, from: string): PeriodStats {
@@ -160,6 +162,7 @@ export function snapshot(stats: Stats, now = new Date()): StatsSnapshot {
     hourly,
     recentFallbacks: [...s.fallbacks].reverse(),
     narinfoMemoryCache: { ...s.narinfoCache },
+    narinfoPrefetch: { ...s.narinfoPrefetch },
   };
 }
 

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { cpus, release, totalmem } from 'node:os';
+import { cpus, loadavg, release, totalmem } from 'node:os';
 import { run } from '../helpers/proc.js';
 
 async function version(cmd: string, args: string[]): Promise<string> {
@@ -16,6 +16,7 @@ export async function describeMachine(): Promise<Array<[string, string]>> {
     ['date', new Date().toISOString().replace('T', ' ').slice(0, 16) + ' UTC'],
     ['CPU', `${model}, ${cpus().length} cores`],
     ['memory', `${(totalmem() / 2 ** 30).toFixed(1)} GiB`],
+    ['load average at start (1, 5, 15 min)', loadavg().map((x) => x.toFixed(2)).join(', ')],
     ['OS', `${os}, Linux ${release()}`],
     ['node', process.version],
     ['nix', await version('nix', ['--version'])],

@@ -5,16 +5,20 @@
  *
  *   npm run bench                      # everything, writes docs/benchmarks.md
  *   npm run bench -- --only 1,2,5      # some cases; prints, writes docs/benchmarks.md only with --write
+ *   npm run bench -- --only 7,8,9,10   # faster than Nix alone (issue 15): home, slow link, wrong guesses, leaving home
  *   npm run bench -- --quick           # small sizes, for checking the script itself
  *   npm run bench -- --only 7 --write  # run some cases and replace only their sections in docs/benchmarks.md
  */
 import { readFile, writeFile } from 'node:fs/promises';
+import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { removeDir, tempDir } from '../helpers/nix.js';
 import { stopAll } from '../helpers/proc.js';
 import { runAway } from './away.js';
 import { runFillBench } from './fill.js';
+import { runFaster } from './faster.js';
+import { runLeaving } from './leaving.js';
 import { runHome } from './home.js';
 import { runNarCompressed } from './nar-compressed.js';
 import { describeMachine } from './machine.js';
@@ -57,7 +61,7 @@ const { values } = parseArgs({
     'no-write': { type: 'boolean' },
   },
 });
-const only = new Set((values.only ?? '1,2,3,4,5,6,7,8').split(',').map((s) => s.trim()));
+const only = new Set((values.only ?? '1,2,3,4,5,6,7,8,9,10,11,12').split(',').map((s) => s.trim()));
 const quick = values.quick === true;
 const write = values['no-write'] ? false : values.write === true || (values.only === undefined && !quick);
 
@@ -121,6 +125,19 @@ try {
       }),
     );
   }
+  if (only.has('9') || only.has('10') || only.has('11')) {
+    reports.push(
+      ...(await runFaster({
+        dir: `${dir}/faster`,
+        shape: quick ? { levels: 3, width: 5, fanout: 2, bytes: 40_000 } : { levels: 10, width: 30, fanout: 3, bytes: 40_000 },
+        homeRounds: quick ? 1 : 3,
+        slowRounds: quick ? 1 : 3,
+        slow: { delayMs: 25, bytesPerSecond: 2_500_000 },
+        only,
+      })),
+    );
+  }
+  if (only.has('12')) reports.push(await runLeaving({ rounds: quick ? 1 : 3, commands: 3, gapsMs: [2000, 0] }));
   if (only.has('4')) reports.push(PEER_NOTES);
   const minutes = (performance.now() - started) / 60_000;
   const order = (r: CaseReport) => r.title;
@@ -136,7 +153,7 @@ try {
     '',
     table(['', ''], machine),
     '',
-    `Whole run: ${minutes.toFixed(1)} minutes.`,
+    `Whole run: ${minutes.toFixed(1)} minutes; load average at the end (1, 5, 15 min): ${loadavg().map((x) => x.toFixed(2)).join(', ')} on ${cpus().length} cores (other work shares the machine: compare sides within one run).`,
     '',
     '**Noise.** The machine has 2 cores, shared by the load generator and the servers under test (and by whatever else runs',
     'on the machine). Absolute numbers move by tens of percent between runs; the sides were run alternately in the same',

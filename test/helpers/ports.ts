@@ -17,6 +17,11 @@ export async function blackhole(): Promise<{ port: number; url: string; close():
     socket.on('error', () => {});
     socket.on('close', () => sockets.delete(socket));
   });
+  return listenOnLoopback(server, sockets);
+}
+
+/** Listens on a kernel-chosen port of 127.0.0.1; `close()` destroys `sockets` (those still open) and closes the server. */
+export async function listenOnLoopback(server: Server, sockets: Set<Socket>): Promise<{ port: number; url: string; close(): Promise<void> }> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as { port: number };
   return {
