@@ -3,12 +3,12 @@ import type { Logger } from 'pino';
 import type { NarFacts } from '../nar/candidates.js';
 import type { NarInfo } from '../protocol/narinfo.js';
 import { serialiseNarInfo } from '../protocol/narinfo.js';
-import { formatNarUrl } from '../protocol/narurl.js';
 import type { NarInfoLookup, Origin, OriginKind } from '../origins/origin.js';
 import type { OriginSet } from '../origins/origin-set.js';
 import { outcomeOf, type Stats } from '../stats/recorder.js';
 import { type LookupOutcome } from '../stats/model.js';
 import { NarInfoPrefetcher, type PrefetchOptions } from './narinfo-prefetch.js';
+import { servedNarInfo } from './served-narinfo.js';
 import { firstDefined, settledWithin } from './settle.js';
 
 export type Resolution =
@@ -290,14 +290,4 @@ export class NarInfoResolver {
     this.stats.narinfoLookup(origin.name, outcomeOf(result), performance.now() - started);
     return result;
   }
-}
-
-/**
- * The narinfo Nix gets: the NAR uncompressed (the proxy decompresses whatever
- * the origin holds), named by its content, so any origin with the same
- * NarHash can serve it. Only unsigned fields change: signatures cover
- * `1;path;NarHash;NarSize;references`.
- */
-export function servedNarInfo(info: NarInfo): NarInfo {
-  return { ...info, url: formatNarUrl(info.path.hash, info.narHash), compression: 'none', fileHash: info.narHash, fileSize: info.narSize };
 }

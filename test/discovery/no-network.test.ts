@@ -62,11 +62,11 @@ function expectAlwaysAnswered(polls: Poll[], minCount: number): void {
 
 describe('no network, and networks that come and go, with mDNS on', () => {
   let dir: string;
-  const bareNs = 'nlc-i11-nonet-lo';
+  // Named with this process's PID: another run of the suite on the machine has its own.
+  const bareNs = `nlc-nonet-${process.pid}-lo`;
 
   beforeAll(async () => {
     dir = await tempDir('i11-nonet');
-    await run('ip', ['netns', 'del', bareNs]); // a leftover of a run that died
     await runOk('ip', ['netns', 'add', bareNs]);
     await runOk('ip', ['-n', bareNs, 'link', 'set', 'lo', 'up']);
   });

@@ -1,3 +1,4 @@
+import { processAlive } from '../../src/process-alive.js';
 import { run, runOk } from './proc.js';
 
 /**
@@ -29,8 +30,13 @@ export class NetLab {
     return lab;
   }
 
+  /** Namespace names carry the test process's PID, so two runs of the suite on one machine never touch each other's. */
+  private get base(): string {
+    return `nlc-${this.prefix}-${process.pid}`;
+  }
+
   private get switchNs(): string {
-    return `nlc-${this.prefix}-sw`;
+    return `${this.base}-sw`;
   }
 
   ns(host: string): string {
@@ -53,10 +59,12 @@ export class NetLab {
   }
 
   private async build(hostNames: string[]): Promise<void> {
-    const all = [this.switchNs, ...hostNames.map((h) => `nlc-${this.prefix}-${h}`)];
-    // Leftovers of an earlier run of the same file that died before cleaning up.
-    const existing = (await runOk('ip', ['netns', 'list'])).split('\n').map((l) => l.split(' ')[0]);
-    for (const ns of all) if (existing.includes(ns)) await run('ip', ['netns', 'del', ns]);
+    // Leftovers of an earlier run of this file whose process died before cleaning up (its PID is gone).
+    const existing = (await runOk('ip', ['netns', 'list'])).split('\n').map((l) => l.split(' ')[0]!);
+    for (const ns of existing) {
+      const m = new RegExp(`^nlc-${this.prefix}-(\\d+)-`).exec(ns);
+      if (m && !processAlive(Number(m[1]))) await run('ip', ['netns', 'del', ns]);
+    }
 
     const sw = this.switchNs;
     await this.add(sw);
@@ -66,7 +74,7 @@ export class NetLab {
     let n = 0;
     for (const name of hostNames) {
       n++;
-      const ns = `nlc-${this.prefix}-${name}`;
+      const ns = `${this.base}-${name}`;
       const port = `p${n}`;
       const address = `10.231.${this.subnet}.${n + 1}`;
       await this.add(ns);
