@@ -50,6 +50,12 @@ export function formatStats(s: StatsResponse, url: string, now = Date.now()): st
         ['LAN hit rate, by narinfo hits', ...cols.map(([, c]) => formatPct(c.lanHitRate.byNarinfo))],
         ['kept off the internet', ...cols.map(([, c]) => formatBytes(c.bytesKeptOffInternet))],
         ['from upstreams', ...cols.map(([, c]) => formatBytes(c.nar.upstreamBytes))],
+        ...(Object.values(p.sinceInstall.fill).some((n) => n > 0)
+          ? [
+              ['filling Pi: already there', ...cols.map(([, c]) => formatBytes(c.fill?.alreadyThereBytes ?? 0))],
+              ['filling Pi: filled for us', ...cols.map(([, c]) => formatBytes(c.fill?.filledBytes ?? 0))],
+            ]
+          : []),
         ['narinfo requests from Nix', ...cols.map(([, c]) => String(c.client.narinfoRequests))],
         ['  answered 404', ...cols.map(([, c]) => String(c.client.narinfoMissing + c.client.narinfoUnavailable))],
         ['NAR failovers', ...cols.map(([, c]) => String(c.failovers))],
