@@ -31,7 +31,7 @@ export function formatDiscovery(d: DiscoverySnapshot | { enabled: false }, now =
   if (!d.enabled) return 'mDNS discovery is off (--no-mdns).\n';
   if (d.caches.length === 0) return `mDNS discovery: no ${d.serviceType} announcement heard yet.\n`;
   const rows = [['discovered cache', 'key', 'status', 'first seen', 'why']];
-  for (const c of d.caches) rows.push([c.url, c.keyName ?? '–', c.status, formatAge(c.firstSeen, now), c.reason ?? '']);
+  for (const c of d.caches) rows.push([c.url, c.keyName ?? '–', c.fill ? `${c.status} (fills)` : c.status, formatAge(c.firstSeen, now), c.reason ?? '']);
   return `${table(rows, new Set())}\n`;
 }
 

@@ -8,6 +8,7 @@ import { parseState } from '../../src/stats/persist.js';
 import { openStats } from '../../src/stats/setup.js';
 import { snapshot } from '../../src/stats/snapshot.js';
 import { parsePrometheus, prometheus } from '../../src/stats/prometheus.js';
+import { formatStats } from '../../src/cli/stats.js';
 import { removeDir, tempDir } from '../helpers/nix.js';
 
 const kinds: Record<string, 'lan' | 'upstream'> = { pi: 'lan', up: 'upstream' };
@@ -33,6 +34,12 @@ describe('stats: what came from a filling Pi', () => {
     expect(get('already-there')).toBe(3000);
     expect(get('filled')).toBe(1000);
     expect(samples.some((x) => x.name === 'nix_lan_cache_lan_fill_nar_bytes_total' && x.labels.origin === 'up')).toBe(false);
+
+    const text = formatStats({ ...snapshot(s), proxy: { lan: [], lanFill: ['http://pi/'], upstream: [], trustedPublicKeys: [], priority: 30 } }, 'http://127.0.0.1:37515');
+    expect(text).toMatch(/filling Pi: already there\s+2\.9 KiB\s+2\.9 KiB\s+2\.9 KiB/);
+    expect(text).toMatch(/filling Pi: filled for us\s+1000 B\s+1000 B\s+1000 B/);
+    // A proxy that never had a filling Pi shows no such rows.
+    expect(formatStats({ ...snapshot(new Stats()), proxy: { lan: [], upstream: [], trustedPublicKeys: [], priority: 30 } }, 'x')).not.toContain('filling Pi');
   });
 
   it('a state file written before these counters existed loads, and they start at 0', async () => {
