@@ -1,8 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { readAccessLog, type AccessLogEntry } from './nginx.js';
-import { freePort, waitForPort } from './ports.js';
+import { freePort } from './ports.js';
 import { collectJsonLines, startProcess, stopProcess, type LogEntry } from './proc.js';
 import { CLI } from './proxy.js';
 import { startServerBlock } from './pi-server-block.js';
