@@ -1,8 +1,8 @@
-import { EventEmitter } from 'node:events';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { readAnnouncement } from '../../src/discovery/announcement.js';
-import type { ServiceBrowser, ServiceBrowserEvents, ServiceInstance } from '../../src/discovery/browser.js';
+import type { ServiceInstance } from '../../src/discovery/browser.js';
+import { ScriptedBrowser } from '../helpers/scripted-browser.js';
 import { Discovery } from '../../src/discovery/discovery.js';
 import { parseTxt } from '../../src/discovery/service-records.js';
 import { OriginSet } from '../../src/origins/origin-set.js';
@@ -12,14 +12,6 @@ import { CACHE_NIXOS_ORG_KEY } from '../../src/config.js';
 import { txtRecords } from '../../src/cli/announce.js';
 
 // In process, no network (no multicast): the browser is the test's, and so is the nix-cache-info check.
-class Browser extends EventEmitter<ServiceBrowserEvents> implements ServiceBrowser {
-  start(): void {}
-  refresh(): void {}
-  instances(): ServiceInstance[] {
-    return [];
-  }
-  async stop(): Promise<void> {}
-}
 
 const PI_KEY = 'pi.lan-1:' + Buffer.alloc(32, 7).toString('base64');
 // TEST-NET-1: never contacted.
@@ -32,7 +24,7 @@ afterEach(async () => {
 });
 
 async function admitted(txt: Record<string, string>) {
-  const browser = new Browser();
+  const browser = new ScriptedBrowser();
   const origins = new OriginSet();
   const discovery = new Discovery({
     browser,
