@@ -26,6 +26,8 @@ export interface HealthOrigin {
 /** What `/_/stats` adds about the proxy itself (so `doctor` can compare it with nix.conf). */
 export interface ProxyInfo {
   lan: string[];
+  /** LAN caches given with `--lan-fill` (absent from proxies older than fill). */
+  lanFill?: string[];
   upstream: string[];
   trustedPublicKeys: string[];
   priority: number;

@@ -14,6 +14,8 @@ export interface ServeConfig {
   listen: { host: string; port: number };
   /** Static LAN caches (the Pi), asked first. */
   lan: string[];
+  /** Static LAN caches that fill themselves from upstream (`nix-lan-cache fill` behind nginx): asked first, without hedging. */
+  lanFill: string[];
   /** Asked in order when no LAN cache has a path. */
   upstream: string[];
   /** Always includes cache.nixos.org's key; the config file and flags add more. */
@@ -24,7 +26,7 @@ export interface ServeConfig {
   priority: number;
   /** Where state that survives restarts lives (stats). */
   stateDir: string | undefined;
-  timeouts: { lan: OriginTimeouts; upstream: OriginTimeouts };
+  timeouts: { lan: OriginTimeouts; lanFill: OriginTimeouts; upstream: OriginTimeouts };
   /** prefetchConcurrency: narinfo lookups ahead of Nix at once (0: off); prefetchDepth: levels of references. */
   cache: { maxEntries: number; hitTtlSeconds: number; missTtlSeconds: number; prefetchConcurrency: number; prefetchDepth: number };
 }
@@ -33,13 +35,14 @@ export function defaultConfig(): ServeConfig {
   return {
     listen: { host: '127.0.0.1', port: DEFAULT_PORT },
     lan: [],
+    lanFill: [],
     upstream: [CACHE_NIXOS_ORG],
     trustedPublicKeys: [CACHE_NIXOS_ORG_KEY],
     mdns: true,
     logLevel: 'info',
     priority: 30,
     stateDir: undefined,
-    timeouts: { lan: { ...DEFAULT_TIMEOUTS.lan }, upstream: { ...DEFAULT_TIMEOUTS.upstream } },
+    timeouts: { lan: { ...DEFAULT_TIMEOUTS.lan }, lanFill: { ...DEFAULT_TIMEOUTS.lanFill }, upstream: { ...DEFAULT_TIMEOUTS.upstream } },
     // A whole NixOS system is a few thousand paths; Nix keeps its own 30-day narinfo cache on disk.
     cache: { maxEntries: 4096, hitTtlSeconds: 3600, missTtlSeconds: 30, prefetchConcurrency: 16, prefetchDepth: 1 },
   };
@@ -83,24 +86,27 @@ export function object(shape: Record<string, Checker>): Checker {
     return Object.fromEntries(Object.entries(v).map(([k, val]) => [k, shape[k]!(val, `${where}.${k}`)]));
   };
 }
-export const timeoutsShape = object({
+const timeoutKeys = {
   connectMs: int(1, 600_000),
   firstByteMs: int(1, 600_000),
   bodyIdleMs: int(1, 3_600_000),
   probeIntervalMs: int(100, 3_600_000),
   maxFails: int(1, 1000),
-  hedgeMs: int(0, 600_000),
-});
+};
+export const timeoutsShape = object({ ...timeoutKeys, hedgeMs: int(0, 600_000) });
+/** A filling LAN cache is never hedged: `hedgeMs` is not one of its keys. */
+const fillTimeoutsShape = object(timeoutKeys);
 const fileShape = object({
   listen: str,
   lan: strList,
+  lanFill: strList,
   upstream: strList,
   trustedPublicKeys: strList,
   mdns: bool,
   logLevel: str,
   priority: int(0, 1000),
   stateDir: str,
-  timeouts: object({ lan: timeoutsShape, upstream: timeoutsShape }),
+  timeouts: object({ lan: timeoutsShape, lanFill: fillTimeoutsShape, upstream: timeoutsShape }),
   cache: object({
     maxEntries: int(1, 10_000_000),
     hitTtlSeconds: int(0, 30 * 86400),
@@ -113,13 +119,14 @@ const fileShape = object({
 export type ConfigFile = Partial<{
   listen: string;
   lan: string[];
+  lanFill: string[];
   upstream: string[];
   trustedPublicKeys: string[];
   mdns: boolean;
   logLevel: string;
   priority: number;
   stateDir: string;
-  timeouts: Partial<Record<'lan' | 'upstream', Partial<OriginTimeouts>>>;
+  timeouts: Partial<Record<'lan' | 'lanFill' | 'upstream', Partial<OriginTimeouts>>>;
   cache: Partial<ServeConfig['cache']>;
 }>;
 
@@ -150,6 +157,7 @@ export function parseConfigFile(text: string, path: string): ConfigFile {
 export interface ServeFlags {
   listen?: string;
   lan?: string[];
+  'lan-fill'?: string[];
   upstream?: string[];
   'trusted-public-key'?: string[];
   'no-mdns'?: boolean;
@@ -169,6 +177,7 @@ export function resolveServeConfig(flags: ServeFlags, readFile: (p: string) => s
   const listen = flags.listen ?? file.listen;
   if (listen !== undefined) config.listen = parseListen(listen);
   config.lan = flags.lan ?? file.lan ?? config.lan;
+  config.lanFill = flags['lan-fill'] ?? file.lanFill ?? config.lanFill;
   config.upstream = flags.upstream ?? file.upstream ?? config.upstream;
   config.trustedPublicKeys = [...new Set([...config.trustedPublicKeys, ...(file.trustedPublicKeys ?? []), ...(flags['trusted-public-key'] ?? [])])];
   if (file.mdns !== undefined) config.mdns = file.mdns;
@@ -180,10 +189,13 @@ export function resolveServeConfig(flags: ServeFlags, readFile: (p: string) => s
     config.priority = int(0, 1000)(/^\d+$/.test(flags.priority) ? Number(flags.priority) : NaN, '--priority') as number;
   } else if (file.priority !== undefined) config.priority = file.priority;
   config.stateDir = flags['state-dir'] ?? file.stateDir ?? config.stateDir;
-  for (const kind of ['lan', 'upstream'] as const) Object.assign(config.timeouts[kind], file.timeouts?.[kind]);
+  for (const kind of ['lan', 'lanFill', 'upstream'] as const) Object.assign(config.timeouts[kind], file.timeouts?.[kind]);
   Object.assign(config.cache, file.cache);
 
   checkCacheUrls('--lan', config.lan);
+  checkCacheUrls('--lan-fill', config.lanFill);
+  const both = config.lanFill.filter((u) => config.lan.some((l) => normaliseBaseUrl(l) === normaliseBaseUrl(u)));
+  if (both.length) throw new ConfigError(`${both.map((u) => JSON.stringify(u)).join(', ')} given both as --lan and as --lan-fill: name a filling LAN cache once, with --lan-fill`);
   checkCacheUrls('--upstream', config.upstream);
   checkPublicKeys(config.trustedPublicKeys);
   return config;

@@ -30,13 +30,16 @@ let
     inherit description;
   };
 
-  originTimeouts = kind: {
+  originTimeouts = kind: fillingTimeouts kind // {
+    hedgeMs = nullOrInt 0 600000 "A narinfo lookup to a ${kind} cache this slow (ms) is no longer waited on alone: the next caches are asked alongside (0: never).";
+  };
+  # A filling LAN cache is never hedged: no hedgeMs.
+  fillingTimeouts = kind: {
     connectMs = nullOrInt 1 600000 "TCP connect timeout for ${kind} caches (ms); null keeps the built-in default.";
     firstByteMs = nullOrInt 1 600000 "Time to the complete response head from ${kind} caches (ms).";
     bodyIdleMs = nullOrInt 1 3600000 "Longest silence in the middle of a body from ${kind} caches (ms).";
     probeIntervalMs = nullOrInt 100 3600000 "Background probe interval while a ${kind} cache is considered down (ms).";
     maxFails = nullOrInt 1 1000 "Consecutive failures before a ${kind} cache is considered down.";
-    hedgeMs = nullOrInt 0 600000 "A narinfo lookup to a ${kind} cache this slow (ms) is no longer waited on alone: the next caches are asked alongside (0: never).";
   };
 
   dropNulls = lib.filterAttrsRecursive (_: v: v != null);
@@ -57,6 +60,18 @@ rec {
       default = [ ];
       example = [ "http://pi.local:8080/" ];
       description = "Static LAN caches (the Pi) asked first, in addition to any found by mDNS.";
+    };
+    lanFill = mkOption {
+      type = types.listOf urlType;
+      default = [ ];
+      example = [ "http://pi.local:8080/" ];
+      description = ''
+        Static LAN caches that fill themselves from upstream on a miss
+        (`nix-lan-cache fill` behind nginx; docs/fill.md): asked first and
+        waited for instead of raced against the upstreams, so a path crosses
+        the internet once for the household. Name such a cache here, not
+        also in `lan`. A Pi found by mDNS says so itself (`fill=1`).
+      '';
     };
     upstreams = mkOption {
       type = types.listOf urlType;
@@ -90,6 +105,7 @@ rec {
     };
     settings = {
       timeouts.lan = originTimeouts "LAN";
+      timeouts.lanFill = fillingTimeouts "filling LAN";
       timeouts.upstream = originTimeouts "upstream";
       cache = {
         maxEntries = nullOrInt 1 10000000 "Narinfo lookups remembered in memory.";
@@ -104,7 +120,8 @@ rec {
     inherit (cfg) listen lan mdns logLevel;
     upstream = cfg.upstreams;
     trustedPublicKeys = cfg.trustedPublicKeys;
-  } // lib.optionalAttrs (cfg.priority != null) { inherit (cfg) priority; }
+  } // lib.optionalAttrs (cfg.lanFill != [ ]) { inherit (cfg) lanFill; }
+    // lib.optionalAttrs (cfg.priority != null) { inherit (cfg) priority; }
     // lib.optionalAttrs (stateDir != null) { inherit stateDir; }
     // dropEmpty (dropNulls {
     timeouts = dropEmpty (dropNulls cfg.settings.timeouts);

@@ -28,7 +28,7 @@ let
         <port>${toString cfg.port}</port>
         <txt-record>path=${lib.escapeXML cfg.path}</txt-record>
         <txt-record>key=${lib.escapeXML cfg.keyName}</txt-record>
-    ${optionalString (cfg.announce.priority != null) "    <txt-record>priority=${toString cfg.announce.priority}</txt-record>\n"}  </service>
+    ${optionalString (cfg.announce.priority != null) "    <txt-record>priority=${toString cfg.announce.priority}</txt-record>\n"}${optionalString cfg.fill.enable "    <txt-record>fill=1</txt-record>\n"}  </service>
     </service-group>
   '';
 
@@ -233,7 +233,8 @@ in
             "--port" (toString cfg.port)
             "--path" cfg.path
             "--key-name" cfg.keyName
-          ] ++ lib.optionals (cfg.announce.priority != null) [ "--priority" (toString cfg.announce.priority) ]);
+          ] ++ lib.optionals (cfg.announce.priority != null) [ "--priority" (toString cfg.announce.priority) ]
+            ++ lib.optionals cfg.fill.enable [ "--fill" ]);
           Restart = "on-failure";
           RestartSec = 5;
           DynamicUser = true;

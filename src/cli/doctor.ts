@@ -127,7 +127,7 @@ export async function run(argv: string[]): Promise<number> {
   const config = told ? resolveServeConfig(flags) : defaultConfig();
   const listenHost = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
   const proxyUrl = (values.url ?? (values.config ? `http://${listenHost}:${config.listen.port}` : DEFAULT_URL)).replace(/\/+$/, '');
-  const findings = await diagnose({ proxyUrl, lan: config.lan, upstream: config.upstream, keys: config.trustedPublicKeys, told });
+  const findings = await diagnose({ proxyUrl, lan: [...config.lan, ...config.lanFill], upstream: config.upstream, keys: config.trustedPublicKeys, told });
   process.stdout.write(values.json ? `${JSON.stringify({ proxyUrl, findings }, null, 2)}\n` : formatFindings(findings));
   const bad = findings.some((f) => f.level === 'fail' || (values.strict && f.level === 'warn'));
   return bad ? 1 : 0;

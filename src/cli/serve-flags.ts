@@ -5,6 +5,7 @@ import { parseCommandArgs } from './args.js';
 export const SERVE_OPTIONS = {
   listen: { type: 'string' },
   lan: { type: 'string', multiple: true },
+  'lan-fill': { type: 'string', multiple: true },
   upstream: { type: 'string', multiple: true },
   'trusted-public-key': { type: 'string', multiple: true },
   'no-mdns': { type: 'boolean' },

@@ -20,6 +20,9 @@ Runs the localhost substituter. Point Nix at it as the only substituter.
 
   --listen HOST:PORT          where to listen (default 127.0.0.1:37515)
   --lan URL                   a static LAN cache, asked first (repeatable)
+  --lan-fill URL              a static LAN cache that fills itself from upstream
+                              (nix-lan-cache fill behind it): waited for, not
+                              raced against upstream (repeatable)
   --upstream URL              an upstream cache, asked in order (repeatable;
                               default https://cache.nixos.org)
   --trusted-public-key K      NAME:BASE64; added to cache.nixos.org's key and
@@ -46,6 +49,9 @@ export async function startProxy(config: ServeConfig, log: Logger): Promise<Runn
   config.lan.forEach((url, i) =>
     origins.add(new HttpOrigin({ url, kind: 'lan', priority: 10 + i, timeouts: config.timeouts.lan, trusted, log })),
   );
+  config.lanFill.forEach((url, i) =>
+    origins.add(new HttpOrigin({ url, kind: 'lan', priority: 10 + config.lan.length + i, fills: true, timeouts: config.timeouts.lanFill, trusted, log })),
+  );
   for (const url of config.upstream) {
     origins.add(new HttpOrigin({ url, kind: 'upstream', timeouts: config.timeouts.upstream, trusted, log }));
   }
@@ -58,7 +64,7 @@ export async function startProxy(config: ServeConfig, log: Logger): Promise<Runn
     const { prefetchConcurrency, prefetchDepth, ...cache } = config.cache;
     const resolver = new NarInfoResolver(origins, { ...cache, hedgeMs, prefetch: { concurrency: prefetchConcurrency, depth: prefetchDepth } }, stats, log);
     // mDNS discovery (docs/discovery.md): loaded only when browsing is on, started only once the proxy listens.
-    discovery = config.mdns ? (await import('../discovery/index.js')).createDiscovery({ origins, trusted, timeouts: config.timeouts.lan, log }) : undefined;
+    discovery = config.mdns ? (await import('../discovery/index.js')).createDiscovery({ origins, trusted, timeouts: config.timeouts.lan, fillTimeouts: config.timeouts.lanFill, log }) : undefined;
     app = buildApp({ config, origins, resolver, stats, log, discovery });
     try {
       await app.listen({ host: config.listen.host, port: config.listen.port });
@@ -77,7 +83,7 @@ export async function startProxy(config: ServeConfig, log: Logger): Promise<Runn
   const port = typeof addr === 'object' && addr ? addr.port : config.listen.port;
   const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
   const url = `http://${host}:${port}`;
-  log.info({ event: 'listening', url, lan: config.lan, upstream: config.upstream, mdns: config.mdns, trustedKeys: trusted.names }, `listening on ${url}`);
+  log.info({ event: 'listening', url, lan: config.lan, lanFill: config.lanFill, upstream: config.upstream, mdns: config.mdns, trustedKeys: trusted.names }, `listening on ${url}`);
   const listening = app;
   return {
     url,

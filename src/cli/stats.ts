@@ -31,7 +31,7 @@ export function formatDiscovery(d: DiscoverySnapshot | { enabled: false }, now =
   if (!d.enabled) return 'mDNS discovery is off (--no-mdns).\n';
   if (d.caches.length === 0) return `mDNS discovery: no ${d.serviceType} announcement heard yet.\n`;
   const rows = [['discovered cache', 'key', 'status', 'first seen', 'why']];
-  for (const c of d.caches) rows.push([c.url, c.keyName ?? '–', c.status, formatAge(c.firstSeen, now), c.reason ?? '']);
+  for (const c of d.caches) rows.push([c.url, c.keyName ?? '–', c.fill ? `${c.status} (fills)` : c.status, formatAge(c.firstSeen, now), c.reason ?? '']);
   return `${table(rows, new Set())}\n`;
 }
 
@@ -50,6 +50,12 @@ export function formatStats(s: StatsResponse, url: string, now = Date.now()): st
         ['LAN hit rate, by narinfo hits', ...cols.map(([, c]) => formatPct(c.lanHitRate.byNarinfo))],
         ['kept off the internet', ...cols.map(([, c]) => formatBytes(c.bytesKeptOffInternet))],
         ['from upstreams', ...cols.map(([, c]) => formatBytes(c.nar.upstreamBytes))],
+        ...(Object.values(p.sinceInstall.fill).some((n) => n > 0)
+          ? [
+              ['filling Pi: already there', ...cols.map(([, c]) => formatBytes(c.fill?.alreadyThereBytes ?? 0))],
+              ['filling Pi: filled for us', ...cols.map(([, c]) => formatBytes(c.fill?.filledBytes ?? 0))],
+            ]
+          : []),
         ['narinfo requests from Nix', ...cols.map(([, c]) => String(c.client.narinfoRequests))],
         ['  answered 404', ...cols.map(([, c]) => String(c.client.narinfoMissing + c.client.narinfoUnavailable))],
         ['NAR failovers', ...cols.map(([, c]) => String(c.failovers))],

@@ -6,6 +6,8 @@ export interface Claim {
   keyName: string | undefined;
   priority: number;
   priorityText: string | undefined;
+  /** `fill=1`: the cache fills itself from upstream on a miss (`nix-lan-cache fill` behind it). */
+  fill: boolean;
 }
 
 export interface Announcement {
@@ -18,7 +20,7 @@ export interface Announcement {
 
 /** Reads an announcement (docs/discovery.md, "The announcement"): its claim and the cache URLs it names. */
 export function readAnnouncement(s: ServiceInstance, defaultPriority: number): Announcement {
-  const claim: Claim = { keyName: s.txt.key || undefined, priorityText: s.txt.priority, priority: defaultPriority };
+  const claim: Claim = { keyName: s.txt.key || undefined, priorityText: s.txt.priority, priority: defaultPriority, fill: s.txt.fill === '1' };
   if (claim.priorityText !== undefined && /^\d{1,4}$/.test(claim.priorityText)) claim.priority = Number(claim.priorityText);
   const path = s.txt.path ?? '/';
   const urls = new Set<string>();
@@ -50,5 +52,5 @@ export function isLanAddress(address: string): boolean {
 }
 
 export function sameClaim(a: Claim | undefined, b: Claim | undefined): boolean {
-  return a?.keyName === b?.keyName && a?.priority === b?.priority;
+  return a?.keyName === b?.keyName && a?.priority === b?.priority && a?.fill === b?.fill;
 }

@@ -31,6 +31,7 @@ export function cacheView(c: Candidate, defaultPriority: number): DiscoveredCach
     instance: c.owner,
     keyName: claim?.keyName,
     priority: claim?.priority ?? defaultPriority,
+    fill: claim?.fill ?? false,
     status: c.status,
     reason: c.reason,
     firstSeen: iso(c.firstSeen),

@@ -31,6 +31,9 @@ export class DiscoveredOrigin implements Origin {
   get priority() {
     return this.http.priority;
   }
+  get fills() {
+    return this.http.fills;
+  }
   get breaker() {
     return this.http.breaker;
   }

@@ -11,6 +11,8 @@ export interface DiscoveryOptions {
   origins: OriginSet;
   trusted: TrustedKeys;
   timeouts: OriginTimeouts;
+  /** Timeouts for a cache that announces `fill=1` (default: `timeouts`). */
+  fillTimeouts?: OriginTimeouts;
   log: Logger;
   /** A discovered cache whose circuit stays open this long is dropped (default 30 s). */
   dropAfterMs?: number;
@@ -28,7 +30,7 @@ export interface DiscoveryOptions {
 }
 
 /** The options with a default, resolved. */
-export type DiscoveryTunables = Required<Omit<DiscoveryOptions, 'browser' | 'origins' | 'trusted' | 'timeouts' | 'log'>>;
+export type DiscoveryTunables = Required<Omit<DiscoveryOptions, 'browser' | 'origins' | 'trusted' | 'timeouts' | 'fillTimeouts' | 'log'>>;
 
 export function withDefaults(options: DiscoveryOptions): DiscoveryTunables {
   return {

@@ -161,7 +161,7 @@ export class Discovery {
     const claim = c.claims.get(c.owner);
     c.status = 'checking';
     c.reason = why;
-    this.record('discovery-announced', c.url, c.owner, `${why}: key=${claim?.keyName ?? '(none)'} priority=${claim?.priorityText ?? '(none)'}`);
+    this.record('discovery-announced', c.url, c.owner, `${why}: key=${claim?.keyName ?? '(none)'} priority=${claim?.priorityText ?? '(none)'}${claim?.fill ? ' fill=1' : ''}`);
     if (!claim?.keyName) return this.decide(c, 'refused', 'its announcement has no key= TXT record', false);
     if (!this.options.trusted.has(claim.keyName)) {
       return this.decide(c, 'refused', `its key name ${JSON.stringify(claim.keyName)} is not one of the trusted keys (${this.options.trusted.names.join(', ')})`, false);
@@ -171,17 +171,18 @@ export class Discovery {
       if (generation !== c.generation) return; // superseded
       c.checking = false;
       if (problem) return this.decide(c, 'refused', problem, true);
-      this.admit(c, claim.keyName!, claim.priority);
+      this.admit(c, claim.keyName!, claim.priority, claim.fill);
     });
   }
 
-  private admit(c: Candidate, keyName: string, priority: number): void {
+  private admit(c: Candidate, keyName: string, priority: number, fills: boolean): void {
     const http = new HttpOrigin({
       url: c.url,
       kind: 'lan',
       name: `mdns:${new URL(c.url).host}`,
       priority,
-      timeouts: this.options.timeouts,
+      fills,
+      timeouts: fills ? (this.options.fillTimeouts ?? this.options.timeouts) : this.options.timeouts,
       trusted: this.options.trusted,
       requireKeyName: keyName,
       log: this.options.log,
@@ -194,7 +195,7 @@ export class Discovery {
     c.origin = origin;
     c.lastHealthCheck = Date.now();
     this.options.origins.add(origin);
-    this.decide(c, 'admitted', `nix-cache-info answered and key ${keyName} is trusted; narinfos must be signed by ${keyName}`, false);
+    this.decide(c, 'admitted', `nix-cache-info answered and key ${keyName} is trusted; narinfos must be signed by ${keyName}${fills ? '; it fills from upstream (fill=1), so lookups wait for it' : ''}`, false);
   }
 
   private unadmit(c: Candidate): void {

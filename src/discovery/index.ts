@@ -16,6 +16,6 @@ export { parseTxt } from './service-records.js';
  * feeding what proves itself into `origins`. Not started: call `start()` once
  * the proxy listens, and `stop()` on every way out.
  */
-export function createDiscovery(deps: { origins: OriginSet; trusted: TrustedKeys; timeouts: OriginTimeouts; log: Logger }): Discovery {
+export function createDiscovery(deps: { origins: OriginSet; trusted: TrustedKeys; timeouts: OriginTimeouts; fillTimeouts?: OriginTimeouts; log: Logger }): Discovery {
   return new Discovery({ ...deps, browser: new MdnsServiceBrowser({ log: deps.log }) });
 }

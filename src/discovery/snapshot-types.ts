@@ -7,6 +7,8 @@ export interface DiscoveredCache {
   instance: string;
   keyName: string | undefined;
   priority: number;
+  /** It announced `fill=1`: lookups wait for it instead of hedging to upstreams. */
+  fill: boolean;
   status: CacheStatus;
   reason: string;
   firstSeen: string;

@@ -43,7 +43,12 @@ export interface OpenedNar {
   readonly inputBytes: number;
   /** Stops reading: destroys the HTTP body and kills the decompressor. Safe to call more than once. */
   close(): void;
+  /** A filling LAN cache fetched this file from upstream for this request (`x-nix-lan-cache-fill: filled`), rather than having it already. */
+  readonly filled?: boolean;
 }
+
+/** The header `nix-lan-cache fill` marks the NARs it streams from upstream with; nginx's hits carry none. */
+export const FILL_HEADER = 'x-nix-lan-cache-fill';
 
 export type OpenResult = { ok: true; nar: OpenedNar } | { ok: false; error: SourceError };
 
@@ -62,7 +67,7 @@ export async function openNar(origin: Origin, file: NarFile, signal: AbortSignal
     dec.destroy();
     return { ok: false, error: new SourceError('unavailable', `HTTP ${fetched.statusCode} where 200 was expected`) };
   }
-  return { ok: true, nar: new Piped(fetched.body, dec) };
+  return { ok: true, nar: new Piped(fetched.body, dec, fetched.headers[FILL_HEADER] === 'filled') };
 }
 
 /** Throws a body away without an unhandled 'error' (undici's body errors when destroyed unread). */
@@ -79,6 +84,7 @@ class Piped implements OpenedNar {
   constructor(
     private readonly body: Readable,
     private readonly dec: ReturnType<typeof createDecompressor> & object,
+    readonly filled: boolean,
   ) {
     body.on('data', (chunk: Buffer) => (this.inputBytes += chunk.length));
     body.on('error', (err) => {

@@ -110,8 +110,10 @@ async function pump(c: Candidate, cursor: NarCursor, plan: Extract<ResponsePlan,
   const nar = opened.nar;
   deps.stats.narStarted(c.origin.name);
   let slow: string | undefined;
+  // A filling LAN cache streams a miss at upstream's pace: leaving it for upstream would fetch the path twice.
+  const fillSource = c.origin.fills ? (nar.filled ? 'filled' : 'already-there') : undefined;
   const watch =
-    c.origin.kind === 'lan' && hasAlternative(c.origin, storeHash, deps)
+    c.origin.kind === 'lan' && !(c.origin.fills && nar.filled) && hasAlternative(c.origin, storeHash, deps)
       ? new RateWatch(deps.slowRule ?? DEFAULT_SLOW_RULE, () => nar.inputBytes, (rate) => {
           slow = `${Math.round(rate)} bytes/s`;
           nar.close();
@@ -122,7 +124,7 @@ async function pump(c: Candidate, cursor: NarCursor, plan: Extract<ResponsePlan,
   const write = async (chunk: Buffer | undefined, at: number) => {
     if (!chunk?.length) return;
     const n = await writePart(res, plan, chunk, at, signal, onBlocked);
-    if (n) deps.stats.narBytes(c.origin.name, n);
+    if (n) deps.stats.narBytes(c.origin.name, n, fillSource);
   };
   try {
     for await (const chunk of nar.chunks) {

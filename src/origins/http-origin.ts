@@ -25,6 +25,8 @@ export interface HttpOriginOptions {
   trusted: TrustedKeys;
   /** Only signatures by this key name count (a discovered cache must sign with the key it announced). */
   requireKeyName?: string;
+  /** A LAN cache that fills itself from upstream (Origin.fills). */
+  fills?: boolean;
   log: Logger;
 }
 
@@ -35,6 +37,7 @@ export class HttpOrigin implements Origin {
   readonly kind: OriginKind;
   readonly baseUrl: string;
   readonly priority: number;
+  readonly fills: boolean;
   readonly breaker: Breaker;
   private readonly base: URL;
   private readonly agent: Agent;
@@ -47,6 +50,7 @@ export class HttpOrigin implements Origin {
     this.kind = options.kind;
     this.name = options.name ?? this.base.host;
     this.priority = options.priority ?? 50;
+    this.fills = options.fills ?? false;
     this.log = options.log.child({ origin: this.name });
     const t = options.timeouts;
     this.agent = new Agent({

@@ -62,6 +62,12 @@ export interface Origin {
   /** Lower is asked first (among LAN caches); upstreams keep their order. */
   readonly priority: number;
   readonly breaker: CircuitView;
+  /**
+   * A LAN cache that fills itself from upstream on a miss (`nix-lan-cache
+   * fill` behind nginx): lookups wait for it instead of hedging to upstreams,
+   * so a path crosses the internet once (docs/fill.md). Unset: false.
+   */
+  readonly fills?: boolean;
   lookupNarInfo(storeHash: string): Promise<NarInfoLookup>;
   /** Fetches a file relative to the origin's root. */
   fetchFile(path: string, options?: FetchOptions): Promise<FileFetch>;

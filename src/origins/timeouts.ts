@@ -18,7 +18,14 @@ export interface OriginTimeouts {
 
 // A LAN cache answers in milliseconds; judge it in well under a second so a
 // missing Pi costs one short wait, once. Upstreams are across the internet.
-export const DEFAULT_TIMEOUTS: Record<'lan' | 'upstream', OriginTimeouts> = {
+//
+// A LAN cache that fills from upstream (lanFill) answers a miss only after
+// asking upstream itself, so its first byte can take as long as upstream's
+// over the household's link (a TLS handshake and a narinfo over a 600 ms
+// satellite RTT is ~2.5 s): it gets 5 s, and is never hedged. Connecting is
+// still a LAN matter (400 ms), so a Pi that is away costs what it costs today.
+export const DEFAULT_TIMEOUTS: Record<'lan' | 'lanFill' | 'upstream', OriginTimeouts> = {
   lan: { connectMs: 400, firstByteMs: 800, bodyIdleMs: 5000, probeIntervalMs: 1000, maxFails: 1, hedgeMs: 200 },
+  lanFill: { connectMs: 400, firstByteMs: 5000, bodyIdleMs: 15000, probeIntervalMs: 1000, maxFails: 1, hedgeMs: 0 },
   upstream: { connectMs: 5000, firstByteMs: 15000, bodyIdleMs: 30000, probeIntervalMs: 5000, maxFails: 2, hedgeMs: 0 },
 };

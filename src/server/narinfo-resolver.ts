@@ -258,7 +258,8 @@ export class NarInfoResolver {
         continue;
       }
       const asking = this.ask(origin, storeHash, trail);
-      const hedgeMs = this.options.hedgeMs[origin.kind];
+      // A filling LAN cache asks upstream itself: racing it would fetch the path twice (docs/fill.md).
+      const hedgeMs = origin.fills ? 0 : this.options.hedgeMs[origin.kind];
       const hedged = hedgeMs > 0 && i + 1 < origins.length;
       const early = !hedged ? { value: await asking } : this.slow.has(origin) ? undefined : await settledWithin(asking, hedgeMs);
       if (!early) {

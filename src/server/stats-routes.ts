@@ -7,13 +7,13 @@ import type { StatsResponse } from '../api.js';
 import { loadStatusPage } from './status-page/assets.js';
 
 
-export function registerStatsRoutes(app: FastifyInstance, deps: { stats: Stats; config: Pick<ServeConfig, 'lan' | 'upstream' | 'trustedPublicKeys' | 'priority'> }): void {
+export function registerStatsRoutes(app: FastifyInstance, deps: { stats: Stats; config: Pick<ServeConfig, 'lan' | 'upstream' | 'trustedPublicKeys' | 'priority'> & Partial<Pick<ServeConfig, 'lanFill'>> }): void {
   const { stats, config } = deps;
   app.get('/_/stats', async (_req, reply) => {
     reply.header('cache-control', 'no-store');
     const body: StatsResponse = {
       ...snapshot(stats),
-      proxy: { lan: config.lan, upstream: config.upstream, trustedPublicKeys: config.trustedPublicKeys, priority: config.priority },
+      proxy: { lan: config.lan, lanFill: config.lanFill ?? [], upstream: config.upstream, trustedPublicKeys: config.trustedPublicKeys, priority: config.priority },
     };
     return body;
   });

@@ -18,8 +18,12 @@ export interface OriginCounters {
   kind: OriginKind | 'unknown';
   /** Lookups of `<hash>.narinfo` the proxy made at this origin, by outcome (skipped: circuit open, not asked). */
   narinfo: Record<LookupOutcome, number>;
-  /** requests: NAR downloads started; bytes: delivered to Nix (not read); errors: broke off or too slow; absent/unavailable: no NAR or not asked; quarantined: copy corrupt. */
-  nar: { requests: number; bytes: number; errors: number; absent: number; unavailable: number; quarantined: number };
+  /**
+   * requests: NAR downloads started; bytes: delivered to Nix (not read); errors: broke off or too slow; absent/unavailable: no NAR or not asked; quarantined: copy corrupt.
+   * A filling LAN cache's bytes are also split: alreadyThereBytes (it had the file: another machine or the build server put it there) and filledBytes (it fetched them from upstream for this request).
+   * Older state files lack the last two: they load as 0.
+   */
+  nar: { requests: number; bytes: number; errors: number; absent: number; unavailable: number; quarantined: number; alreadyThereBytes: number; filledBytes: number };
   failoversFrom: number;
   failoversTo: number;
 }
@@ -100,7 +104,7 @@ export function emptyOriginCounters(kind: OriginKind | 'unknown'): OriginCounter
   return {
     kind,
     narinfo: { hit: 0, miss: 0, untrusted: 0, error: 0, timeout: 0, skipped: 0 },
-    nar: { requests: 0, bytes: 0, errors: 0, absent: 0, unavailable: 0, quarantined: 0 },
+    nar: { requests: 0, bytes: 0, errors: 0, absent: 0, unavailable: 0, quarantined: 0, alreadyThereBytes: 0, filledBytes: 0 },
     failoversFrom: 0,
     failoversTo: 0,
   };

@@ -60,6 +60,12 @@ export function prometheus(stats: Stats, now = new Date()): string {
   for (const [origin, c] of origins) w.sample('nix_lan_cache_nar_requests_total', { origin, kind: c.kind }, c.nar.requests);
   w.family('nix_lan_cache_nar_bytes_total', 'counter', 'NAR bytes from each origin delivered to Nix (uncompressed; bytes read but not delivered are not counted).');
   for (const [origin, c] of origins) w.sample('nix_lan_cache_nar_bytes_total', { origin, kind: c.kind }, c.nar.bytes);
+  w.family('nix_lan_cache_lan_fill_nar_bytes_total', 'counter', 'NAR bytes from a filling LAN cache delivered to Nix, by source: already-there (it had the file: another machine fetched it first, or it was pushed) or filled (fetched from upstream through it for this request).');
+  for (const [origin, c] of origins) {
+    if (c.kind !== 'lan' || !(c.nar.alreadyThereBytes || c.nar.filledBytes)) continue;
+    w.sample('nix_lan_cache_lan_fill_nar_bytes_total', { origin, source: 'already-there' }, c.nar.alreadyThereBytes);
+    w.sample('nix_lan_cache_lan_fill_nar_bytes_total', { origin, source: 'filled' }, c.nar.filledBytes);
+  }
   w.family('nix_lan_cache_nar_errors_total', 'counter', 'NAR downloads from each origin that broke off mid-stream.');
   for (const [origin, c] of origins) w.sample('nix_lan_cache_nar_errors_total', { origin, kind: c.kind }, c.nar.errors);
   w.family('nix_lan_cache_nar_quarantined_total', 'counter', "Origins' copies of NARs found not to match their signed narinfo (wrong hash or size, not a NAR, undecompressable), and quarantined.");
@@ -84,7 +90,7 @@ export function prometheus(stats: Stats, now = new Date()): string {
   for (const result of ['lookups', 'used', 'dropped'] as const) w.sample('nix_lan_cache_narinfo_prefetch_total', { result }, s.narinfoPrefetch[result]);
 
   const p = snap.periods.sinceInstall;
-  w.family('nix_lan_cache_bytes_kept_off_internet_total', 'counter', 'NAR bytes served from a LAN cache instead of an upstream.');
+  w.family('nix_lan_cache_bytes_kept_off_internet_total', 'counter', 'NAR bytes served from a LAN cache instead of an upstream, without crossing the internet for them (bytes a filling LAN cache fetched from upstream for the request are not counted).');
   w.sample('nix_lan_cache_bytes_kept_off_internet_total', {}, p.bytesKeptOffInternet);
   w.family('nix_lan_cache_lan_hit_ratio', 'gauge', 'Share served from the LAN since install: by NAR bytes and by narinfo hits (NaN when nothing was served).');
   w.sample('nix_lan_cache_lan_hit_ratio', { by: 'bytes' }, p.lanHitRate.byBytes ?? NaN);

@@ -174,8 +174,12 @@ export class Stats {
     this.each(origin, (c) => c.nar.requests++);
   }
 
-  narBytes(origin: string, bytes: number): void {
-    this.each(origin, (c) => (c.nar.bytes += bytes));
+  narBytes(origin: string, bytes: number, fill?: 'already-there' | 'filled'): void {
+    this.each(origin, (c) => {
+      c.nar.bytes += bytes;
+      if (fill === 'filled') c.nar.filledBytes += bytes;
+      else if (fill === 'already-there') c.nar.alreadyThereBytes += bytes;
+    });
   }
 
   narError(origin: string): void {

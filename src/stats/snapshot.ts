@@ -16,8 +16,14 @@ export interface PeriodStats {
   nar: { requests: number; bytes: number; lanBytes: number; upstreamBytes: number };
   /** Shares in [0, 1]; null when there was nothing to count. */
   lanHitRate: { byBytes: number | null; byNarinfo: number | null };
-  /** NAR bytes that came from a LAN cache instead of an upstream. */
+  /** NAR bytes that came from a LAN cache and did not cross the internet for it (a filling cache's `filledBytes` did, once, through it). */
   bytesKeptOffInternet: number;
+  /**
+   * NAR bytes from filling LAN caches (`fill=1`, `--lan-fill`): already there
+   * (a hit: another machine fetched the path first, or the build server
+   * pushed it) or filled for us (fetched from upstream through the Pi now).
+   */
+  fill: { alreadyThereBytes: number; filledBytes: number };
   failovers: number;
   origins: Record<string, OriginCounters>;
 }
@@ -59,8 +65,11 @@ export function period(b: Bucket, from: string): PeriodStats {
   let upstreamBytes = 0;
   let requests = 0;
   let failovers = 0;
+  const fill = { alreadyThereBytes: 0, filledBytes: 0 };
   for (const c of Object.values(b.origins)) {
     requests += c.nar.requests;
+    fill.alreadyThereBytes += c.nar.alreadyThereBytes ?? 0;
+    fill.filledBytes += c.nar.filledBytes ?? 0;
     failovers += c.failoversTo;
     if (c.kind === 'lan') lanBytes += c.nar.bytes;
     else upstreamBytes += c.nar.bytes;
@@ -85,7 +94,8 @@ export function period(b: Bucket, from: string): PeriodStats {
     },
     nar: { requests, bytes: lanBytes + upstreamBytes, lanBytes, upstreamBytes },
     lanHitRate: { byBytes: ratio(lanBytes, lanBytes + upstreamBytes), byNarinfo: ratio(fromLan, fromLan + fromUpstream) },
-    bytesKeptOffInternet: lanBytes,
+    bytesKeptOffInternet: lanBytes - fill.filledBytes,
+    fill,
     failovers,
     origins: b.origins,
   };

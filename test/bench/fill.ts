@@ -37,7 +37,7 @@ export const PROXY_CACHE_DIRECTIVES = (cacheDir: string, upstreamHostPort: strin
   }
 `;
 
-type Side = 'fill' | 'proxy_cache' | 'no LAN cache';
+type Side = 'fill' | 'fill, laptops race it' | 'proxy_cache' | 'no LAN cache';
 
 /**
  * Case 7: two laptops realise the same closure one after the other, with the
@@ -55,17 +55,21 @@ export async function runFillBench(o: FillBenchOptions): Promise<CaseReport> {
   const upstream = await Nginx.start({ root: upDir, workDir: join(o.dir, 'nginx-upstream') });
   const link = await startSlowLink({ target: { host: '127.0.0.1', port: upstream.port }, latencyMs: o.latencyMs, downBytesPerSec: o.downBytesPerSec });
   const laptopConfig = join(o.dir, 'laptop.json');
-  // With a LAN cache that fetches from upstream itself, the laptops wait for it rather than race upstream (docs/fill.md).
+  // proxy_cache also fetches from upstream itself: the laptops wait for it rather than race upstream. fill is given with
+  // --lan-fill, which does that by itself (docs/fill.md); "fill, laptops race it" is fill behind a plain --lan (hedged).
   await writeFile(laptopConfig, JSON.stringify({ timeouts: { lan: { hedgeMs: 0, firstByteMs: 60_000, bodyIdleMs: 60_000 } } }));
-  const times: Record<Side, { first: number[]; second: number[]; linkBytes: number[] }> = {
-    fill: { first: [], second: [], linkBytes: [] },
-    proxy_cache: { first: [], second: [], linkBytes: [] },
-    'no LAN cache': { first: [], second: [], linkBytes: [] },
+  const times: Record<Side, { first: number[]; second: number[]; linkBytes: number[]; firstLinkBytes: number[] }> = {
+    fill: { first: [], second: [], linkBytes: [], firstLinkBytes: [] },
+    'fill, laptops race it': { first: [], second: [], linkBytes: [], firstLinkBytes: [] },
+    proxy_cache: { first: [], second: [], linkBytes: [], firstLinkBytes: [] },
+    'no LAN cache': { first: [], second: [], linkBytes: [], firstLinkBytes: [] },
   };
   let laptopN = 0;
-  const realise = async (closure: Closure, lan: string | undefined): Promise<number> => {
+  const lanArgs = (side: Side, lan: string | undefined): string[] =>
+    !lan ? [] : side === 'fill' ? ['--lan-fill', lan] : side === 'fill, laptops race it' ? ['--lan', lan] : ['--lan', lan, '--config', laptopConfig];
+  const realise = async (closure: Closure, side: Side, lan: string | undefined): Promise<number> => {
     const n = ++laptopN;
-    const proxy = await startProxy(['--no-mdns', '--log-level', 'info', ...(lan ? ['--lan', lan, '--config', laptopConfig] : []), '--upstream', link.url, '--trusted-public-key', key.publicKey]);
+    const proxy = await startProxy(['--no-mdns', '--log-level', 'info', ...lanArgs(side, lan), '--upstream', link.url, '--trusted-public-key', key.publicKey]);
     try {
       const store = join(o.dir, `laptop-${n}`);
       const started = performance.now();
@@ -78,7 +82,7 @@ export async function runFillBench(o: FillBenchOptions): Promise<CaseReport> {
     }
   };
 
-  const sides: Side[] = ['fill', 'proxy_cache', 'no LAN cache'];
+  const sides: Side[] = ['fill', 'fill, laptops race it', 'proxy_cache', 'no LAN cache'];
   for (let r = 0; r < o.rounds; r++) {
     const closure = closures[r]!;
     for (const side of r % 2 ? [...sides].reverse() : sides) {
@@ -87,7 +91,7 @@ export async function runFillBench(o: FillBenchOptions): Promise<CaseReport> {
       const before = link.bytesDown();
       let lan: string | undefined;
       let stop = async () => {};
-      if (side === 'fill') {
+      if (side.startsWith('fill')) {
         const cache = join(work, 'cache');
         await mkdir(cache);
         const fill = await startFill(['--cache', cache, '--upstream', link.url, '--trusted-public-key', key.publicKey]);
@@ -107,16 +111,18 @@ export async function runFillBench(o: FillBenchOptions): Promise<CaseReport> {
         stop = () => nginx.stop();
       }
       try {
-        const first = await realise(closure, lan);
+        const first = await realise(closure, side, lan);
+        const firstLinkBytes = link.bytesDown() - before;
         if (side === 'fill') {
           // The second laptop comes later: let fill publish the last narinfos.
           const cacheDir = join(work, 'cache');
           for (let i = 0; i < 200 && !closure.paths.every((p) => existsSync(join(cacheDir, `${p.slice(11, 43)}.narinfo`))); i++) await new Promise((res) => setTimeout(res, 50));
         }
-        const second = await realise(closure, lan);
+        const second = await realise(closure, side, lan);
         times[side].first.push(first);
         times[side].second.push(second);
         times[side].linkBytes.push(link.bytesDown() - before);
+        times[side].firstLinkBytes.push(firstLinkBytes);
         log(`fill bench round ${r + 1}/${o.rounds} ${side}: first laptop ${first.toFixed(2)} s, second ${second.toFixed(2)} s, ${((link.bytesDown() - before) / 2 ** 20).toFixed(1)} MiB over the slow link`);
       } finally {
         await stop();
@@ -134,6 +140,7 @@ export async function runFillBench(o: FillBenchOptions): Promise<CaseReport> {
       summary(t.first, 2, ' s'),
       summary(t.second, 2, ' s'),
       `${(median(t.second) / median(t.first)).toFixed(2)}×`,
+      summary(t.firstLinkBytes.map((b) => b / 2 ** 20), 1, ' MiB'),
       summary(t.linkBytes.map((b) => b / 2 ** 20), 1, ' MiB'),
     ];
   });
@@ -141,9 +148,9 @@ export async function runFillBench(o: FillBenchOptions): Promise<CaseReport> {
     title: '8. Second laptop behind a filling Pi, upstream on a slow link',
     markdown: [
       `Two laptops (real Nix 2.8, each through its own \`nix-lan-cache serve\`, fresh store and narinfo cache) realise the same closure one after the other: ${closures[0]!.paths.length} paths, ${(total / 2 ** 20).toFixed(1)} MiB of incompressible leaves (xz). The upstream (nginx over a \`nix copy\` cache) is reached through \`test/bench/slow-relay.ts\`, a relay on loopback that adds ${o.latencyMs} ms each way and limits downloads to ${(o.downBytesPerSec / 2 ** 20).toFixed(1)} MiB/s.`,
-      `The LAN cache is **fill** (nginx running docs/pi.md's fill block, \`nix-lan-cache fill\` behind it), **nginx \`proxy_cache\`** in front of the upstream (as nixos-passthru-cache does; config in \`test/bench/fill.ts\`), or **none** (the laptops' proxies ask upstream only). With a LAN cache the laptops' proxies wait for it (\`timeouts.lan.hedgeMs: 0\`). ${o.rounds} rounds, a new closure and empty caches each round, sides alternating.`,
+      `The LAN cache is **fill** (nginx running docs/pi.md's fill block, \`nix-lan-cache fill\` behind it), **nginx \`proxy_cache\`** in front of the upstream (as nixos-passthru-cache does; config in \`test/bench/fill.ts\`), or **none** (the laptops' proxies ask upstream only). The laptops' proxies wait for fill because they are told it fills (\`--lan-fill\`), and for \`proxy_cache\` by \`timeouts.lan.hedgeMs: 0\`; **fill, laptops race it** is fill behind a plain \`--lan\` with the default 200 ms hedge, as before the laptop side of fill was built. ${o.rounds} rounds, a new closure and empty caches each round, sides alternating.`,
       '',
-      table(['LAN cache', 'first laptop', 'second laptop', 'second / first', 'over the slow link (both laptops)'], rows),
+      table(['LAN cache', 'first laptop', 'second laptop', 'second / first', 'over the slow link (first laptop)', 'over the slow link (both laptops)'], rows),
       '',
       `Both LAN caches make the second laptop fast and send each byte over the slow link once. The first laptop through fill took ${(((median(times.fill.first) - median(times.proxy_cache.first)) * 1000) / closures[0]!.paths.length).toFixed(0)} ms per path longer than through \`proxy_cache\`, and about as long as with no LAN cache. Where that goes was not profiled; fill's own work per path is unpacking the NAR (a spawned xz) to check it before releasing its last byte, and an fsync and rename of the NAR and of the narinfo, on the same 2 cores as everything else. What the times do not show:`,
       "fill's cache is a binary cache push, gc and verify manage (`verify` accepts it, `gc --max-size` bounds it), and fill",

@@ -1,22 +1,14 @@
-import { EventEmitter } from 'node:events';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Discovery } from '../../src/discovery/discovery.js';
-import type { ServiceBrowser, ServiceBrowserEvents, ServiceInstance } from '../../src/discovery/browser.js';
+import type { ServiceInstance } from '../../src/discovery/browser.js';
+import { ScriptedBrowser } from '../helpers/scripted-browser.js';
 import { OriginSet } from '../../src/origins/origin-set.js';
 import { DEFAULT_TIMEOUTS } from '../../src/origins/timeouts.js';
 import { TrustedKeys } from '../../src/protocol/signing.js';
 import { CACHE_NIXOS_ORG_KEY } from '../../src/config.js';
 
 // In process, no network: a browser the test drives, and a nix-cache-info check that answers when the test says so.
-class ScriptedBrowser extends EventEmitter<ServiceBrowserEvents> implements ServiceBrowser {
-  start(): void {}
-  refresh(): void {}
-  instances(): ServiceInstance[] {
-    return [];
-  }
-  async stop(): Promise<void> {}
-}
 
 const PI_KEY = 'pi.lan-1:' + Buffer.alloc(32, 7).toString('base64');
 // TEST-NET-1: never contacted (the check is the test's), and never routed if it were.

@@ -66,6 +66,24 @@ describe('client module (services.nix-lan-cache)', () => {
     expect(resolved.trustedPublicKeys).toContain(PI_KEY);
   });
 
+  it('lanFill: a Pi that fills, with its own timeouts (no hedgeMs), in a config file the CLI accepts', async () => {
+    const s = await summary(['client'], `{
+      services.nix-lan-cache = {
+        enable = true;
+        trustedPublicKeys = [ "${PI_KEY}" ];
+        lanFill = [ "http://pi.lan:8080/" ];
+        settings.timeouts.lanFill.firstByteMs = 8000;
+      };
+    }`);
+    const file = configFileOf(s.systemd.services['nix-lan-cache'].serviceConfig.ExecStart);
+    const json = JSON.parse(readFileSync(file, 'utf8'));
+    expect(json).toMatchObject({ lan: [], lanFill: ['http://pi.lan:8080/'], timeouts: { lanFill: { firstByteMs: 8000 } } });
+    const resolved = resolveServeConfig({ config: file });
+    expect(resolved.lanFill).toEqual(['http://pi.lan:8080/']);
+    expect(resolved.timeouts.lanFill.firstByteMs).toBe(8000);
+    expect(await failure(['client'], `{ services.nix-lan-cache = { enable = true; settings.timeouts.lanFill.hedgeMs = 100; }; }`)).toMatch(/hedgeMs/);
+  });
+
   it('makes the proxy the only substituter, trusts the LAN key and keeps misses briefly', async () => {
     const s = await summary(['client'], machine);
     expect(s.nix.settings.substituters).toEqual(['http://127.0.0.1:37515']);

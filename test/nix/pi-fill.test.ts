@@ -54,6 +54,15 @@ describe('Pi module: services.nix-lan-cache.pi.fill', () => {
     expect(gc[1]).toMatch(/nix-lan-cache gc --cache \/var\/lib\/nix-cache --keep 3 --keep-days 14 --max-size 200G$/);
   });
 
+  it('announces fill=1 (Avahi service file, or `announce --fill`) only while fill is enabled, so laptops wait for the Pi instead of racing upstream', async () => {
+    const on = await summary(pi('{ enable = true; }'));
+    expect(on.services.avahi.extraServiceFiles['nix-cache']).toContain('<txt-record>fill=1</txt-record>');
+    const off = await summary(pi('{ }'));
+    expect(off.services.avahi.extraServiceFiles['nix-cache']).not.toContain('fill=');
+    const own = await summary(pi('{ enable = true; }', 'announce.method = "nix-lan-cache";'));
+    expect(own.systemd.services['nix-lan-cache-announce'].serviceConfig.ExecStart).toMatch(/ announce --port 8080 --path \/ --key-name pi\.lan-1 --fill$/);
+  });
+
   it('under a URL path, fill gets paths relative to the cache root', async () => {
     const s = await summary(pi('{ enable = true; }', 'path = "/cache/";'));
     const loc = s.services.nginx.virtualHosts['nix-lan-cache'].locations;

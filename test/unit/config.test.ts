@@ -63,4 +63,25 @@ describe('serve configuration: defaults < config file < flags', () => {
   it.each([['--__proto__'], ['--constructor', 'x'], ['--toString']])('refuses the flag %s like any unknown flag', (...argv) => {
     expect(() => resolveServeConfig(parseServeFlags(argv))).toThrow(ConfigError);
   });
+
+  describe('a LAN cache that fills (--lan-fill, lanFill)', () => {
+    it('is given by flag or file, with its own timeouts: 5 s to the first byte by default, no hedging', () => {
+      const read = files({ '/f.json': JSON.stringify({ lanFill: ['http://pi:8080'], timeouts: { lanFill: { firstByteMs: 9000 } } }) });
+      const c = resolveServeConfig(parseServeFlags(['--config', '/f.json']), read);
+      expect(c.lanFill).toEqual(['http://pi:8080']);
+      expect(c.lan).toEqual([]);
+      expect(c.timeouts.lanFill).toMatchObject({ firstByteMs: 9000, connectMs: 400, hedgeMs: 0 });
+      expect(resolveServeConfig(parseServeFlags(['--lan-fill', 'http://pi2/'])).lanFill).toEqual(['http://pi2/']);
+      expect(resolveServeConfig(parseServeFlags([])).timeouts.lanFill).toMatchObject({ firstByteMs: 5000, hedgeMs: 0 });
+    });
+    it.each([
+      ['{"timeouts": {"lanFill": {"hedgeMs": 100}}}', /timeouts\.lanFill: unknown key "hedgeMs"/],
+      ['{"lanFill": "http://pi/"}', /lanFill must be a list of strings/],
+      ['{"lanFill": ["ftp://pi/"]}', /--lan-fill "ftp:\/\/pi\/": .*http or https/],
+      ['{"lan": ["http://pi:8080"], "lanFill": ["http://pi:8080/"]}', /both as --lan and as --lan-fill/],
+    ])('refuses %s with a message that names the problem', (text, message) => {
+      const read = files({ '/x.json': text });
+      expect(() => resolveServeConfig(parseServeFlags(['--config', '/x.json']), read)).toThrow(message);
+    });
+  });
 });

@@ -17,7 +17,7 @@ References:
 `);
 
 /** A unit-test stand-in for an origin: answers `answer` after `delayMs`. */
-function fakeOrigin(name: string, kind: OriginKind, answer: NarInfoLookup['status'], delayMs: number): Origin & { asked: number; breaker: Breaker } {
+function fakeOrigin(name: string, kind: OriginKind, answer: NarInfoLookup['status'], delayMs: number, fills = false): Origin & { asked: number; breaker: Breaker } {
   const breaker = new Breaker({ maxFails: 1, probeIntervalMs: 60_000 }, async () => false);
   const result: NarInfoLookup =
     answer === 'present' ? { status: 'present', info: INFO, trustedBy: 'k' } : answer === 'absent' ? { status: 'absent', reason: 'not-found' } : { status: 'unknown', cause: 'timeout', reason: 'timeout' };
@@ -25,6 +25,7 @@ function fakeOrigin(name: string, kind: OriginKind, answer: NarInfoLookup['statu
     id: name,
     name,
     kind,
+    fills,
     baseUrl: `http://${name}/`,
     priority: 10,
     breaker,
@@ -164,5 +165,64 @@ describe('a LAN cache that comes back up', () => {
     const r2 = await again.result;
     expect(r2.status === 'found' && r2.origin.name).toBe('up');
     pi.breaker.close();
+  });
+});
+
+describe('a LAN cache that fills from upstream (fill=1, --lan-fill): waited for, not raced', () => {
+  const hedge = 200;
+  it('a filling Pi that takes 1.5 s (it is asking upstream itself) is waited for: upstream is never asked, the Pi answers', async () => {
+    const pi = fakeOrigin('pi', 'lan', 'present', 1500, true);
+    const up = fakeOrigin('up', 'upstream', 'present', 5);
+    const t = track(resolver([pi, up], hedge).resolve(HASH));
+    await vi.advanceTimersByTimeAsync(1500);
+    const r = await t.result;
+    expect(r.status === 'found' && r.origin.name).toBe('pi');
+    expect(t.at()).toBe(1500);
+    expect(up.asked).toBe(0);
+  });
+
+  it('the same Pi without the fill flag is raced after the hedge delay: upstream is asked too (the double download)', async () => {
+    const pi = fakeOrigin('pi', 'lan', 'present', 1500);
+    const up = fakeOrigin('up', 'upstream', 'present', 5);
+    const t = track(resolver([pi, up], hedge).resolve(HASH));
+    await vi.advanceTimersByTimeAsync(1500);
+    const r = await t.result;
+    expect(r.status === 'found' && r.origin.name).toBe('up');
+    expect(t.at()).toBe(205);
+  });
+
+  it("Pi's internet down: fill answers a quick 404, and the laptop asks upstream at once", async () => {
+    const pi = fakeOrigin('pi', 'lan', 'absent', 10, true);
+    const up = fakeOrigin('up', 'upstream', 'present', 5);
+    const t = track(resolver([pi, up], hedge).resolve(HASH));
+    await vi.advanceTimersByTimeAsync(15);
+    const r = await t.result;
+    expect(r.status === 'found' && r.origin.name).toBe('up');
+    expect(t.at()).toBe(15);
+  });
+
+  it('a filling Pi that hangs costs its first-byte timeout once: its circuit opens and the next lookups go straight to upstream', async () => {
+    const pi = fakeOrigin('pi', 'lan', 'unknown', 5000, true);
+    // As HttpOrigin does: a first-byte timeout counts as a failure, and one opens a LAN cache's circuit.
+    const lookup = pi.lookupNarInfo.bind(pi);
+    pi.lookupNarInfo = async (h) => {
+      const r = await lookup(h);
+      if (r.status === 'unknown') pi.breaker.failure(r.reason);
+      return r;
+    };
+    const up = fakeOrigin('up', 'upstream', 'present', 5);
+    const res = resolver([pi, up], hedge);
+    const first = track(res.resolve(HASH));
+    await vi.advanceTimersByTimeAsync(5005);
+    const r = await first.result;
+    expect(r.status === 'found' && r.origin.name).toBe('up');
+    expect(first.at()).toBe(5005);
+    expect(pi.breaker.isOpen).toBe(true);
+
+    const second = track(res.resolve('1kklkssmzr75mhpv3s4qw1m26y4w6zrn'));
+    await vi.advanceTimersByTimeAsync(5);
+    await second.result;
+    expect(second.at()).toBe(5);
+    expect(pi.asked).toBe(1);
   });
 });
