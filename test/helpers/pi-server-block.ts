@@ -15,6 +15,15 @@ export interface PiNginx {
   stop(): Promise<void>;
 }
 
+/** A server block the Pi module rendered, moved to loopback: 0.0.0.0 → 127.0.0.1, [::] → [::1], the module's cache dir → `cache`. */
+export function onLoopback(block: string, port: number, cache: string): string {
+  return block
+    .replaceAll('listen 0.0.0.0:8080 ', `listen 127.0.0.1:${port} `)
+    .replaceAll('listen [::]:8080 ', `listen [::1]:${port} `)
+    .replaceAll('/var/lib/nix-cache', cache);
+}
+
+/** Runs a Pi's server block with real nginx (its own config, logs and temp dirs under `workDir`); returns once it listens on `port`. */
 export async function startServerBlock(block: string, workDir: string, port: number, options: { logFormat?: string } = {}): Promise<PiNginx> {
   await mkdir(join(workDir, 'tmp'), { recursive: true });
   const accessLog = join(workDir, 'access.log');

@@ -6,7 +6,7 @@ import { checkCache } from '../helpers/cache.js';
 import { Nginx } from '../helpers/nginx.js';
 import { buildClosure, generateKey, makeStaticCache, removeDir, substitute, tempDir, type CacheKey, type Closure } from '../helpers/nix.js';
 import { startFill } from '../helpers/pi-fill.js';
-import { startServerBlock, writePushTempFiles } from '../helpers/pi-server-block.js';
+import { onLoopback, startServerBlock, writePushTempFiles } from '../helpers/pi-server-block.js';
 import { freePort } from '../helpers/ports.js';
 import { stopAll } from '../helpers/proc.js';
 import { until } from '../helpers/wait.js';
@@ -45,10 +45,7 @@ describe("the Pi module's nginx with fill on, run with real nginx and a real fil
   it('a path only upstream has reaches real Nix through the Pi, lands in the cache, and the cache still hides temporary files', async () => {
     const fillPort = await freePort();
     const port = await freePort();
-    const block = (await renderedServer(fillPort))
-      .replaceAll('listen 0.0.0.0:8080 ', `listen 127.0.0.1:${port} `)
-      .replaceAll('listen [::]:8080 ', `listen [::1]:${port} `)
-      .replaceAll('/var/lib/nix-cache', cache);
+    const block = onLoopback(await renderedServer(fillPort), port, cache);
     expect(block).toContain('try_files $uri @fill;');
     expect(block).toContain(`proxy_pass http://127.0.0.1:${fillPort};`);
     const fill = await startFill(['--cache', cache, '--upstream', upstream.url, '--trusted-public-key', upKey.publicKey], fillPort);

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildClosure, generateKey, removeDir, substitute, tempDir, type CacheKey, type Closure } from '../helpers/nix.js';
-import { startServerBlock, writePushTempFiles } from '../helpers/pi-server-block.js';
+import { onLoopback, startServerBlock, writePushTempFiles } from '../helpers/pi-server-block.js';
 import { freePort } from '../helpers/ports.js';
 import { run, stopAll } from '../helpers/proc.js';
 import { CLI } from '../helpers/proxy.js';
@@ -15,14 +15,6 @@ const piMachine = (extra = '') => `{
 
 /** The nginx `server` block NixOS writes for nix/modules/pi.nix (test/nix/fixtures/render-nginx.nix). */
 const renderedServer = (extra = '') => evalOk<string>(evalExpr({ modules: ['pi'], machine: piMachine(extra) }, 'nginxServers'));
-
-/** The rendered block on loopback: 0.0.0.0 → 127.0.0.1, [::] → [::1], the module's cache dir → `cache`. */
-function onLoopback(block: string, port: number, cache: string): string {
-  return block
-    .replaceAll('listen 0.0.0.0:8080 ', `listen 127.0.0.1:${port} `)
-    .replaceAll('listen [::]:8080 ', `listen [::1]:${port} `)
-    .replaceAll('/var/lib/nix-cache', cache);
-}
 
 describe("the Pi module's nginx, run with real nginx", () => {
   let dir: string;
