@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, symlink } from 'node:fs/promises';
+import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
@@ -146,7 +146,11 @@ describe('mDNS discovery across network namespaces, with real Nix, nginx, avahi'
     beforeAll(async () => {
       const xml = (await readFile(join(ROOT, 'nix/avahi/nix-cache.service'), 'utf8')).replace('<port>80</port>', '<port>8080</port>');
       avahi = await startAvahiPublisher(lab.exec('pi'), join(dir, 'avahi-pi-shared'), 'pi-avahi2', { 'nix-cache.service': xml });
-      proxy2 = await startProxy(proxyArgs(), { wrapper: lab.exec('laptop') });
+      // These tests are about discovery, not hedging: a Pi that answers a narinfo later than the default 200 ms
+      // (two test files share 2 cores) must not send lookups to the upstream on loopback, which always wins a race.
+      const config = join(dir, 'proxy2.json');
+      await writeFile(config, JSON.stringify({ timeouts: { lan: { hedgeMs: 1000 } } }));
+      proxy2 = await startProxy([...proxyArgs(), '--config', config], { wrapper: lab.exec('laptop') });
       await until('the Pi admitted', 5000, () => logged(proxy2, 'discovery-admitted', piUrl));
       const { result, pi: fromPi } = await narsDuring(() => fetchClosure(proxy2));
       expect(fromPi).toBe(closure.paths.length);
