@@ -1,7 +1,4 @@
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import type { Writable } from 'node:stream';
-import * as zlib from 'node:zlib';
+import { createDecompressor, DecompressError, type Decompressor } from '../nar/decompress.js';
 import { drainedOrGone } from './drain.js';
 import type { Sha256 } from '../protocol/hash.js';
 import type { NarInfo } from '../protocol/narinfo.js';
@@ -13,70 +10,43 @@ export class NarCheckError extends Error {
 
 /**
  * Decompresses a NAR file as it streams past and hashes what comes out, so
- * NarHash and NarSize can be checked before the file is published. zstd is
- * decompressed in-process (Node's zlib); xz and bzip2 by the same tools
- * `verify --deep` uses.
+ * NarHash and NarSize can be checked before the file is published. The
+ * decompressors are the proxy's own (src/nar/decompress.ts).
  */
 export class NarCheck {
-  private readonly input: Writable;
+  private readonly decompressor: Decompressor;
   private readonly tap = new HashTap();
   private readonly finished: Promise<void>;
   private failure: Error | undefined;
 
   constructor(compression: string) {
+    const d = createDecompressor(compression);
+    if (!d) throw new NarCheckError(`unknown compression ${compression}`);
+    this.decompressor = d;
+    const fail = (err: Error) => (this.failure ??= err instanceof DecompressError ? new NarCheckError(err.message) : err);
     this.tap.resume();
-    const tapEnded = once(this.tap, 'end').then(
-      () => undefined,
-      () => undefined, // recorded by the error listener below
-    );
-    const fail = (err: Error) => (this.failure ??= err);
     this.tap.on('error', fail);
-    if (compression === 'none') {
-      this.input = this.tap;
-      this.finished = tapEnded;
-    } else if (compression === 'zstd' && typeof (zlib as { createZstdDecompress?: unknown }).createZstdDecompress === 'function') {
-      const z = (zlib as unknown as { createZstdDecompress(): NodeJS.ReadWriteStream & Writable }).createZstdDecompress();
-      z.on('error', (err: Error) => fail(new NarCheckError(`zstd: ${err.message}`)));
-      z.pipe(this.tap);
-      this.input = z;
-      this.finished = tapEnded;
-    } else {
-      const cmd = { xz: ['xz', '-dc'], zstd: ['zstd', '-dcq'], bzip2: ['bzip2', '-dc'] }[compression];
-      if (!cmd) throw new NarCheckError(`unknown compression ${compression}`);
-      const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
-      let stderr = '';
-      child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-500)));
-      // EPIPE on stdin when the decompressor gives up early: its exit status says why.
-      child.stdin.on('error', () => {});
-      child.on('error', (err) => fail(new NarCheckError(`${cmd[0]}: ${err.message}`)));
-      child.stdout.on('error', fail);
-      child.stdout.pipe(this.tap);
-      const exited = new Promise<void>((resolve) =>
-        child.on('close', (code, signal) => {
-          if (code !== 0) fail(new NarCheckError(`${cmd[0]} ${signal ? `killed by ${signal}` : `exited ${code}`}: ${stderr.trim()}`));
-          resolve();
-        }),
-      );
-      this.input = child.stdin;
-      this.finished = Promise.all([tapEnded, exited]).then(() => undefined);
-      this.kill = () => {
-        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      };
-    }
-    this.input.on('error', fail);
-    // A failed decompressor never ends the tap: let `result` see the failure instead of waiting.
-    this.finished = Promise.race([this.finished, new Promise<void>((resolve) => this.input.once('close', () => this.failure && resolve()))]);
+    d.input.on('error', fail);
+    d.output.on('error', fail);
+    d.output.pipe(this.tap);
+    // The tap ends once the decompressor finished cleanly; a failed one never ends it, so its close settles this too.
+    this.finished = new Promise<void>((resolve) => {
+      this.tap.once('end', () => resolve());
+      const settleOnFailure = () => this.failure && resolve();
+      d.output.once('close', settleOnFailure);
+      d.input.once('close', settleOnFailure);
+    });
   }
 
   /** Feeds the next chunk of the file; waits while the decompressor is behind. */
   async write(chunk: Buffer): Promise<void> {
     if (this.failure) return;
-    if (!this.input.write(chunk)) await drainedOrGone(this.input);
+    if (!this.decompressor.input.write(chunk)) await drainedOrGone(this.decompressor.input);
   }
 
   /** Ends the input and returns what the file unpacks to; throws if it does not unpack. */
   async result(): Promise<{ narHash: Sha256; narSize: number }> {
-    if (!this.failure) this.input.end();
+    if (!this.failure) this.decompressor.input.end();
     await this.finished;
     if (this.failure) throw this.failure;
     return { narHash: this.tap.digest, narSize: this.tap.bytes };
@@ -84,11 +54,8 @@ export class NarCheck {
 
   /** Stops decompressing (the download failed). */
   abort(): void {
-    this.kill();
-    this.input.destroy();
+    this.decompressor.destroy();
   }
-
-  private kill: () => void = () => {};
 }
 
 /** What is wrong with a downloaded NAR file, measured against its signed narinfo; undefined if nothing. */
