@@ -8,6 +8,7 @@ import { buildClosure, generateKey, makeStaticCache, removeDir, substitute, temp
 import { startFill, startPiNginx, type FillProcess, type PiNginx } from '../helpers/pi-fill.js';
 import { run, runOk, stopAll } from '../helpers/proc.js';
 import { startProxy, type ProxyProcess } from '../helpers/proxy.js';
+import { until } from '../helpers/wait.js';
 
 /**
  * The house: an upstream (real nginx over a static cache made by `nix copy`),
@@ -53,15 +54,6 @@ describe('fill: what one laptop fetched, the next gets from the Pi', () => {
   const narinfoOf = (path: string) => join(piCache, `${path.slice('/nix/store/'.length, '/nix/store/'.length + 32)}.narinfo`);
   const piHas = (c: Closure) => c.paths.every((p) => existsSync(narinfoOf(p)));
   const temps = async () => [...(await readdir(piCache)), ...(await readdir(join(piCache, 'nar'))).map((n) => `nar/${n}`)].filter((n) => n.split('/').pop()!.startsWith('.tmp-'));
-
-  async function until(what: string, cond: () => Promise<boolean> | boolean, ms = 30_000): Promise<void> {
-    const deadline = Date.now() + ms;
-    for (let i = 0; i < 3000 && Date.now() < deadline; i++) {
-      if (await cond()) return;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    throw new Error(`timed out waiting for: ${what}`);
-  }
 
   beforeAll(async () => {
     dir = await tempDir('fill-e2e');
@@ -117,7 +109,7 @@ describe('fill: what one laptop fetched, the next gets from the Pi', () => {
     expect(a.code, a.stderr).toBe(0);
     expect(a.has(main)).toBe(true);
 
-    await until('the Pi published every path', () => piHas(main));
+    await until('the Pi published every path', 30_000, () => piHas(main));
     const check = await checkCache(piCache);
     expect(check.problems).toEqual([]);
     const verified = await cli(['verify', '--cache', piCache, '--deep', '--trusted-public-key', upKey.publicKey]);
@@ -157,7 +149,7 @@ describe('fill: what one laptop fetched, the next gets from the Pi', () => {
     // Nix unpacks as it downloads: the flipped byte fails its xz decoder before the end, as it would straight from that upstream.
     const first = await laptop(corrupt, goodCopy.url);
     if (first.code !== 0) expect(first.stderr).toMatch(/Corrupted input data|hash mismatch|transfer/i);
-    await until('fill logged the mismatch', () => fill.logs.some((l) => l.event === 'fill-hash-mismatch'));
+    await until('fill logged the mismatch', 30_000, () => fill.logs.some((l) => l.event === 'fill-hash-mismatch'));
     // For a while the Pi answers that path as a miss, so the next laptop takes it from elsewhere.
     const second = await laptop(corrupt, goodCopy.url);
     expect(second.code, second.stderr).toBe(0);
@@ -170,13 +162,13 @@ describe('fill: what one laptop fetched, the next gets from the Pi', () => {
   it('fill killed with SIGKILL in the middle of a 40 MB NAR: no narinfo without its NAR; the restarted fill removes the dead temporary and the next request fills it again', async () => {
     const leaf = big.paths.find((p) => p !== big.root)!;
     const first = laptop(big); // runs on; its proxy finishes from upstream once the Pi breaks off
-    await until('fill has written 8 MB of the big NAR', async () => {
+    await until('fill has written 8 MB of the big NAR', 60_000, async () => {
       for (const t of await temps()) {
         const size = (await readFile(join(piCache, t)).catch(() => Buffer.alloc(0))).length;
         if (size > 8_000_000) return true;
       }
       return false;
-    }, 60_000);
+    });
     await fill.stop('SIGKILL');
     expect(existsSync(narinfoOf(leaf))).toBe(false);
     expect((await checkCache(piCache)).problems).toEqual([]);
@@ -189,7 +181,7 @@ describe('fill: what one laptop fetched, the next gets from the Pi', () => {
 
     const again = await laptop(big);
     expect(again.code, again.stderr).toBe(0);
-    await until('the Pi published the big closure', () => piHas(big), 60_000);
+    await until('the Pi published the big closure', 60_000, () => piHas(big));
     expect((await checkCache(piCache)).problems).toEqual([]);
   });
 });

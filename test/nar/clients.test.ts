@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { formatLegacyNarUrl } from '../../src/protocol/narurl.js';
 import { behave } from '../helpers/fake-cache.js';
 import { fetchNar, scenario, type Scenario } from './harness.js';
+import { until } from '../helpers/wait.js';
 
 let s: Scenario | undefined;
 afterEach(async () => {
@@ -24,15 +25,6 @@ function children(name: string): number {
   } catch {
     return 0; // ps exits 1 when there are none
   }
-}
-
-async function until(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (let i = 0; i < 1000 && Date.now() < deadline; i++) {
-    if (check()) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 describe('legacy NAR URLs (handed out before the upgrade) still work', () => {
@@ -96,8 +88,8 @@ describe('clients that hang up mid-NAR', () => {
         ),
       );
     }
-    await until('the Pi to see every request closed', () => s!.pi.server.open() === 0);
-    await until('every xz process to end', () => children('xz') === 0);
+    await until('the Pi to see every request closed', 10_000, () => s!.pi.server.open() === 0);
+    await until('every xz process to end', 10_000, () => children('xz') === 0);
     const grownMiB = (process.memoryUsage().rss - rssBefore) / 2 ** 20;
     expect(grownMiB).toBeLessThan(100);
     expect(s.pi.server.requests.filter((r) => r.url === s!.pi.url)).toHaveLength(200);
