@@ -39,11 +39,8 @@ const SPAWNED: Record<string, [string, ...string[]]> = {
   zstd: ['zstd', '-dcq'],
 };
 
-/** The compressions an origin's NAR file may have; anything else means that origin cannot serve it. */
-export const SUPPORTED_COMPRESSIONS: readonly string[] = ['none', 'xz', 'zstd', 'bzip2'];
-
 /** xz files up to this size are decoded in process (at ~50 MiB/s: a few ms of the main thread at most). */
-export const SMALL_XZ_BYTES = 256 * 1024;
+const SMALL_XZ_BYTES = 256 * 1024;
 
 /**
  * undefined for a compression the proxy cannot read (e.g. `br`, or a
