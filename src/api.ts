@@ -11,6 +11,21 @@ import type { StatsSnapshot } from './stats/snapshot.js';
 export interface HealthResponse {
   ok: boolean;
   origins: HealthOrigin[];
+  narPrefetch: NarPrefetchStatus;
+}
+
+/** NARs held in memory ahead of Nix right now (docs/architecture.md, "NAR prefetch"). */
+export interface NarPrefetchStatus {
+  /** The byte budget (0: NAR prefetch is off). */
+  budgetBytes: number;
+  /** Bytes reserved by fetches running, NARs held and NARs being served from memory. */
+  reservedBytes: number;
+  /** Fetches running. */
+  running: number;
+  /** Offers waiting for budget or a slot. */
+  queued: number;
+  /** NARs fetched or being fetched, not yet done with. */
+  held: number;
 }
 
 export interface HealthOrigin {

@@ -27,8 +27,11 @@ export interface ServeConfig {
   /** Where state that survives restarts lives (stats). */
   stateDir: string | undefined;
   timeouts: { lan: OriginTimeouts; lanFill: OriginTimeouts; upstream: OriginTimeouts };
-  /** prefetchConcurrency: narinfo lookups ahead of Nix at once (0: off); prefetchDepth: levels of references. */
-  cache: { maxEntries: number; hitTtlSeconds: number; missTtlSeconds: number; prefetchConcurrency: number; prefetchDepth: number };
+  /**
+   * prefetchConcurrency: narinfo lookups ahead of Nix at once (0: off); prefetchDepth: levels of references;
+   * narPrefetchBytes: decompressed NAR bytes held in memory ahead of Nix (0: NAR prefetch off); narPrefetchConcurrency: NAR fetches ahead at once.
+   */
+  cache: { maxEntries: number; hitTtlSeconds: number; missTtlSeconds: number; prefetchConcurrency: number; prefetchDepth: number; narPrefetchBytes: number; narPrefetchConcurrency: number };
 }
 
 export function defaultConfig(): ServeConfig {
@@ -44,7 +47,7 @@ export function defaultConfig(): ServeConfig {
     stateDir: undefined,
     timeouts: { lan: { ...DEFAULT_TIMEOUTS.lan }, lanFill: { ...DEFAULT_TIMEOUTS.lanFill }, upstream: { ...DEFAULT_TIMEOUTS.upstream } },
     // A whole NixOS system is a few thousand paths; Nix keeps its own 30-day narinfo cache on disk.
-    cache: { maxEntries: 4096, hitTtlSeconds: 3600, missTtlSeconds: 30, prefetchConcurrency: 16, prefetchDepth: 1 },
+    cache: { maxEntries: 4096, hitTtlSeconds: 3600, missTtlSeconds: 30, prefetchConcurrency: 16, prefetchDepth: 1, narPrefetchBytes: 32 * 1024 * 1024, narPrefetchConcurrency: 8 },
   };
 }
 
@@ -113,6 +116,8 @@ const fileShape = object({
     missTtlSeconds: int(0, 86400),
     prefetchConcurrency: int(0, 256),
     prefetchDepth: int(1, 4),
+    narPrefetchBytes: int(0, 4 * 1024 * 1024 * 1024),
+    narPrefetchConcurrency: int(1, 64),
   }),
 });
 

@@ -111,6 +111,9 @@ rec {
         maxEntries = nullOrInt 1 10000000 "Narinfo lookups remembered in memory.";
         hitTtlSeconds = nullOrInt 0 2592000 "How long a narinfo hit is remembered (s).";
         missTtlSeconds = nullOrInt 0 86400 "How long a narinfo miss is remembered (s).";
+        prefetchConcurrency = nullOrInt 0 256 "Narinfo lookups of the references of what Nix asked, ahead of Nix, at once (0: off; built-in 16).";
+        narPrefetchBytes = nullOrInt 0 4294967296 "Bytes of uncompressed NAR fetched into memory ahead of Nix for the narinfos it asked for (0: off; built-in 32 MiB).";
+        narPrefetchConcurrency = nullOrInt 1 64 "NAR fetches ahead of Nix at once (built-in 8).";
       };
     };
   };

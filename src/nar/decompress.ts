@@ -1,8 +1,7 @@
 import { spawn } from 'node:child_process';
-import { PassThrough, Readable, Transform, type Writable } from 'node:stream';
-import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import { PassThrough, Writable, type Readable, type Transform } from 'node:stream';
 import * as zlib from 'node:zlib';
-import xzDecompress from 'xz-decompress';
+import { xzPool } from './xz-pool.js';
 
 /** Node ≥ 22.15 has zstd in zlib (@types/node 20 does not know it yet); older Node uses the `zstd` binary. */
 const createZstdDecompress = (zlib as unknown as { createZstdDecompress?: () => Transform }).createZstdDecompress;
@@ -18,9 +17,9 @@ const createZstdDecompress = (zlib as unknown as { createZstdDecompress?: () => 
  * and `bzip2` binaries (73 and 24 MiB/s, ~2.4 ms to spawn): a process runs on
  * another core and never takes a libuv threadpool thread from DNS lookups.
  * Small xz files (most paths of a closure) are decompressed in process by
- * xz-decompress (WebAssembly, 0.09 ms per small NAR): spawning `xz` for each
- * cost 6 ms a path on a loaded machine, and the WebAssembly decoder runs on the
- * main thread, so it is kept for files small enough not to hold it up.
+ * xz-decompress (WebAssembly) on worker threads (nar/xz-pool.ts): spawning
+ * `xz` for each cost 6 ms a path on a loaded machine, and decoding them on the
+ * main thread (about 2 ms for 40 kB of text) held up every other request.
  */
 export interface Decompressor {
   input: Writable;
@@ -39,17 +38,22 @@ const SPAWNED: Record<string, [string, ...string[]]> = {
   zstd: ['zstd', '-dcq'],
 };
 
-/** xz files up to this size are decoded in process (at ~50 MiB/s: a few ms of the main thread at most). */
+/** xz files up to this size are gathered whole and decoded on a worker thread (nar/xz-pool.ts). */
 const SMALL_XZ_BYTES = 256 * 1024;
+/** The output of a pooled decode is handed on in pieces of this size. */
+const OUT_CHUNK = 64 * 1024;
+/** Without a NarSize, a small xz file may decode to at most this many times its size. */
+const MAX_XZ_RATIO = 1024;
 
 /**
  * undefined for a compression the proxy cannot read (e.g. `br`, or a
  * rewritten `../../x`). `fileSize`: the narinfo's FileSize, if any (unsigned:
  * a lie only changes which xz decoder runs; a file larger than it said is cut
- * off there, and the NAR then fails verification).
+ * off there, and the NAR then fails verification). `narSize`: the NarSize,
+ * if known: a small xz file that decodes to more is not decoded further.
  */
-export function createDecompressor(compression: string, fileSize?: number): Decompressor | undefined {
-  if (compression === 'xz' && fileSize !== undefined && fileSize <= SMALL_XZ_BYTES) return wasmXz(fileSize);
+export function createDecompressor(compression: string, fileSize?: number, narSize?: number): Decompressor | undefined {
+  if (compression === 'xz' && fileSize !== undefined && fileSize <= SMALL_XZ_BYTES) return pooledXz(fileSize, narSize ?? fileSize * MAX_XZ_RATIO);
   if (compression === 'none') {
     const pass = new PassThrough();
     return { input: pass, output: pass, destroy: () => pass.destroy() };
@@ -107,32 +111,39 @@ function spawned([cmd, ...args]: [string, ...string[]]): Decompressor {
   };
 }
 
-function wasmXz(fileSize: number): Decompressor {
-  const input = new PassThrough();
+function pooledXz(fileSize: number, maxOutput: number): Decompressor {
   const out = new PassThrough();
+  const parts: Buffer[] = [];
   let received = 0;
-  // Never buffer more than the small size promised: past it, stop and let verification fail.
-  const bounded = new Transform({
-    transform(chunk: Buffer, _enc, done) {
+  let decoding: ReturnType<ReturnType<typeof xzPool>['decode']> | undefined;
+  const fail = (err: Error) => out.destroy(err instanceof DecompressError ? err : new DecompressError(`xz: ${err.message}`));
+  // The whole (small) file is gathered, then decoded on a worker thread; past the size promised, stop and let verification fail.
+  const input = new Writable({
+    write(chunk: Buffer, _enc, done) {
       received += chunk.length;
       if (received > fileSize) return done(new DecompressError(`xz file larger than its FileSize (${fileSize})`));
-      done(null, chunk);
+      parts.push(chunk);
+      done();
+    },
+    final(done) {
+      decoding = xzPool().decode(Buffer.concat(parts, received), maxOutput);
+      parts.length = 0;
+      decoding.result.then((r) => {
+        if (out.destroyed) return;
+        if (!r.ok) return void out.destroy(r.corrupt ? new DecompressError(`xz: ${r.message}`) : new Error(r.message));
+        for (let at = 0; at < r.output.length; at += OUT_CHUNK) out.write(r.output.subarray(at, at + OUT_CHUNK));
+        out.end();
+      }, fail);
+      done();
     },
   });
-  bounded.on('error', (err) => out.destroy(err instanceof DecompressError ? err : new DecompressError(err.message)));
-  input.pipe(bounded);
-  type XzInput = ConstructorParameters<typeof xzDecompress.XzReadableStream>[0];
-  const xz = new xzDecompress.XzReadableStream(Readable.toWeb(bounded) as unknown as XzInput);
-  const decoded = Readable.fromWeb(xz as unknown as WebReadableStream<Uint8Array>);
-  decoded.on('error', (err) => out.destroy(err instanceof DecompressError ? err : new DecompressError(`xz: ${err.message}`)));
-  decoded.pipe(out);
+  input.on('error', fail);
   return {
     input,
     output: out,
     destroy: () => {
+      decoding?.cancel();
       input.destroy();
-      bounded.destroy();
-      decoded.destroy();
       out.destroy();
     },
   };

@@ -8,6 +8,8 @@ export interface NarFile {
   url: string;
   compression: string;
   fileSize?: number | undefined;
+  /** The NarSize, when known: bounds what a small file may decode to. */
+  narSize?: number | undefined;
 }
 
 /**
@@ -53,7 +55,7 @@ export const FILL_HEADER = 'x-nix-lan-cache-fill';
 export type OpenResult = { ok: true; nar: OpenedNar } | { ok: false; error: SourceError };
 
 export async function openNar(origin: Origin, file: NarFile, signal: AbortSignal): Promise<OpenResult> {
-  const dec = createDecompressor(file.compression, file.fileSize);
+  const dec = createDecompressor(file.compression, file.fileSize, file.narSize);
   if (!dec) return { ok: false, error: new SourceError('unsupported', `compression ${JSON.stringify(file.compression.slice(0, 40))} is not one the proxy reads`) };
   const fetched = await origin.fetchFile(file.url, { signal });
   if (fetched.status !== 'present') {

@@ -6,6 +6,7 @@ import type { Origin } from '../origins/origin.js';
 import type { NarStats } from './nar-stats.js';
 import { candidates, hasAlternative, type Candidate, type CandidateDeps, type SearchTrail } from './candidates.js';
 import { planResponse, writePart, type ResponsePlan } from './nar-response.js';
+import { openWithin } from './head-deadline.js';
 import { openNar, SourceError, type SourceFailure } from './nar-source.js';
 import { NarCursor, NarMismatch, type Released } from './nar-verify.js';
 import { DEFAULT_SLOW_RULE, RateWatch, type SlowRule } from './rate-watch.js';
@@ -17,11 +18,18 @@ export interface NarDeps extends CandidateDeps {
   /** Writes a JSON error answer (the server's one error mapping) before any byte of the NAR went out. */
   writeError(res: ServerResponse, err: AppError): void;
   /**
-   * Opens one origin's NAR (default: `openNar`, over HTTP). The seam for
-   * prefetching (issue 15): a NAR fetched ahead into memory can be handed
-   * out here as an `OpenedNar`; it is verified like any other.
+   * Opens one origin's NAR (default: `openNar`, over HTTP). The NAR
+   * prefetcher (nar/nar-prefetch.ts) hands out a NAR it fetched ahead into
+   * memory here; it is verified like any other.
    */
   open?: typeof openNar;
+  /**
+   * A LAN cache (not a filling one) must send a NAR's response head within
+   * this long when another origin could serve it; otherwise the NAR goes on
+   * from the next origin and the cache is marked slow (0 or unset: no such
+   * deadline). The proxy uses the LAN hedge delay.
+   */
+  lanHeadMs?: number;
 }
 
 export interface NarRequest {
@@ -105,7 +113,8 @@ export async function serveNar(req: NarRequest, res: ServerResponse, deps: NarDe
 
 /** Streams one origin's NAR into the response; `done` once the whole planned response is out and verified. */
 async function pump(c: Candidate, cursor: NarCursor, plan: Extract<ResponsePlan, { start: number }>, res: ServerResponse, signal: AbortSignal, storeHash: string, deps: NarDeps): Promise<Served> {
-  const opened = await (deps.open ?? openNar)(c.origin, c.facts, signal);
+  const headMs = c.origin.kind === 'lan' && !c.origin.fills && hasAlternative(c.origin, storeHash, deps) ? deps.lanHeadMs : undefined;
+  const opened = await openWithin(deps.open ?? openNar, c.origin, c.facts, signal, headMs);
   if (!opened.ok) return { done: false, failure: opened.error.failure, reason: opened.error.message };
   const nar = opened.nar;
   deps.stats.narStarted(c.origin.name);

@@ -11,12 +11,13 @@ export type { AppDeps } from './deps.js';
 export function buildApp(deps: AppDeps): FastifyInstance {
   const app = baseApp(deps.log);
 
+  const narPrefetch = registerCacheRoutes(app, deps);
   app.get('/_/health', async (): Promise<HealthResponse> => ({
     ok: true,
     origins: deps.origins.ordered().map((o) => ({ name: o.name, kind: o.kind, url: o.baseUrl, state: o.breaker.state, since: new Date(o.breaker.changedAt).toISOString(), reason: o.breaker.lastReason })),
+    narPrefetch: narPrefetch(),
   }));
   app.get('/_/discovery', async () => deps.discovery?.snapshot() ?? { enabled: false });
-  registerCacheRoutes(app, deps);
   registerStatsRoutes(app, deps);
   return app;
 }

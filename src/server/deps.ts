@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { ServeConfig } from '../config.js';
 import type { Quarantine } from '../nar/quarantine.js';
+import type { NarPrefetchOptions } from '../nar/nar-prefetch.js';
 import type { SlowRule } from '../nar/rate-watch.js';
 import type { OriginSet } from '../origins/origin-set.js';
 import type { Stats } from '../stats/recorder.js';
@@ -19,4 +20,8 @@ export interface AppDeps {
   quarantine?: Quarantine;
   /** When a LAN cache is too slow for a NAR (default: under 100 KB/s for 5 s). */
   slowRule?: SlowRule;
+  /** Fetching the NARs of the narinfos handed to Nix ahead of Nix, into memory (nar/nar-prefetch.ts); off when absent. */
+  narPrefetch?: NarPrefetchOptions;
+  /** How long a LAN cache gets to start a NAR when another origin could serve it (nar/head-deadline.ts); no deadline when absent. */
+  lanNarHeadMs?: number;
 }

@@ -4,6 +4,7 @@ import type { NarInfoAccess } from '../nar/candidates.js';
 import { streamLegacyNar } from '../nar/legacy.js';
 import type { Quarantine } from '../nar/quarantine.js';
 import type { SlowMarks, SlowRule } from '../nar/rate-watch.js';
+import type { openNar } from '../nar/nar-source.js';
 import { serveNar } from '../nar/serve-nar.js';
 import type { NarRef } from '../protocol/narurl.js';
 import type { OriginSet } from '../origins/origin-set.js';
@@ -19,6 +20,9 @@ export interface NarServing {
   quarantine: Quarantine;
   slow: SlowMarks;
   slowRule?: SlowRule;
+  /** Opens one origin's NAR: the NAR prefetcher's `open` (a NAR fetched ahead, or over HTTP). */
+  open?: typeof openNar;
+  lanHeadMs?: number | undefined;
 }
 
 /** The resolver's narinfos, as the NAR layer sees them. */

@@ -1,16 +1,33 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../errors.js';
+import { DEFAULT_NAR_PREFETCH, NarPrefetcher } from '../nar/nar-prefetch.js';
 import { Quarantine } from '../nar/quarantine.js';
 import { SlowMarks } from '../nar/rate-watch.js';
 import { parseNarUrl } from '../protocol/narurl.js';
 import type { Origin } from '../origins/origin.js';
+import type { NarPrefetchStatus } from '../api.js';
 import type { AppDeps } from './deps.js';
 import { streamNar } from './nar-stream.js';
 import { DEBUGINFO_RE, LOG_RE, LS_RE, NARINFO_RE, REALISATION_RE } from '../http/paths.js';
 
-export function registerCacheRoutes(app: FastifyInstance, deps: AppDeps): void {
+/** Registers the substituter's routes; returns the NAR prefetcher's state, for /_/health. */
+export function registerCacheRoutes(app: FastifyInstance, deps: AppDeps): () => NarPrefetchStatus {
   const { resolver, origins } = deps;
-  const nar = { ...deps, quarantine: deps.quarantine ?? new Quarantine(), slow: new SlowMarks() };
+  const quarantine = deps.quarantine ?? new Quarantine();
+  const slow = new SlowMarks();
+  const { stats } = deps;
+  const prefetcher = new NarPrefetcher(
+    deps.narPrefetch ?? { ...DEFAULT_NAR_PREFETCH, budgetBytes: 0 },
+    {
+      started: () => stats.narPrefetch('started'),
+      used: () => stats.narPrefetch('used'),
+      skipped: () => stats.narPrefetch('skipped'),
+      wasted: (bytes) => stats.narPrefetchWasted(bytes),
+    },
+    (origin, storeHash) => !origin.breaker.isOpen && !quarantine.has(origin.id, storeHash) && !slow.has(origin),
+  );
+  app.addHook('onClose', async () => prefetcher.clear());
+  const nar = { ...deps, quarantine, slow, open: prefetcher.open, lanHeadMs: deps.lanNarHeadMs };
 
   app.get('/nix-cache-info', async (_req, reply) => {
     reply.type('text/x-nix-cache-info');
@@ -27,6 +44,8 @@ export function registerCacheRoutes(app: FastifyInstance, deps: AppDeps): void {
         // 404 also when origins were unreachable: Nix then moves on or builds instead of failing.
         throw new AppError('NOT_IN_ANY_ORIGIN', `no origin has ${narinfo[1]}.narinfo`, found.status === 'unavailable' ? { unknown: found.unknown } : undefined);
       }
+      // Nix asked because it lacks the path: its NAR comes next.
+      if (req.method === 'GET') prefetcher.offer(found.origin, narinfo[1]!, found.facts);
       reply.header('x-nix-lan-cache-origin', found.origin.name);
       reply.type('text/x-nix-narinfo');
       return found.text;
@@ -51,6 +70,7 @@ export function registerCacheRoutes(app: FastifyInstance, deps: AppDeps): void {
   passThroughRoute('log', LOG_RE);
   passThroughRoute('realisations', REALISATION_RE);
   passThroughRoute('debuginfo', DEBUGINFO_RE);
+  return () => ({ budgetBytes: prefetcher.enabled ? (deps.narPrefetch?.budgetBytes ?? 0) : 0, ...prefetcher.pending });
 }
 
 /** Files nobody signs (listings, logs, realisations, debug info): the first origin that has one serves it. */

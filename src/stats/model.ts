@@ -89,7 +89,26 @@ export interface StatsState {
    * Their requests to origins are in the per-origin narinfo counts too.
    */
   narinfoPrefetch: { lookups: number; used: number; dropped: number };
+  /**
+   * NARs the proxy fetched into memory ahead of Nix (for narinfos it handed
+   * Nix): started, used (Nix came for it), wasted (dropped before Nix came:
+   * not needed, or its origin failed) with the bytes held for nothing, and
+   * skipped (larger than the byte budget, or the queue was full).
+   */
+  narPrefetch: NarPrefetchCounts;
   fallbacks: Fallback[];
+}
+
+export interface NarPrefetchCounts {
+  started: number;
+  used: number;
+  wasted: number;
+  wastedBytes: number;
+  skipped: number;
+}
+
+export function emptyNarPrefetch(): NarPrefetchCounts {
+  return { started: 0, used: 0, wasted: 0, wastedBytes: 0, skipped: 0 };
 }
 
 export const KEEP_DAYS = 35;
@@ -115,7 +134,7 @@ export function emptyHistogram(): Histogram {
 }
 
 export function emptyState(now = new Date()): StatsState {
-  return { version: 1, installedAt: now.toISOString(), total: emptyBucket(), days: {}, hours: {}, originInfo: {}, narinfoCache: { found: 0, missing: 0 }, narinfoPrefetch: { lookups: 0, used: 0, dropped: 0 }, fallbacks: [] };
+  return { version: 1, installedAt: now.toISOString(), total: emptyBucket(), days: {}, hours: {}, originInfo: {}, narinfoCache: { found: 0, missing: 0 }, narinfoPrefetch: { lookups: 0, used: 0, dropped: 0 }, narPrefetch: emptyNarPrefetch(), fallbacks: [] };
 }
 
 const pad = (n: number) => String(n).padStart(2, '0');

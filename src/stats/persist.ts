@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { writeFileAtomic } from '../atomic-file.js';
 import { errorMessage } from '../errors.js';
 import { processAlive } from '../process-alive.js';
-import { emptyBucket, emptyHistogram, emptyOriginCounters, emptyState, LATENCY_BUCKETS, LOOKUP_OUTCOMES, type Bucket, type Fallback, type OriginHistory, type StatsState } from './model.js';
+import { emptyBucket, emptyHistogram, emptyNarPrefetch, emptyOriginCounters, emptyState, LATENCY_BUCKETS, LOOKUP_OUTCOMES, type Bucket, type NarPrefetchCounts, type Fallback, type OriginHistory, type StatsState } from './model.js';
 
 export const STATE_FILE = 'stats.json';
 
@@ -103,6 +103,9 @@ export function parseState(text: string): StatsState {
   state.narinfoCache = { found: nc.found ?? 0, missing: nc.missing ?? 0 };
   const np = json.narinfoPrefetch === undefined ? {} : counts(json.narinfoPrefetch, 'narinfoPrefetch'); // absent in files written before prefetching
   state.narinfoPrefetch = { lookups: np.lookups ?? 0, used: np.used ?? 0, dropped: np.dropped ?? 0 };
+  const nn = json.narPrefetch === undefined ? {} : counts(json.narPrefetch, 'narPrefetch'); // absent in files written before NAR prefetching
+  state.narPrefetch = emptyNarPrefetch();
+  for (const k of Object.keys(state.narPrefetch) as Array<keyof NarPrefetchCounts>) state.narPrefetch[k] = nn[k] ?? 0;
   if (!Array.isArray(json.fallbacks)) throw new Corrupt('fallbacks is not a list');
   state.fallbacks = json.fallbacks.filter((f): f is Fallback => isObj(f) && typeof f.at === 'string' && (f.what === 'quarantine' ? typeof f.from === 'string' : typeof f.to === 'string' && (f.what === 'nar' || f.what === 'narinfo')));
   return state;

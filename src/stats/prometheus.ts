@@ -88,6 +88,10 @@ export function prometheus(stats: Stats, now = new Date()): string {
   w.sample('nix_lan_cache_narinfo_memory_cache_total', { result: 'missing' }, s.narinfoCache.missing);
   w.family('nix_lan_cache_narinfo_prefetch_total', 'counter', 'narinfos looked up ahead of Nix (lookups), later asked for by Nix (used), or not queued because the queue was full (dropped).');
   for (const result of ['lookups', 'used', 'dropped'] as const) w.sample('nix_lan_cache_narinfo_prefetch_total', { result }, s.narinfoPrefetch[result]);
+  w.family('nix_lan_cache_nar_prefetch_total', 'counter', 'NARs fetched into memory ahead of Nix (started), later taken by Nix (used), dropped before Nix came (wasted), or not fetched because larger than the byte budget or the queue was full (skipped).');
+  for (const result of ['started', 'used', 'wasted', 'skipped'] as const) w.sample('nix_lan_cache_nar_prefetch_total', { result }, s.narPrefetch[result]);
+  w.family('nix_lan_cache_nar_prefetch_wasted_bytes_total', 'counter', 'Decompressed NAR bytes fetched ahead of Nix and dropped before Nix came for them.');
+  w.sample('nix_lan_cache_nar_prefetch_wasted_bytes_total', {}, s.narPrefetch.wastedBytes);
 
   const p = snap.periods.sinceInstall;
   w.family('nix_lan_cache_bytes_kept_off_internet_total', 'counter', 'NAR bytes served from a LAN cache instead of an upstream, without crossing the internet for them (bytes a filling LAN cache fetched from upstream for the request are not counted).');

@@ -170,6 +170,17 @@ export class Stats {
     this.onChange();
   }
 
+  narPrefetch(what: 'started' | 'used' | 'skipped'): void {
+    this.state.narPrefetch[what]++;
+    this.onChange();
+  }
+
+  narPrefetchWasted(bytes: number): void {
+    this.state.narPrefetch.wasted++;
+    this.state.narPrefetch.wastedBytes += bytes;
+    this.onChange();
+  }
+
   narStarted(origin: string): void {
     this.each(origin, (c) => c.nar.requests++);
   }

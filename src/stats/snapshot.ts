@@ -1,5 +1,5 @@
 import { type Stats } from './recorder.js';
-import { addBucket, dayKey, emptyBucket, hourKey, LATENCY_BUCKETS, type Bucket, type Fallback, type LookupOutcome, type OriginCounters } from './model.js';
+import { addBucket, dayKey, emptyBucket, hourKey, LATENCY_BUCKETS, type Bucket, type Fallback, type LookupOutcome, type NarPrefetchCounts, type OriginCounters } from './model.js';
 
 /** One period ("since install", "today", "last 7 days"); see docs/stats.md. */
 export interface PeriodStats {
@@ -58,6 +58,8 @@ export interface StatsSnapshot {
   narinfoMemoryCache: { found: number; missing: number };
   /** narinfos looked up ahead of Nix: started, used by a later client request, dropped (queue full). */
   narinfoPrefetch: { lookups: number; used: number; dropped: number };
+  /** NARs fetched into memory ahead of Nix: started, used by Nix, wasted (and their bytes), skipped for the budget. */
+  narPrefetch: NarPrefetchCounts;
 }
 
 export function period(b: Bucket, from: string): PeriodStats {
@@ -173,6 +175,7 @@ export function snapshot(stats: Stats, now = new Date()): StatsSnapshot {
     recentFallbacks: [...s.fallbacks].reverse(),
     narinfoMemoryCache: { ...s.narinfoCache },
     narinfoPrefetch: { ...s.narinfoPrefetch },
+    narPrefetch: { ...s.narPrefetch },
   };
 }
 

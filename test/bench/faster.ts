@@ -5,6 +5,7 @@ import { generateKey, makeStaticCache, removeDir, substitute, type CacheKey } fr
 import { startProxy, type ProxyProcess } from '../helpers/proxy.js';
 import { buildLayeredClosure, type LayeredClosure, type LayeredShape } from './closure.js';
 import { startSlowLink } from './slow-relay.js';
+import { readdir, readFile } from 'node:fs/promises';
 import { log, median, peakRssMiB, ratio, summary, table, type CaseReport } from './util.js';
 
 export interface FasterOptions {
@@ -16,11 +17,11 @@ export interface FasterOptions {
   only: Set<string>;
 }
 
-/** Proxy variants: the default, prefetching off, two levels ahead. */
+/** Proxy variants: the default (narinfo and NAR prefetch), narinfo prefetch only, no prefetching. */
 const VARIANTS = {
   proxy: {},
-  'proxy, no prefetch': { cache: { prefetchConcurrency: 0 } },
-  'proxy, 2 levels ahead': { cache: { prefetchDepth: 2 } },
+  'proxy, no NAR prefetch': { cache: { narPrefetchBytes: 0 } },
+  'proxy, no prefetch': { cache: { prefetchConcurrency: 0, narPrefetchBytes: 0 } },
 } as const;
 type Variant = keyof typeof VARIANTS;
 const JOBS = [[], ['--max-jobs', '16']] as const;
@@ -30,11 +31,24 @@ interface Setup {
   closure: LayeredClosure;
   key: CacheKey;
   pi: Nginx;
+  /** The Pi's access log with request times (`$msec $uri`). */
+  piTimedLog: string;
   /** An empty upstream for the home case: every narinfo comes from the Pi. */
   empty: Nginx;
   /** The same cache as the Pi's, served by its own nginx, for the slow-link case. */
   upstream: Nginx;
   configs: Record<Variant, string>;
+}
+
+/** CPU time (user + system, ms) of each thread of a process so far, summed by thread name. */
+async function threadCpu(pid: number): Promise<Map<string, number>> {
+  const byName = new Map<string, number>();
+  for (const tid of await readdir(`/proc/${pid}/task`)) {
+    const stat = (await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
+    const name = (await readFile(`/proc/${pid}/task/${tid}/comm`, 'utf8')).trim();
+    byName.set(name, (byName.get(name) ?? 0) + (Number(stat[11]) + Number(stat[12])) * 10);
+  }
+  return byName;
 }
 
 async function setUp(o: FasterOptions): Promise<Setup> {
@@ -49,18 +63,20 @@ async function setUp(o: FasterOptions): Promise<Setup> {
   await makeStaticCache(cacheDir, [closure.root], key, 'xz');
   const nginx = async (root: string, name: string) => {
     await mkdir(join(o.dir, name));
-    return Nginx.start({ root, workDir: join(o.dir, name) });
+    // A second access log with times, for when Nix asked what (case 9's breakdown).
+    return Nginx.start({ root, workDir: join(o.dir, name), extraHttp: `log_format timed '$msec $uri'; access_log ${join(o.dir, name, 'timed.log')} timed;` });
   };
   const configs = {} as Record<Variant, string>;
   for (const [i, [name, cfg]] of Object.entries(VARIANTS).entries()) {
     configs[name as Variant] = join(o.dir, `proxy-${i}.json`);
     await writeFile(configs[name as Variant], JSON.stringify(cfg));
   }
-  return { closure, key, pi: await nginx(cacheDir, 'pi-nginx'), empty: await nginx(emptyDir, 'empty-nginx'), upstream: await nginx(cacheDir, 'upstream-nginx'), configs };
+  return { closure, key, pi: await nginx(cacheDir, 'pi-nginx'), piTimedLog: join(o.dir, 'pi-nginx', 'timed.log'), empty: await nginx(emptyDir, 'empty-nginx'), upstream: await nginx(cacheDir, 'upstream-nginx'), configs };
 }
 
 interface Stats {
   narinfoPrefetch: { lookups: number; used: number };
+  narPrefetch: { started: number; used: number };
   origins: Array<{ name: string }>;
 }
 
@@ -83,6 +99,16 @@ async function proxyFor(s: Setup, variant: Variant, lan: string | undefined, ups
   return startProxy(['--no-mdns', '--log-level', level, '--config', s.configs[variant], ...(lan ? ['--lan', lan] : []), '--upstream', upstream, '--trusted-public-key', s.key.publicKey], env ? { env } : {});
 }
 
+/** Waits (bounded) until the proxy's NAR prefetches have settled: nothing running or waiting. */
+async function settle(p: ProxyProcess): Promise<{ reservedBytes: number }> {
+  for (let i = 0; i < 200; i++) {
+    const h = (await (await fetch(`${p.url}/_/health`)).json()) as { narPrefetch: { running: number; queued: number; reservedBytes: number } };
+    if (h.narPrefetch.running === 0 && h.narPrefetch.queued === 0) return h.narPrefetch;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('NAR prefetches did not settle within 10 s');
+}
+
 async function proxyStats(p: ProxyProcess): Promise<Stats> {
   return (await (await fetch(`${p.url}/_/stats`)).json()) as Stats;
 }
@@ -91,22 +117,35 @@ type Cells = Map<string, number[]>;
 const push = (cells: Cells, k: string, v: number) => cells.set(k, [...(cells.get(k) ?? []), v]);
 
 /**
- * Where the proxy's time goes in one run (not timed with the others: debug
- * logging costs): when the narinfo phase and the NAR phase start and end,
- * and the time the proxy spent answering each kind of request.
+ * Where the time goes in one run each way (not timed with the others: the
+ * proxy logs every request at debug level here): when Nix's narinfo walk and
+ * its NAR downloads start and end, direct (the Pi's access log) and through
+ * the proxy (its request log), and the CPU time of the proxy's threads.
  */
 async function breakdown(s: Setup, o: FasterOptions): Promise<string> {
+  type At = { t: number; uri: string };
+  const phases = (xs: At[], t0: number) => {
+    const span = (ys: At[]) => (ys.length ? `${(ys[0]!.t - t0).toFixed(0)}–${(ys.at(-1)!.t - t0).toFixed(0)} ms` : '–');
+    return `narinfos ${span(xs.filter((x) => x.uri.endsWith('.narinfo')))}, NARs ${span(xs.filter((x) => x.uri.startsWith('/nar/')))}`;
+  };
+  await writeFile(s.piTimedLog, '');
+  const t0 = Date.now();
+  const direct = await nixRun(s, o, s.pi.url, []);
+  const piLog = (await readFile(s.piTimedLog, 'utf8')).trim().split('\n').map((l) => ({ t: Number(l.split(' ')[0]) * 1000, uri: l.split(' ')[1]! }));
   const p = await proxyFor(s, 'proxy', s.pi.url, s.empty.url, 'debug');
   try {
+    const before = await threadCpu(p.child.pid!);
+    const from = p.logs.length;
+    const t1 = Date.now();
     const t = await nixRun(s, o, p.url, []);
-    const reqs = p.logs.filter((l) => l.msg === 'request');
-    const phase = (re: RegExp) => {
-      const xs = reqs.filter((l) => re.test(String(l.url)));
-      const span = xs.length ? (xs.at(-1)!.time as number) - (xs[0]!.time as number) : 0;
-      const busy = xs.reduce((a, l) => a + (l.ms as number), 0);
-      return `${xs.length} requests over ${(span / 1000).toFixed(2)} s, ${(busy / xs.length).toFixed(1)} ms each in the proxy on average`;
-    };
-    return `One more run through the proxy with debug request logs (Nix at its defaults, ${t.toFixed(2)} s with the logging): narinfo phase ${phase(/\.narinfo$/)}; NAR phase ${phase(/^\/nar\//)}.`;
+    const after = await threadCpu(p.child.pid!);
+    const reqs = p.logs.slice(from).filter((l) => l.msg === 'request').map((l) => ({ t: l.time as number, uri: String(l.url) }));
+    const cpu = (match: (name: string) => boolean) => [...after].filter(([n]) => match(n)).reduce((a, [n, ms]) => a + ms - (before.get(n) ?? 0), 0);
+    return (
+      `One more run each way, Nix at its defaults, times from Nix's start: **direct** (${direct.toFixed(2)} s): ${phases(piLog, t0)}; ` +
+      `**through the proxy** (${t.toFixed(2)} s, logging every request): ${phases(reqs, t1)}. ` +
+      `CPU time of the proxy's threads during that run: main thread ${cpu((n) => n === 'MainThread')} ms, xz decoder threads ${cpu((n) => n === 'WorkerThread')} ms, V8's helper threads (garbage collection, compilers) ${cpu((n) => n.startsWith('V8'))} ms.`
+    );
   } finally {
     await p.stop();
   }
@@ -184,7 +223,7 @@ export async function runFaster(o: FasterOptions): Promise<CaseReport[]> {
           '',
           `Prefetch accounting of the default proxy runs: ${summary(prefetchSeen.map((p) => p.lookups), 0)} narinfos prefetched per run, ${summary(wasted, 0)} of them never asked for by Nix.`,
           '',
-          `**What bounds it.** ${where} Nix 2.8 first walks the closure's narinfos level by level, then fetches, decompresses and unpacks the NARs one at a time (with \`max-jobs = 1\`). Through the proxy every NAR takes one more hop (Nix → proxy → Pi → proxy → Nix instead of Nix → Pi), paid ${paths} times in a row; narinfo prefetching does not help there, and at home it wins little on the narinfo walk either: the Pi answers in well under a millisecond, so the prefetch of a level starts barely before Nix asks for it, and the walk is bound by the proxy's CPU per narinfo (fetch, parse, Ed25519 check, serialise: about 1 ms on this loaded machine). A CPU profile of the proxy during these runs (\`BENCH_CPU_PROF=DIR npm run bench -- --only 7\`, summed over the proxies of one run) shows no hot spot in the proxy's own code: about half the samples idle, then socket writes (\`writev\` of responses to Nix ~6%, undici writing requests to the Pi ~4%), undici and fastify request handling (~5% each), module loading at start-up (~3%, not in the timings), Ed25519 checks (~2%), garbage collection (~2%). Connections are reused both ways (checked with \`ss\` during a run: Nix 2.8 keeps up to 25 connections to the proxy for the whole command; the proxy keeps ~30 to the Pi and reuses them across commands). What would beat Nix direct is serving NARs from memory fetched and decompressed ahead of Nix (NAR prefetch, planned on the new NAR path: docs/architecture.md).`,
+          `**What bounds it.** ${where} Nix 2.8 first walks the closure's narinfos level by level, then fetches and unpacks the NARs one at a time (with \`max-jobs = 1\`). Direct, each NAR costs Nix a round trip and its own xz decoding (xz decodes this text at about 25 MB/s, natively or in WebAssembly: ~1.7 ms of the ~3 ms Nix spends per path). Through the proxy, NAR prefetch fetches and decodes each NAR as soon as Nix has its narinfo, on decoder threads beside the main thread (\`nar/xz-pool.ts\`), so Nix gets uncompressed NARs from memory and its NAR phase is shorter than direct. What the proxy adds is its narinfo walk: every narinfo costs the main thread a request to the Pi, a parse, an Ed25519 check and an answer (about 0.5 ms of CPU on this machine, where nginx serves a file in microseconds), and on two cores the decoding, the main thread and Nix share the CPU: the proxy's CPU above, plus Nix's own, is more than one core's worth for the length of the run. With \`--max-jobs 16\` Nix direct already decodes on both cores at once, and the proxy's decoding (one thread on this 2-core machine, see docs/dependencies.md) and per-request CPU come on top of Nix's unpacking on the same two cores.`,
         ].join('\n'),
       });
     }
@@ -202,7 +241,7 @@ export async function runFaster(o: FasterOptions): Promise<CaseReport[]> {
             '',
             `Goal: through the proxy ≤ 0.6× Nix alone. ${goal(cells, 0.6)}.`,
             '',
-            `**What bounds it.** With \`max-jobs = 1\` Nix 2.8 fetches the NARs one after the other, each paying the link's round trip (${2 * o.slow.delayMs} ms) and its transfer time, through the proxy as much as without it: about ${((median(cells.get('Nix direct|0')!) / paths) * 1000).toFixed(0)} ms per path here. Narinfo prefetching saves only the narinfo walk (${o.shape.levels + 1} levels, each a round trip or two, well under 2 s of the total). Reaching 0.6× needs the NARs on their way before Nix asks for them (NAR prefetch with a byte budget, planned on the new NAR path: docs/architecture.md). With \`--max-jobs 16\` Nix already fetches 16 NARs at once and the run is bound by the link's bandwidth: ${(o.shape.levels * o.shape.width + 1)} NARs of ~30 kB (xz) are ~9 MB, ${(9e6 / o.slow.bytesPerSecond).toFixed(1)} s at ${o.slow.bytesPerSecond / 1e6} MB/s, whoever asks for them.`,
+            `**What bounds it.** Nix alone, with \`max-jobs = 1\`, fetches the NARs one after the other, each paying the link's round trip (${2 * o.slow.delayMs} ms) and its transfer time: about ${((median(cells.get('Nix direct|0')!) / paths) * 1000).toFixed(0)} ms per path here, and narinfo prefetching alone saves only the narinfo walk (the "no NAR prefetch" rows). NAR prefetch starts each NAR's download the moment Nix has its narinfo, 8 at a time (\`cache.narPrefetchConcurrency\`), so the link is kept full while Nix walks the closure and Nix then takes the NARs from memory on loopback: the run is bound by the link's bandwidth, not its round trips. With \`--max-jobs 16\` Nix alone already fetches 16 NARs at once and is nearly bound by the same bandwidth: ${o.shape.levels * o.shape.width + 1} NARs of ~30 kB (xz) are ~9 MB, ${(9e6 / o.slow.bytesPerSecond).toFixed(1)} s at ${o.slow.bytesPerSecond / 1e6} MB/s whoever asks for them, so 0.6× of Nix alone (less than the time the bytes take to cross the link) cannot be reached on this link without sending fewer bytes; the proxy wins the narinfo walk and the round trips Nix leaves between its downloads.`,
           ].join('\n'),
         });
       } finally {
@@ -218,11 +257,17 @@ export async function runFaster(o: FasterOptions): Promise<CaseReport[]> {
     reports.push({
       title: '11b. Memory with prefetching (peak RSS)',
       markdown: [
-        'Peak RSS (VmHWM) of each proxy of cases 7–9 at the end of its run, by side:',
+        'Peak RSS (VmHWM) of each proxy of cases 9–11 at the end of its run, by side:',
         '',
         table(['side', 'peak RSS, median (min–max)', 'runs'], [...rss].map(([v, xs]) => [v, summary(xs, 0, ' MiB'), String(xs.length)])),
         '',
-        `Goal: under 150 MB (143 MiB) in every run: **${Math.max(...all) < 143 ? 'met' : `NOT met (highest ${Math.max(...all).toFixed(0)} MiB)`}**. Prefetching holds at most the queue (store hashes) and answers in the same byte-bounded narinfo cache (8 MiB) as any lookup; compare the rows with and without it. The rest is Node: on Node 24 an idle proxy is already ~80 MiB, and V8's default young generation lets the heap grow well past what is live under load (see case 5, where nothing is prefetched). A separate check of case 2's uncached narinfo load with \`NODE_OPTIONS=--max-semi-space-size=2\` kept the proxy's peak under 143 MiB at the same request rate, with or without prefetching.`,
+        `Goal: under 150 MB (143 MiB) in every run: **${Math.max(...all) < 143 ? 'met' : `NOT met (highest ${Math.max(...all).toFixed(0)} MiB)`}**.`,
+        '',
+        `Where it goes. Node 24 itself with the proxy's modules loaded is ~80 MiB before the first request. The xz decoder thread (\`nar/xz-pool.ts\`, one on this 2-core machine) adds ~20 MiB while it exists: its own V8 isolate and the decoder's WebAssembly memory, which holds the file's xz dictionary (8 MiB for \`xz -6\`); the version before it decoded on the main thread with the same WebAssembly memory, and peaked at 132 MiB median in this case. NAR prefetch holds decoded NARs up to its byte budget (\`cache.narPrefetchBytes\`, 32 MiB; this whole closure is 12 MB), and the main thread's heap grows under the extra streams (${(() => {
+          const a = rss.get('proxy');
+          const b = rss.get('proxy, no NAR prefetch');
+          return a && b ? `the rows with and without it differ by ${(median(a) - median(b)).toFixed(0)} MiB at the median` : 'compare the rows with and without it';
+        })()}). Narinfo prefetching holds only its queue of store hashes and answers in the byte-bounded narinfo cache (8 MiB). To bound the proxy tighter: \`cache.narPrefetchBytes\` lower, or 0 (off), and \`NODE_OPTIONS=--max-semi-space-size=2\`, which kept case 2's uncached narinfo load under 143 MiB in an earlier check.`,
       ].join('\n'),
     });
   }
@@ -236,7 +281,7 @@ export async function runFaster(o: FasterOptions): Promise<CaseReport[]> {
 async function wrongGuesses(s: Setup, o: FasterOptions, rss: Cells): Promise<CaseReport> {
   log('case 11: prefetching when it guesses wrong');
   const rows: string[][] = [];
-  for (const v of ['proxy', 'proxy, no prefetch', 'proxy, 2 levels ahead'] as Variant[]) {
+  for (const v of ['proxy', 'proxy, no prefetch'] as Variant[]) {
     const store = join(o.dir, `wrong-${v.replace(/\W+/g, '-')}`);
     // Everything below the root is already in the client's store (fetched straight from the Pi).
     const below = s.closure.paths.filter((p) => p !== s.closure.root);
@@ -264,6 +309,23 @@ async function wrongGuesses(s: Setup, o: FasterOptions, rss: Cells): Promise<Cas
       await removeDir(store);
     }
   }
+  // NARs: Nix asks every narinfo of the closure and wants no NAR (`--dry-run`): every NAR fetched ahead is a wrong guess.
+  const narRows: string[][] = [];
+  for (const v of ['proxy', 'proxy, no NAR prefetch'] as Variant[]) {
+    const p = await proxyFor(s, v, s.pi.url, s.empty.url);
+    try {
+      const before = (await s.pi.log()).length;
+      const t = await nixRun(s, o, p.url, ['--dry-run']);
+      const settled = await settle(p);
+      const nars = (await s.pi.log()).slice(before).filter((e) => e.uri.startsWith('/nar/'));
+      const st = await proxyStats(p);
+      push(rss, v, await peakRssMiB(p.child.pid!));
+      narRows.push([v, t.toFixed(2), String(nars.length), `${(nars.reduce((a, e) => a + e.bytes, 0) / 2 ** 20).toFixed(1)} MiB`, String(st.narPrefetch.started), String(st.narPrefetch.used), `${(settled.reservedBytes / 2 ** 20).toFixed(1)} MiB`]);
+      log(`  ${v} --dry-run: ${t.toFixed(2)} s, ${nars.length} NAR requests at the Pi`);
+    } finally {
+      await p.stop();
+    }
+  }
   return {
     title: '11. What prefetching costs when it guesses wrong',
     markdown: [
@@ -271,7 +333,13 @@ async function wrongGuesses(s: Setup, o: FasterOptions, rss: Cells): Promise<Cas
       '',
       table(['side', 'seconds', 'narinfo requests at the Pi', 'narinfo bytes from the Pi', 'prefetched', 'used by Nix'], rows),
       '',
-      `One level ahead, a wrong guess costs one narinfo per reference of each path Nix asks for (here the root's ${o.shape.width}); two levels ahead also the references of those.`,
+      `A wrong guess costs one narinfo per reference of each path Nix asks for (here the root's ${o.shape.width}).`,
+      '',
+      `**NARs.** \`nix-store -r ROOT --dry-run\` into an empty store: Nix asks for every narinfo of the closure (${s.closure.paths.length}) and for no NAR, so every NAR fetched ahead is a wrong guess. Counted at the Pi's nginx and in the proxy's \`narPrefetch\` stats; "held" is what the proxy still holds in memory once the fetches settled.`,
+      '',
+      table(['side', 'seconds', 'NAR requests at the Pi', 'NAR bytes from the Pi', 'fetched ahead', 'used by Nix', 'held'], narRows),
+      '',
+      `The worst case costs the closure's NARs once over the LAN (the Pi's files, xz here), never more than the byte budget (32 MiB of uncompressed NAR by default) in memory at once, and the memory for 30 s: a NAR Nix does not come for is dropped after that, counted in \`narPrefetch.wasted\`. On a metered or slow link, \`cache.narPrefetchBytes = 0\` turns it off.`,
     ].join('\n'),
   };
 }

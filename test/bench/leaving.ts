@@ -121,7 +121,7 @@ export async function runLeaving(o: LeavingOptions): Promise<CaseReport> {
     for (let c = 0; c < o.commands; c++) {
       const xs = after.get(`${gap}|${c}`) ?? [];
       const d = (median(xs) - homeMedian) / 1000;
-      if (gap === o.gapsMs[0]) worst = Math.max(worst, d);
+      worst = Math.max(worst, d, (Math.max(...xs) - homeMedian) / 1000);
       rows.push([`command ${c + 1} after leaving`, `${gap / 1000} s`, summary(xs.map((x) => x / 1000)), `${d < 0 ? '−' : '+'}${Math.abs(d).toFixed(2)} s`]);
     }
   }
@@ -132,9 +132,9 @@ export async function runLeaving(o: LeavingOptions): Promise<CaseReport> {
       '',
       table(['when', 'gap since the Pi last answered', 'seconds, median (min–max)', 'vs at home'], rows),
       '',
-      `Goal: ≤ +0.3 s over home for the first command after leaving and every one after (gap ${o.gapsMs[0]! / 1000} s): **${worst <= 0.3 ? 'met' : `NOT met, by ${(worst - 0.3).toFixed(2)} s`}**.`,
+      `Goal: ≤ +0.3 s over home for the first command after leaving and every one after, with each gap, in every run (not only the median): **${worst <= 0.3 ? 'met' : `NOT met, by ${(worst - 0.3).toFixed(2)} s`}** (slowest: +${worst.toFixed(2)} s).`,
       '',
-      'How: a cached narinfo from a LAN cache that has been quiet for a second is served only after the cache answers its `nix-cache-info` within the hedge delay (200 ms); otherwise the cache is marked slow and the narinfo is looked up again, which asks the upstream at once, so Nix never gets a NAR URL on the missing Pi. The check keeps running; its first-byte timeout (800 ms) opens the Pi\'s circuit, and the commands after that skip the Pi. With no gap (the command starts less than a second after the Pi\'s last answer), the narinfos the proxy holds from the Pi are served unchecked; if the Pi is gone by then, the NAR request waits the NAR path\'s first-byte timeout for the Pi (800 ms) before failing over, which is the slow end of that row. That part is the NAR path\'s to fix: hedge the first byte of a LAN NAR like the narinfo lookups (docs/architecture.md, "Leaving home").',
+      'How: a cached narinfo from a LAN cache that has been quiet for a second is served only after the cache answers its `nix-cache-info` within the hedge delay (200 ms); otherwise the cache is marked slow and the narinfo is looked up again, which asks the upstream at once, so Nix never gets a NAR URL on the missing Pi. The check keeps running; its first-byte timeout (800 ms) opens the Pi\'s circuit, and the commands after that skip the Pi. With no gap (the command starts less than a second after the Pi\'s last answer), the narinfos the proxy holds from the Pi are served unchecked; if the Pi is gone by then, the NAR route gives the Pi the same hedge delay (200 ms) to send the NAR\'s response head, then marks it slow and goes on from the upstream (\`nar/head-deadline.ts\`), so such a command pays at most that once per NAR it was already asking the Pi for. The NARs the proxy fetches ahead from the Pi (NAR prefetch) are handed over under the same deadline.',
     ].join('\n'),
   };
 }

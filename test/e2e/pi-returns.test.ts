@@ -65,11 +65,22 @@ describe('the proxy as an HTTP server', () => {
     expect(origin).toBe(new URL(h.pi.url).host);
     expect(Date.now() - back).toBeLessThan(5000);
 
-    // And a fresh client gets every NAR from the Pi again.
-    const piBefore = (await h.pi.narHits()).length;
+    // And a fresh client gets every NAR from the Pi again (fetched now, or ahead: the loop's narinfo requests above
+    // made the proxy fetch that path's NAR from the Pi already), none from upstream.
+    type Nar = { requests: number; bytes: number };
+    const nars = async () => {
+      const s = (await (await fetch(`${proxy.url}/_/stats`)).json()) as { periods: { sinceInstall: { origins: Record<string, { nar: Nar }> } } };
+      const of = (url: string) => s.periods.sinceInstall.origins[new URL(url).host]?.nar ?? { requests: 0, bytes: 0 };
+      return { pi: of(h.pi.url), upstream: of(h.upstream.url) };
+    };
+    const before = await nars();
     const res = await h.fetch(proxy.url, { xdgCache: join(h.dir, 'xdg-back') });
     expect(res.code, res.stderr).toBe(0);
-    expect((await h.pi.narHits()).length - piBefore).toBe(h.closure.paths.length);
+    const after = await nars();
+    expect(after.pi.requests - before.pi.requests).toBe(h.closure.paths.length);
+    expect(after.upstream).toEqual(before.upstream);
+    const piFiles = new Set((await h.pi.narHits()).map((e) => e.uri));
+    expect(piFiles.size).toBeGreaterThanOrEqual(h.closure.paths.length);
   });
 
   it('serves its own nix-cache-info and narinfos whose URL points back at the proxy, signatures intact', async () => {

@@ -20,6 +20,7 @@ describe('client module (services.nix-lan-cache)', () => {
       trustedPublicKeys = [ "${PI_KEY}" ];
       lan = [ "http://pi.lan:8080/" ];
       settings.timeouts.lan.connectMs = 300;
+      settings.cache.narPrefetchBytes = 16777216;
     };
     # Something else on the machine adds a substituter: the proxy stays the only one, it asks that cache.
     nix.settings.substituters = [ "https://other.example" ];
@@ -58,11 +59,13 @@ describe('client module (services.nix-lan-cache)', () => {
       logLevel: 'info',
       stateDir: '/var/lib/nix-lan-cache',
       timeouts: { lan: { connectMs: 300 } },
+      cache: { narPrefetchBytes: 16777216 },
     });
     // The real CLI's config reader accepts it (it rejects unknown keys).
     const resolved = resolveServeConfig({ config: file });
     expect(resolved.lan).toEqual(['http://pi.lan:8080/']);
     expect(resolved.timeouts.lan.connectMs).toBe(300);
+    expect(resolved.cache).toMatchObject({ narPrefetchBytes: 16777216, narPrefetchConcurrency: 8 });
     expect(resolved.trustedPublicKeys).toContain(PI_KEY);
   });
 

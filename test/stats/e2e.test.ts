@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -60,11 +60,15 @@ describe('stats with real Nix and nginx: Pi up, then Pi down', () => {
   let proxy: ProxyProcess;
   let browser: BrowserContext | undefined;
   let userDataDir: string | undefined;
-  const args = () => ['--no-mdns', '--state-dir', stateDir, '--lan', h.pi.url, '--upstream', h.upstream.url, '--trusted-public-key', h.piKey.publicKey, '--trusted-public-key', h.upstreamKey.publicKey];
+  // NAR prefetch off: this scenario checks failover accounting (Nix's NAR request meets the Pi gone); with
+  // prefetch the proxy's fetch ahead meets it first and Nix's request goes to upstream without a failover.
+  // Counters with prefetch on are checked against nginx in test/e2e/prefetch-nix.test.ts.
+  const args = () => ['--no-mdns', '--state-dir', stateDir, '--config', join(h.dir, 'no-nar-prefetch.json'), '--lan', h.pi.url, '--upstream', h.upstream.url, '--trusted-public-key', h.piKey.publicKey, '--trusted-public-key', h.upstreamKey.publicKey];
 
   beforeAll(async () => {
     h = await household('stats', LEAVES);
     stateDir = await tempDir('stats-state');
+    writeFileSync(join(h.dir, 'no-nar-prefetch.json'), JSON.stringify({ cache: { narPrefetchBytes: 0 } }));
     proxy = await startProxy(args(), { env: FLUSH });
   });
   afterAll(async () => {

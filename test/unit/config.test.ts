@@ -39,6 +39,13 @@ describe('serve configuration: defaults < config file < flags', () => {
     expect(() => resolveServeConfig(parseServeFlags(argv as string[]))).toThrow(message);
     expect(() => resolveServeConfig(parseServeFlags(argv as string[]))).toThrow(ConfigError);
   });
+  it('NAR prefetch: on with a 32 MiB budget by default; the file sets its budget (0: off) and concurrency, checked', () => {
+    expect(resolveServeConfig(parseServeFlags([])).cache).toMatchObject({ narPrefetchBytes: 32 * 1024 * 1024, narPrefetchConcurrency: 8 });
+    const read = files({ '/off.json': '{"cache": {"narPrefetchBytes": 0, "narPrefetchConcurrency": 2}}', '/neg.json': '{"cache": {"narPrefetchBytes": -1}}', '/zero.json': '{"cache": {"narPrefetchConcurrency": 0}}' });
+    expect(resolveServeConfig(parseServeFlags(['--config', '/off.json']), read).cache).toMatchObject({ narPrefetchBytes: 0, narPrefetchConcurrency: 2 });
+    expect(() => resolveServeConfig(parseServeFlags(['--config', '/neg.json']), read)).toThrow(/cache\.narPrefetchBytes must be an integer from 0/);
+    expect(() => resolveServeConfig(parseServeFlags(['--config', '/zero.json']), read)).toThrow(/cache\.narPrefetchConcurrency must be an integer from 1/);
+  });
   it('rejects unknown keys in the config file, naming them, also nested ones', () => {
     const read = files({ '/a.json': '{"lan": [], "upstreams": []}', '/b.json': '{"timeouts": {"lan": {"conectMs": 1}}}', '/c.json': '{ nope' });
     expect(() => resolveServeConfig(parseServeFlags(['--config', '/a.json']), read)).toThrow(/unknown key "upstreams"/);

@@ -1,0 +1,33 @@
+import type { Origin } from '../origins/origin.js';
+import type { NarFile, OpenResult } from './nar-source.js';
+import { SourceError } from './nar-source.js';
+
+type Open = (origin: Origin, file: NarFile, signal: AbortSignal) => Promise<OpenResult>;
+
+/**
+ * Opens one origin's NAR, giving it `ms` to send its response head (0 or
+ * undefined: no deadline beyond the origin's own first-byte timeout). Used
+ * for a LAN cache when another origin could serve the NAR: a Pi that went
+ * quiet (a laptop that just left home, a Pi that accepts and never answers)
+ * costs `ms`, not its whole first-byte timeout, before the NAR goes on from
+ * the next origin. A late answer is closed unread; its request is aborted.
+ */
+export async function openWithin(open: Open, origin: Origin, file: NarFile, signal: AbortSignal, ms: number | undefined): Promise<OpenResult> {
+  if (!ms || ms <= 0) return open(origin, file, signal);
+  const own = new AbortController();
+  const follow = () => own.abort();
+  if (signal.aborted) own.abort();
+  else signal.addEventListener('abort', follow, { once: true });
+  const opening = open(origin, file, own.signal);
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
+  const first = await Promise.race([opening, late]);
+  clearTimeout(timer);
+  if (first) return first; // the abort link stays: the client going away still stops this origin's body
+  signal.removeEventListener('abort', follow);
+  own.abort();
+  void opening.then((r) => {
+    if (r.ok) r.nar.close();
+  });
+  return { ok: false, error: new SourceError('slow', `no response head within ${ms} ms`) };
+}
