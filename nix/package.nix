@@ -44,8 +44,11 @@ buildNpmPackage {
   npmPackFlags = [ "--ignore-scripts" ];
 
   nativeBuildInputs = [ makeWrapper ];
+  # MALLOC_ARENA_MAX: glibc gives every thread that mallocs its own arena and
+  # keeps what it freed; with the xz decoder thread that was ~20 MiB of peak
+  # RSS for nothing (docs/benchmarks.md, case 11b). Set only if unset.
   postInstall = ''
-    wrapProgram $out/bin/${binName} --prefix PATH : ${lib.makeBinPath runtimeTools}
+    wrapProgram $out/bin/${binName} --prefix PATH : ${lib.makeBinPath runtimeTools} --set-default MALLOC_ARENA_MAX 2
   '';
 
   meta = {

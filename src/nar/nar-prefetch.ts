@@ -208,7 +208,7 @@ export class NarPrefetcher {
     if (q >= 0) this.queue.splice(q, 1);
     clearTimeout(entry.timer);
     if (entry.state !== 'queued') {
-      entry.abort.abort();
+      if (entry.state === 'running') entry.abort.abort(); // a finished fetch has nothing left to stop
       entry.nar?.close();
       this.reserved -= entry.facts.narSize;
       if (wasted && !entry.taken) this.counters.wasted(entry.bytes);

@@ -88,11 +88,11 @@ export class XzPool {
       resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 32 },
     });
     const thread: Thread = { worker, job: undefined };
-    worker.on('message', (m: { id: number; output?: ArrayBuffer; error?: string }) => {
+    worker.on('message', (m: { id: number; output?: Uint8Array; error?: string }) => {
       const job = thread.job;
       thread.job = undefined;
       worker.unref();
-      if (job?.id === m.id) job.done(m.output ? { ok: true, output: Buffer.from(m.output) } : { ok: false, corrupt: true, message: m.error ?? 'unknown error' });
+      if (job?.id === m.id) job.done(m.output ? { ok: true, output: Buffer.from(m.output.buffer, m.output.byteOffset, m.output.byteLength) } : { ok: false, corrupt: true, message: m.error ?? 'unknown error' });
       this.pump();
     });
     // A thread that dies (out of memory, a bug) fails its job as not the file's fault; the next job starts a new thread.

@@ -28,7 +28,9 @@ parentPort.on('message', async (job) => {
       out.set(c, at);
       at += c.length;
     }
-    parentPort.postMessage({ id: job.id, output: out.buffer }, [out.buffer]);
+    // Copied, not transferred: the copy is allocated by the main thread, which keeps it, so this thread's
+    // malloc arena only ever holds the file being decoded (transferred buffers grew it by the NARs held).
+    parentPort.postMessage({ id: job.id, output: out });
   } catch (err) {
     parentPort.postMessage({ id: job.id, error: String((err && err.message) || err) });
   }
