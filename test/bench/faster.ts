@@ -92,9 +92,9 @@ async function nixRun(s: Setup, o: FasterOptions, substituter: string, jobs: rea
   return res.ms / 1000;
 }
 
-async function proxyFor(s: Setup, variant: Variant, lan: string | undefined, upstream: string, level = 'info'): Promise<ProxyProcess> {
+async function proxyFor(s: Setup, variant: Variant, lan: string | undefined, upstream: string, level = 'info', profileDir?: string): Promise<ProxyProcess> {
   // BENCH_CPU_PROF=DIR: every proxy writes a V8 CPU profile there (node --cpu-prof), for the profiles docs/benchmarks.md cites.
-  const prof = process.env.BENCH_CPU_PROF;
+  const prof = profileDir ?? process.env.BENCH_CPU_PROF;
   const env = prof ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${prof}` } : undefined;
   return startProxy(['--no-mdns', '--log-level', level, '--config', s.configs[variant], ...(lan ? ['--lan', lan] : []), '--upstream', upstream, '--trusted-public-key', s.key.publicKey], env ? { env } : {});
 }
@@ -144,11 +144,62 @@ async function breakdown(s: Setup, o: FasterOptions): Promise<string> {
     return (
       `One more run each way, Nix at its defaults, times from Nix's start: **direct** (${direct.toFixed(2)} s): ${phases(piLog, t0)}; ` +
       `**through the proxy** (${t.toFixed(2)} s, logging every request): ${phases(reqs, t1)}. ` +
-      `CPU time of the proxy's threads during that run: main thread ${cpu((n) => n === 'MainThread')} ms, xz decoder threads ${cpu((n) => n === 'WorkerThread')} ms, V8's helper threads (garbage collection, compilers) ${cpu((n) => n.startsWith('V8'))} ms.`
+      `CPU time of the proxy's threads during that run: main thread ${cpu((n) => n === 'MainThread')} ms, xz decoder threads ${cpu((n) => n === 'WorkerThread')} ms, V8's helper threads (garbage collection, compilers) ${cpu((n) => n.startsWith('V8'))} ms. ` +
+      (await profiled(s, o))
     );
   } finally {
     await p.stop();
   }
+}
+
+/** One more run through the proxy (info logging) with V8's CPU profiler on its main thread; a summary of where the run's samples went. */
+async function profiled(s: Setup, o: FasterOptions): Promise<string> {
+  const dir = join(o.dir, `cpu-profile-${Date.now()}`);
+  const spawned = Date.now();
+  const p = await proxyFor(s, 'proxy', s.pi.url, s.empty.url, 'info', dir);
+  let window: [number, number];
+  try {
+    const from = Date.now() - spawned;
+    const t = await nixRun(s, o, p.url, []);
+    window = [from, from + t * 1000];
+  } finally {
+    await p.stop();
+  }
+  // node --cpu-prof names a thread's profile CPU.<date>.<time>.<pid>.<thread>.<n>.cpuprofile; the main thread is 0.
+  const file = (await readdir(dir)).find((f) => /\.\d+\.0\.\d+\.cpuprofile$/.test(f));
+  if (!file) return 'No CPU profile was written.';
+  type Node = { id: number; callFrame: { functionName: string; url: string }; children?: number[] };
+  const prof = JSON.parse(await readFile(join(dir, file), 'utf8')) as { nodes: Node[]; samples: number[]; timeDeltas: number[] };
+  const byId = new Map(prof.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of prof.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  // Self time by kind, over the samples taken while Nix ran (the profile starts with the process).
+  const kinds = new Map<string, number>();
+  let at = 0;
+  let total = 0;
+  const kindOf = (id: number): string => {
+    const self = byId.get(id)!.callFrame;
+    if (self.functionName === '(idle)') return 'idle';
+    if (self.functionName === '(garbage collector)') return 'garbage collection';
+    for (let x: number | undefined = id; x !== undefined; x = parent.get(x)) {
+      const f = byId.get(x)!.callFrame;
+      if (/dist\/(protocol\/signing|server\/narinfo-resolver|origins\/http-origin)/.test(f.url) || f.functionName === 'verifyOneShot') return 'narinfo lookups (undici request to the Pi, parse, Ed25519 check)';
+      if (/dist\/nar\//.test(f.url)) return 'NAR path (fetch ahead, hand to the decoder thread, hash, write to Nix)';
+      if (/node_modules\/(fastify|light-my-request|find-my-way|avvio)/.test(f.url)) return 'fastify request handling';
+    }
+    if (/^(writev|writeLatin1String|writeUtf8String|writeBuffer)$/.test(self.functionName)) return 'socket writes';
+    return 'other (Node, undici and stream internals, the program)';
+  };
+  prof.samples.forEach((id, i) => {
+    at += (prof.timeDeltas[i] ?? 0) / 1000;
+    if (at < window[0] || at > window[1]) return;
+    const us = prof.timeDeltas[i] ?? 0;
+    total += us;
+    const k = kindOf(id);
+    kinds.set(k, (kinds.get(k) ?? 0) + us);
+  });
+  const parts = [...kinds].sort((a, b) => b[1] - a[1]).map(([k, us]) => `${k} ${((us / total) * 100).toFixed(0)}%`);
+  return `A V8 CPU profile of the proxy's main thread in another such run (info logging; samples while Nix ran, by what they were in): ${parts.join(', ')}.`;
 }
 
 /**
@@ -223,7 +274,7 @@ export async function runFaster(o: FasterOptions): Promise<CaseReport[]> {
           '',
           `Prefetch accounting of the default proxy runs: ${summary(prefetchSeen.map((p) => p.lookups), 0)} narinfos prefetched per run, ${summary(wasted, 0)} of them never asked for by Nix.`,
           '',
-          `**What bounds it.** ${where} Nix 2.8 first walks the closure's narinfos level by level, then fetches and unpacks the NARs one at a time (with \`max-jobs = 1\`). Direct, each NAR costs Nix a round trip and its own xz decoding (xz decodes this text at about 25 MB/s, natively or in WebAssembly: ~1.7 ms of the ~3 ms Nix spends per path). Through the proxy, NAR prefetch fetches and decodes each NAR as soon as Nix has its narinfo, on decoder threads beside the main thread (\`nar/xz-pool.ts\`), so Nix gets uncompressed NARs from memory and its NAR phase is shorter than direct. What the proxy adds is its narinfo walk: every narinfo costs the main thread a request to the Pi, a parse, an Ed25519 check and an answer (about 0.5 ms of CPU on this machine, where nginx serves a file in microseconds), and on two cores the decoding, the main thread and Nix share the CPU: the proxy's CPU above, plus Nix's own, is more than one core's worth for the length of the run. With \`--max-jobs 16\` Nix direct already decodes on both cores at once, and the proxy's decoding (one thread on this 2-core machine, see docs/dependencies.md) and per-request CPU come on top of Nix's unpacking on the same two cores.`,
+          `**What bounds it.** ${where} Nix 2.8 first walks the closure's narinfos level by level, then fetches and unpacks the NARs one at a time (with \`max-jobs = 1\`). Direct, each NAR costs Nix a round trip and its own xz decoding (xz decodes this text at about 25 MB/s, natively or in WebAssembly: ~1.7 ms of the ~3 ms Nix spends per path). Through the proxy, NAR prefetch fetches and decodes each NAR as soon as Nix has its narinfo, on decoder threads beside the main thread (\`nar/xz-pool.ts\`), so Nix gets uncompressed NARs from memory and decodes nothing; the decoding moved from Nix into the proxy, and on one decoder thread it runs at the same speed as Nix's own, so the NAR phase through the proxy takes about as long as direct (compare the phases above). What the proxy adds is its narinfo walk: every narinfo costs the main thread a request to the Pi, a parse, an Ed25519 check and an answer (about 0.5 ms of CPU on this machine, where nginx serves a file in microseconds), and on two cores the decoding, the main thread and Nix share the CPU: the proxy's CPU above, plus Nix's own, is more than one core's worth for the length of the run. With \`--max-jobs 16\` Nix direct already decodes on both cores at once, and the proxy's decoding (one thread on this 2-core machine, see docs/dependencies.md) and per-request CPU come on top of Nix's unpacking on the same two cores.`,
         ].join('\n'),
       });
     }
