@@ -1,5 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
 import { Worker } from 'node:worker_threads';
 
 /** What a job's decoding ended with: the whole output, or why the file could not be decoded. */
@@ -23,15 +25,17 @@ interface Thread {
  * 25 MB/s for text, natively or in WebAssembly), and the main thread answers
  * Nix. Whole files only (the caller has the file in memory: at most the small
  * size it chose), one at a time per thread; jobs wait in a FIFO queue. Threads
- * start on first use and stop after a quiet while; they never keep the
- * process alive.
+ * start on first use and stop after a quiet while; they keep the process
+ * alive only while they have a job. With `size` 0 there are no threads: the
+ * files are decoded on the main thread, one at a time, from the same queue.
  */
 export class XzPool {
   private readonly threads: Thread[] = [];
   private readonly queue: Job[] = [];
   private nextId = 1;
   private idleTimer: NodeJS.Timeout | undefined;
-  private readonly xzPath = createRequire(import.meta.url).resolve('xz-decompress');
+  /** Decoding on the main thread (size 0): the job being decoded. */
+  private inline: Job | undefined;
 
   constructor(
     readonly size: number,
@@ -66,6 +70,7 @@ export class XzPool {
 
   private pump(): void {
     clearTimeout(this.idleTimer);
+    if (this.size === 0) return this.pumpInline();
     while (this.queue.length) {
       let thread = this.threads.find((t) => !t.job);
       if (!thread && this.threads.length < this.size) thread = this.spawn();
@@ -81,9 +86,21 @@ export class XzPool {
     }
   }
 
+  private pumpInline(): void {
+    if (this.inline || !this.queue.length) return;
+    const job = (this.inline = this.queue.shift()!);
+    const { decodeWhole } = require('./xz-decode.cjs') as { decodeWhole(input: Buffer, maxOutput: number): Promise<Uint8Array> };
+    decodeWhole(job.input, job.maxOutput).then(
+      (out) => job.done({ ok: true, output: Buffer.from(out.buffer, out.byteOffset, out.byteLength) }),
+      (err: unknown) => job.done({ ok: false, corrupt: true, message: err instanceof Error ? err.message : String(err) }),
+    ).finally(() => {
+      this.inline = undefined;
+      this.pumpInline();
+    });
+  }
+
   private spawn(): Thread {
     const worker = new Worker(new URL('./xz-worker.cjs', import.meta.url), {
-      workerData: { xzPath: this.xzPath },
       // The thread's JavaScript holds one file and its output at a time; its decoder's memory is WebAssembly's, outside these.
       resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 32 },
     });
@@ -114,12 +131,14 @@ export class XzPool {
 
 let shared: XzPool | undefined;
 /**
- * The process's pool: a thread per core but one (the main thread keeps one),
- * at least one, at most two. Each thread costs about 20 MiB (a V8 isolate and
- * the decoder's WebAssembly memory, with the file's dictionary). Measured with
- * real Nix on two cores (docs/benchmarks.md, case 9): a second thread won
- * little (about 5%) for 30 MiB more peak memory.
+ * The process's pool: a thread per core but two (one for the main thread,
+ * one for Nix, which unpacks what the proxy decodes), at most two; none on
+ * two cores, where files are decoded on the main thread. Each thread costs
+ * ~20 MiB (a V8 isolate and the decoder's WebAssembly memory, which holds the
+ * file's dictionary). Measured with real Nix on two cores (docs/dependencies.md):
+ * one thread was 3% faster than none for 15–20 MiB more peak memory, two 13%
+ * faster for 35–40 MiB more.
  */
 export function xzPool(): XzPool {
-  return (shared ??= new XzPool(Math.min(2, Math.max(1, availableParallelism() - 1))));
+  return (shared ??= new XzPool(Math.min(2, Math.max(0, availableParallelism() - 2))));
 }

@@ -23,8 +23,17 @@ describe('xz decoder threads', () => {
     results.forEach((r, i) => expect(r.ok && r.output.equals(inputs[i]!)).toBe(true));
   });
 
-  it('a corrupt file is an error of the file (corrupt), and the thread goes on with the next', async () => {
-    pool = new XzPool(1);
+  it('with no threads (two cores), the main thread decodes them, one at a time, exactly', async () => {
+    pool = new XzPool(0);
+    const inputs = Array.from({ length: 6 }, (_, i) => text(10_000 + i * 3000));
+    const jobs = inputs.map((d) => pool!.decode(xz(d), d.length).result);
+    expect(threadsOf(pool)).toHaveLength(0);
+    const results = await Promise.all(jobs);
+    results.forEach((r, i) => expect(r.ok && r.output.equals(inputs[i]!)).toBe(true));
+  });
+
+  it.each([1, 0])('a corrupt file is an error of the file (corrupt), and decoding goes on with the next (%i threads)', async (threads) => {
+    pool = new XzPool(threads);
     const good = text(20_000);
     const bad = xz(good);
     const at = bad.length >> 1;
@@ -35,16 +44,16 @@ describe('xz decoder threads', () => {
     expect(next.ok && next.output.equals(good)).toBe(true);
   });
 
-  it('a file that decodes to more than it may (a bomb, or a lying narinfo) is stopped there', async () => {
-    pool = new XzPool(1);
+  it.each([1, 0])('a file that decodes to more than it may (a bomb, or a lying narinfo) is stopped there (%i threads)', async (threads) => {
+    pool = new XzPool(threads);
     const zeros = Buffer.alloc(20_000_000);
     const r = await pool.decode(xz(zeros), 1_000_000).result;
     expect(r).toMatchObject({ ok: false, corrupt: true });
     expect(!r.ok && r.message).toMatch(/more than 1000000 bytes/);
   });
 
-  it('a cancelled job that waits is never decoded; the others are', async () => {
-    pool = new XzPool(1);
+  it.each([1, 0])('a cancelled job that waits is never decoded; the others are (%i threads)', async (threads) => {
+    pool = new XzPool(threads);
     const a = text(50_000);
     const b = text(50_000);
     const first = pool.decode(xz(a), a.length);
