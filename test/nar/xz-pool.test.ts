@@ -14,20 +14,14 @@ afterEach(async () => {
 });
 
 describe('xz decoder threads', () => {
-  it('decode whole files exactly, many at once, on at most `size` threads', async () => {
-    pool = new XzPool(2);
+  it.each([
+    [2, 'on at most two threads'],
+    [0, 'with no threads (two cores): on the main thread, one at a time'],
+  ] as const)('decode whole files exactly, many at once, %i threads: %s', async (threads) => {
+    pool = new XzPool(threads);
     const inputs = Array.from({ length: 12 }, (_, i) => text(10_000 + i * 3000));
     const jobs = inputs.map((d) => pool!.decode(xz(d), d.length).result);
-    expect(threadsOf(pool)).toHaveLength(2);
-    const results = await Promise.all(jobs);
-    results.forEach((r, i) => expect(r.ok && r.output.equals(inputs[i]!)).toBe(true));
-  });
-
-  it('with no threads (two cores), the main thread decodes them, one at a time, exactly', async () => {
-    pool = new XzPool(0);
-    const inputs = Array.from({ length: 6 }, (_, i) => text(10_000 + i * 3000));
-    const jobs = inputs.map((d) => pool!.decode(xz(d), d.length).result);
-    expect(threadsOf(pool)).toHaveLength(0);
+    expect(threadsOf(pool)).toHaveLength(threads);
     const results = await Promise.all(jobs);
     results.forEach((r, i) => expect(r.ok && r.output.equals(inputs[i]!)).toBe(true));
   });
