@@ -17,7 +17,7 @@ describe('xz decoder threads', () => {
   it.each([
     [2, 'on at most two threads'],
     [0, 'with no threads (two cores): on the main thread, one at a time'],
-  ] as const)('decode whole files exactly, many at once, %i threads: %s', async (threads) => {
+  ] as const)('decode whole files exactly, many at once, %i threads: %s', async (threads, _how) => {
     pool = new XzPool(threads);
     const inputs = Array.from({ length: 12 }, (_, i) => text(10_000 + i * 3000));
     const jobs = inputs.map((d) => pool!.decode(xz(d), d.length).result);
