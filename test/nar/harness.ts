@@ -7,6 +7,8 @@ import type { OriginTimeouts } from '../../src/origins/timeouts.js';
 import { TrustedKeys } from '../../src/protocol/signing.js';
 import { Quarantine } from '../../src/nar/quarantine.js';
 import type { SlowRule } from '../../src/nar/rate-watch.js';
+import type { NarPrefetchOptions } from '../../src/nar/nar-prefetch.js';
+import type { HealthResponse } from '../../src/api.js';
 import { buildApp } from '../../src/server/app.js';
 import { NarInfoResolver } from '../../src/server/narinfo-resolver.js';
 import { Stats } from '../../src/stats/recorder.js';
@@ -23,6 +25,138 @@ export interface CacheSide {
   url: string;
   /** Serve the fixture's NAR file with this behaviour from now on. */
   nar(behaviour: Behaviour, body?: Buffer): void;
+}
+
+/** One cache of a house: its fake server and, per path, its NAR file. */
+export interface Cache {
+  server: FakeCache;
+  /** The path's side of this cache (its file, URL and behaviour). */
+  of(f: NarFixture): CacheSide;
+  /** Serve this path's NAR file with `behaviour` from now on (the file itself unless `body`). */
+  nar(f: NarFixture, behaviour: Behaviour, body?: Buffer): void;
+  /** Requests for this path's NAR file so far. */
+  narRequests(f: NarFixture): number;
+}
+
+export interface ScenarioOptions {
+  size?: number;
+  piCompression?: Compression;
+  upstreamCompression?: Compression;
+  /** Change unsigned fields of the Pi's narinfo (a LAN cache that rewrites them). */
+  piNarinfo?: Parameters<typeof narinfoFor>[4];
+  slowRule?: SlowRule;
+  lanTimeouts?: Partial<OriginTimeouts>;
+  /** No upstream origin at all. */
+  noUpstream?: boolean;
+}
+
+export interface HouseOptions extends ScenarioOptions {
+  /** Store paths, each `size` bytes (default 1). */
+  count?: number;
+  /** NAR prefetch on, with these options over the test defaults; off when absent. */
+  narPrefetch?: Partial<NarPrefetchOptions>;
+  lanNarHeadMs?: number;
+}
+
+async function cacheOf(fixtures: NarFixture[], compression: Compression, key: ReturnType<typeof memoryKey>, override: ScenarioOptions['piNarinfo'] = {}): Promise<Cache> {
+  const server = await startFakeCache();
+  const sides = new Map<string, CacheSide>();
+  for (const f of fixtures) {
+    const file = compress(f.nar, compression);
+    const { text, url } = narinfoFor(f, file, compression, key, override);
+    server.files.set(`${f.storeHash}.narinfo`, { body: Buffer.from(text), behaviour: behave.ok() });
+    const side: CacheSide = {
+      server,
+      file,
+      url,
+      nar(behaviour, body = file) {
+        server.files.set(url, { body, behaviour });
+      },
+    };
+    side.nar(behave.ok());
+    sides.set(f.storeHash, side);
+  }
+  const of = (f: NarFixture) => sides.get(f.storeHash)!;
+  return {
+    server,
+    of,
+    nar: (f, behaviour, body) => of(f).nar(behaviour, body),
+    narRequests: (f) => server.requests.filter((r) => r.url === of(f).url).length,
+  };
+}
+
+/** The proxy (buildApp, not the CLI) in front of a fake Pi and upstream that both hold the house's paths. */
+export interface House {
+  paths: NarFixture[];
+  pi: Cache;
+  upstream: Cache;
+  app: FastifyInstance;
+  stats: Stats;
+  quarantine: Quarantine;
+  origins: OriginSet;
+  logs: Array<Record<string, unknown>>;
+  /** Nix asks for a path's narinfo: the text it gets (throws unless 200). */
+  narinfo(f: NarFixture): Promise<string>;
+  health(): Promise<HealthResponse>;
+  /** The proxy listening on 127.0.0.1 (for clients that hang up mid-stream). */
+  listen(): Promise<string>;
+  close(): Promise<void>;
+}
+
+/** `count` paths on a fake Pi (xz by default) and a fake upstream (zstd), both signed and trusted, behind the proxy. */
+export async function house(options: HouseOptions = {}): Promise<House> {
+  const paths = Array.from({ length: options.count ?? 1 }, (_, i) => narFixture(options.size ?? 300_000, options.count === undefined ? 'fixture' : `p${i}`));
+  const piKey = memoryKey('pi.lan-1');
+  const upKey = memoryKey('upstream-1');
+  const pi = await cacheOf(paths, options.piCompression ?? 'xz', piKey, options.piNarinfo);
+  const upstream = await cacheOf(paths, options.upstreamCompression ?? 'zstd', upKey);
+  const logs: Array<Record<string, unknown>> = [];
+  const log = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) });
+  const trusted = new TrustedKeys([piKey.publicKey, upKey.publicKey]);
+  const origins = new OriginSet([new HttpOrigin({ url: pi.server.url, kind: 'lan', name: 'pi', priority: 10, timeouts: { ...LAN, ...options.lanTimeouts }, trusted, log })]);
+  if (!options.noUpstream) origins.add(new HttpOrigin({ url: upstream.server.url, kind: 'upstream', name: 'upstream', timeouts: UP, trusted, log }));
+  const stats = new Stats((name) => origins.ordered().find((o) => o.name === name)?.kind);
+  stats.attachOrigins(origins);
+  const resolver = new NarInfoResolver(origins, { maxEntries: 1000, hitTtlSeconds: 60, missTtlSeconds: 0, hedgeMs: { lan: 0, upstream: 0 } }, stats, log);
+  const quarantine = new Quarantine();
+  const narPrefetch = options.narPrefetch ? { budgetBytes: 32 * 1024 * 1024, concurrency: 4, idleMs: 30_000, maxQueued: 1024, ...options.narPrefetch } : undefined;
+  const app = buildApp({
+    config: { priority: 30, lan: [], upstream: [], trustedPublicKeys: [] },
+    origins,
+    resolver,
+    stats,
+    log,
+    quarantine,
+    ...(options.slowRule ? { slowRule: options.slowRule } : {}),
+    ...(narPrefetch ? { narPrefetch } : {}),
+    ...(options.lanNarHeadMs !== undefined ? { lanNarHeadMs: options.lanNarHeadMs } : {}),
+  });
+  return {
+    paths,
+    pi,
+    upstream,
+    app,
+    stats,
+    quarantine,
+    origins,
+    logs,
+    async narinfo(f) {
+      const res = await app.inject({ method: 'GET', url: `/${f.storeHash}.narinfo` });
+      if (res.statusCode !== 200) throw new Error(`narinfo: ${res.statusCode} ${res.body}`);
+      return res.body;
+    },
+    async health() {
+      return (await app.inject({ method: 'GET', url: '/_/health' })).json<HealthResponse>();
+    },
+    async listen() {
+      return app.listen({ host: '127.0.0.1', port: 0 });
+    },
+    async close() {
+      await app.close();
+      await origins.close();
+      await Promise.all([pi.server.close(), upstream.server.close()]);
+    },
+  };
 }
 
 export interface Scenario {
@@ -42,82 +176,32 @@ export interface Scenario {
   close(): Promise<void>;
 }
 
-export interface ScenarioOptions {
-  size?: number;
-  piCompression?: Compression;
-  upstreamCompression?: Compression;
-  /** Change unsigned fields of the Pi's narinfo (a LAN cache that rewrites them). */
-  piNarinfo?: Parameters<typeof narinfoFor>[4];
-  slowRule?: SlowRule;
-  lanTimeouts?: Partial<OriginTimeouts>;
-  /** No upstream origin at all. */
-  noUpstream?: boolean;
-}
-
-async function side(fixture: NarFixture, compression: Compression, key: ReturnType<typeof memoryKey>, override: ScenarioOptions['piNarinfo'] = {}): Promise<CacheSide> {
-  const server = await startFakeCache();
-  const file = compress(fixture.nar, compression);
-  const { text, url } = narinfoFor(fixture, file, compression, key, override);
-  server.files.set(`${fixture.storeHash}.narinfo`, { body: Buffer.from(text), behaviour: behave.ok() });
-  const s: CacheSide = {
-    server,
-    file,
-    url,
-    nar(behaviour, body = file) {
-      server.files.set(url, { body, behaviour });
-    },
-  };
-  s.nar(behave.ok());
-  return s;
-}
-
-/** The proxy (buildApp, not the CLI) in front of a fake Pi (xz by default) and a fake upstream (zstd), both signed and trusted. */
+/** A house of one path (the fixture), NAR prefetch off: the proxy in front of a fake Pi (xz by default) and a fake upstream (zstd). */
 export async function scenario(options: ScenarioOptions = {}): Promise<Scenario> {
-  const fixture = narFixture(options.size ?? 300_000);
-  const piKey = memoryKey('pi.lan-1');
-  const upKey = memoryKey('upstream-1');
-  const pi = await side(fixture, options.piCompression ?? 'xz', piKey, options.piNarinfo);
-  const upstream = await side(fixture, options.upstreamCompression ?? 'zstd', upKey);
-  const logs: Array<Record<string, unknown>> = [];
-  const log = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) });
-  const trusted = new TrustedKeys([piKey.publicKey, upKey.publicKey]);
-  const origins = new OriginSet([new HttpOrigin({ url: pi.server.url, kind: 'lan', name: 'pi', priority: 10, timeouts: { ...LAN, ...options.lanTimeouts }, trusted, log })]);
-  if (!options.noUpstream) origins.add(new HttpOrigin({ url: upstream.server.url, kind: 'upstream', name: 'upstream', timeouts: UP, trusted, log }));
-  const stats = new Stats((name) => origins.ordered().find((o) => o.name === name)?.kind);
-  stats.attachOrigins(origins);
-  const resolver = new NarInfoResolver(origins, { maxEntries: 100, hitTtlSeconds: 60, missTtlSeconds: 0, hedgeMs: { lan: 0, upstream: 0 } }, stats, log);
-  const quarantine = new Quarantine();
-  const app = buildApp({ config: { priority: 30, lan: [], upstream: [], trustedPublicKeys: [] }, origins, resolver, stats, log, quarantine, ...(options.slowRule ? { slowRule: options.slowRule } : {}) });
+  const h = await house(options);
+  const fixture = h.paths[0]!;
   let narUrl: string | undefined;
-  const s: Scenario = {
+  return {
     fixture,
-    pi,
-    upstream,
-    app,
-    stats,
-    quarantine,
-    origins,
-    logs,
+    pi: h.pi.of(fixture),
+    upstream: h.upstream.of(fixture),
+    app: h.app,
+    stats: h.stats,
+    quarantine: h.quarantine,
+    origins: h.origins,
+    logs: h.logs,
     async narinfo() {
-      const res = await app.inject({ method: 'GET', url: `/${fixture.storeHash}.narinfo` });
-      if (res.statusCode !== 200) throw new Error(`narinfo: ${res.statusCode} ${res.body}`);
-      narUrl = /^URL: (.*)$/m.exec(res.body)![1]!;
-      return res.body;
+      const text = await h.narinfo(fixture);
+      narUrl = /^URL: (.*)$/m.exec(text)![1]!;
+      return text;
     },
     narUrl() {
       if (!narUrl) throw new Error('ask for the narinfo first');
       return `/${narUrl}`;
     },
-    async listen() {
-      return app.listen({ host: '127.0.0.1', port: 0 });
-    },
-    async close() {
-      await app.close();
-      await origins.close();
-      await Promise.all([pi.server.close(), upstream.server.close()]);
-    },
+    listen: () => h.listen(),
+    close: () => h.close(),
   };
-  return s;
 }
 
 /** GET through a real socket, reading the whole body; `error` when the proxy aborted the response. */

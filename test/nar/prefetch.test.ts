@@ -1,115 +1,21 @@
-import type { FastifyInstance } from 'fastify';
-import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { HealthResponse } from '../../src/api.js';
 import type { NarPrefetchOptions } from '../../src/nar/nar-prefetch.js';
-import { Quarantine } from '../../src/nar/quarantine.js';
-import { HttpOrigin } from '../../src/origins/http-origin.js';
-import { OriginSet } from '../../src/origins/origin-set.js';
 import type { OriginTimeouts } from '../../src/origins/timeouts.js';
-import { TrustedKeys } from '../../src/protocol/signing.js';
-import { buildApp } from '../../src/server/app.js';
-import { NarInfoResolver } from '../../src/server/narinfo-resolver.js';
-import { Stats } from '../../src/stats/recorder.js';
-import { behave, startFakeCache, type Behaviour, type FakeCache } from '../helpers/fake-cache.js';
-import { compress, memoryKey, narFixture, narinfoFor, type NarFixture } from '../helpers/nar-fixtures.js';
+import { behave, type Behaviour } from '../helpers/fake-cache.js';
+import { compress, type NarFixture } from '../helpers/nar-fixtures.js';
 import { until } from '../helpers/wait.js';
-import { fetchNar } from './harness.js';
+import { fetchNar, house as makeHouse, type House } from './harness.js';
 
-const LAN: OriginTimeouts = { connectMs: 1000, firstByteMs: 5000, bodyIdleMs: 3000, probeIntervalMs: 60_000, maxFails: 1, hedgeMs: 0 };
-const UP: OriginTimeouts = { connectMs: 2000, firstByteMs: 5000, bodyIdleMs: 5000, probeIntervalMs: 60_000, maxFails: 2, hedgeMs: 0 };
+/** The LAN timeouts of these scenarios: a first-byte (5 s) and body-idle timeout (3 s) no test reaches by accident. */
+const LAN: Partial<OriginTimeouts> = { firstByteMs: 5000, bodyIdleMs: 3000 };
 
-/** One cache of a house: its fake server and, per path, the URL of its NAR file. */
-interface Cache {
-  server: FakeCache;
-  narUrl: Map<string, string>;
-  file: Map<string, Buffer>;
-  /** Serve this path's NAR file with `behaviour` from now on (the file itself unless `body`). */
-  nar(f: NarFixture, behaviour: Behaviour, body?: Buffer): void;
-  /** Requests for this path's NAR file so far. */
-  narRequests(f: NarFixture): number;
-}
+/** `count` paths of `size` bytes behind the proxy (test/nar/harness.ts), NAR prefetch with these options (off when undefined). */
+const house = (count: number, size: number, narPrefetch: Partial<NarPrefetchOptions> | undefined, { lan, lanNarHeadMs }: { lanNarHeadMs?: number; lan?: Partial<OriginTimeouts> } = {}) =>
+  makeHouse({ count, size, lanTimeouts: { ...LAN, ...lan }, ...(narPrefetch ? { narPrefetch } : {}), ...(lanNarHeadMs !== undefined ? { lanNarHeadMs } : {}) });
 
-async function cache(paths: NarFixture[], compression: 'xz' | 'zstd', key: ReturnType<typeof memoryKey>): Promise<Cache> {
-  const server = await startFakeCache();
-  const c: Cache = {
-    server,
-    narUrl: new Map(),
-    file: new Map(),
-    nar(f, behaviour, body) {
-      server.files.set(c.narUrl.get(f.storeHash)!, { body: body ?? c.file.get(f.storeHash)!, behaviour });
-    },
-    narRequests: (f) => server.requests.filter((r) => r.url === c.narUrl.get(f.storeHash)).length,
-  };
-  for (const f of paths) {
-    const file = compress(f.nar, compression);
-    const { text, url } = narinfoFor(f, file, compression, key);
-    server.files.set(`${f.storeHash}.narinfo`, { body: Buffer.from(text), behaviour: behave.ok() });
-    c.narUrl.set(f.storeHash, url);
-    c.file.set(f.storeHash, file);
-    c.nar(f, behave.ok());
-  }
-  return c;
-}
-
-interface House {
-  paths: NarFixture[];
-  pi: Cache;
-  upstream: Cache;
-  app: FastifyInstance;
-  stats: Stats;
-  quarantine: Quarantine;
-  origins: OriginSet;
-  logs: Array<Record<string, unknown>>;
-  /** Nix asks for a path's narinfo; returns the NAR URL it was handed. */
-  narinfo(f: NarFixture): Promise<string>;
-  health(): Promise<HealthResponse>;
-  close(): Promise<void>;
-}
-
-/** The proxy (buildApp) in front of a fake Pi (xz) and upstream (zstd) that both hold `count` paths. */
-async function house(count: number, size: number, narPrefetch: Partial<NarPrefetchOptions> | undefined, { lan, ...extra }: { lanNarHeadMs?: number; lan?: Partial<OriginTimeouts> } = {}): Promise<House> {
-  const paths = Array.from({ length: count }, (_, i) => narFixture(size, `p${i}`));
-  const piKey = memoryKey('pi.lan-1');
-  const upKey = memoryKey('upstream-1');
-  const pi = await cache(paths, 'xz', piKey);
-  const upstream = await cache(paths, 'zstd', upKey);
-  const logs: Array<Record<string, unknown>> = [];
-  const log = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) });
-  const trusted = new TrustedKeys([piKey.publicKey, upKey.publicKey]);
-  const origins = new OriginSet([
-    new HttpOrigin({ url: pi.server.url, kind: 'lan', name: 'pi', priority: 10, timeouts: { ...LAN, ...lan }, trusted, log }),
-    new HttpOrigin({ url: upstream.server.url, kind: 'upstream', name: 'upstream', timeouts: UP, trusted, log }),
-  ]);
-  const stats = new Stats((name) => origins.ordered().find((o) => o.name === name)?.kind);
-  stats.attachOrigins(origins);
-  const resolver = new NarInfoResolver(origins, { maxEntries: 1000, hitTtlSeconds: 60, missTtlSeconds: 0, hedgeMs: { lan: 0, upstream: 0 } }, stats, log);
-  const quarantine = new Quarantine();
-  const options = narPrefetch ? { budgetBytes: 32 * 1024 * 1024, concurrency: 4, idleMs: 30_000, maxQueued: 1024, ...narPrefetch } : undefined;
-  const app = buildApp({ config: { priority: 30, lan: [], upstream: [], trustedPublicKeys: [] }, origins, resolver, stats, log, quarantine, ...(options ? { narPrefetch: options } : {}), ...extra });
-  return {
-    paths,
-    pi,
-    upstream,
-    app,
-    stats,
-    quarantine,
-    origins,
-    logs,
-    async narinfo(f) {
-      const res = await app.inject({ method: 'GET', url: `/${f.storeHash}.narinfo` });
-      if (res.statusCode !== 200) throw new Error(`narinfo: ${res.statusCode} ${res.body}`);
-      return `/${/^URL: (.*)$/m.exec(res.body)![1]!}`;
-    },
-    async health() {
-      return (await app.inject({ method: 'GET', url: '/_/health' })).json<HealthResponse>();
-    },
-    async close() {
-      await app.close();
-      await origins.close();
-      await Promise.all([pi.server.close(), upstream.server.close()]);
-    },
-  };
+/** Nix asks for a path's narinfo; returns the NAR URL it was handed. */
+async function nixAsks(h: House, f: NarFixture): Promise<string> {
+  return `/${/^URL: (.*)$/m.exec(await h.narinfo(f))![1]!}`;
 }
 
 /** Nothing fetched ahead is still running or waiting. */
@@ -128,7 +34,7 @@ describe('NAR prefetch: what Nix asked a narinfo for, it gets from memory', () =
   it('Nix asks for a narinfo: the NAR is fetched before Nix asks for it, and served from memory (the Pi is not asked again)', async () => {
     h = await house(1, 300_000, {});
     const [p] = h.paths as [NarFixture];
-    const url = await h.narinfo(p);
+    const url = await nixAsks(h, p);
     await until('the NAR fetched ahead', 5000, () => h!.pi.narRequests(p) === 1 && h!.stats.state.narPrefetch.started === 1);
     expect((await settled(h)).held).toBe(1);
     // The Pi now fails every NAR request: only memory can serve it.
@@ -149,7 +55,7 @@ describe('NAR prefetch: what Nix asked a narinfo for, it gets from memory', () =
     h = await house(1, 400_000, {});
     const [p] = h.paths as [NarFixture];
     h.pi.nar(p, behave.drip(16_384, 5, 16_384));
-    const url = await h.narinfo(p);
+    const url = await nixAsks(h, p);
     await until('the fetch ahead under way', 5000, () => h!.pi.narRequests(p) === 1);
     const base = await h.app.listen({ host: '127.0.0.1', port: 0 });
     const res = await fetchNar(base, url);
@@ -178,7 +84,7 @@ describe('NAR prefetch: what Nix asked a narinfo for, it gets from memory', () =
       });
     for (const p of h.paths) h.pi.nar(p, gate);
     const urls = new Map<string, string>();
-    for (const p of h.paths) urls.set(p.storeHash, await h.narinfo(p));
+    for (const p of h.paths) urls.set(p.storeHash, await nixAsks(h, p));
     await until('three fetches ahead waiting at the Pi', 5000, () => open === 3);
     const status = (await h.health()).narPrefetch;
     expect(status.running).toBe(3);
@@ -206,7 +112,7 @@ describe('NAR prefetch: what Nix asked a narinfo for, it gets from memory', () =
   it('a NAR larger than the whole budget is not fetched ahead (counted as skipped); Nix still gets it', async () => {
     h = await house(1, 300_000, { budgetBytes: 100_000 });
     const [p] = h.paths as [NarFixture];
-    const url = await h.narinfo(p);
+    const url = await nixAsks(h, p);
     expect(h.stats.state.narPrefetch).toMatchObject({ started: 0, skipped: 1 });
     expect(h.pi.narRequests(p)).toBe(0);
     const res = await h.app.inject({ method: 'GET', url });
@@ -217,7 +123,7 @@ describe('NAR prefetch: what Nix asked a narinfo for, it gets from memory', () =
   it('a NAR Nix never comes for is dropped after the idle time: counted as wasted, its memory freed', async () => {
     h = await house(1, 200_000, { idleMs: 300 });
     const [p] = h.paths as [NarFixture];
-    const url = await h.narinfo(p);
+    const url = await nixAsks(h, p);
     await until('the NAR dropped unused', 5000, () => h!.stats.state.narPrefetch.wasted === 1);
     expect(h.stats.state.narPrefetch.wastedBytes).toBe(p.narSize);
     expect((await h.health()).narPrefetch).toMatchObject({ reservedBytes: 0, held: 0 });
@@ -230,7 +136,7 @@ describe('NAR prefetch: what Nix asked a narinfo for, it gets from memory', () =
   it('off (budget 0): nothing is fetched before Nix asks', async () => {
     h = await house(1, 100_000, undefined);
     const [p] = h.paths as [NarFixture];
-    const url = await h.narinfo(p);
+    const url = await nixAsks(h, p);
     expect((await h.health()).narPrefetch).toEqual({ budgetBytes: 0, reservedBytes: 0, running: 0, queued: 0, held: 0 });
     expect(h.pi.narRequests(p)).toBe(0);
     expect((await h.app.inject({ method: 'GET', url })).rawPayload.equals(p.nar)).toBe(true);
@@ -254,7 +160,7 @@ describe('NAR prefetch: what goes wrong ahead of Nix never reaches Nix', () => {
     const bad = Buffer.from(p.nar);
     bad[200_000] = bad[200_000]! ^ 0xff;
     h.pi.nar(p, behave.ok(), compress(bad, 'xz'));
-    const url = await h.narinfo(p);
+    const url = await nixAsks(h, p);
     // Fetched and decoded ahead without complaint: only the hash can tell.
     expect((await settled(h)).held).toBe(1);
     const base = await h.app.listen({ host: '127.0.0.1', port: 0 });
@@ -276,7 +182,7 @@ describe('NAR prefetch: what goes wrong ahead of Nix never reaches Nix', () => {
     const [p] = h.paths as [NarFixture];
     h.pi.nar(p, behave.resetAfter(300_000), compress(p.nar, 'none'));
     // The Pi's narinfo says xz; the file it sends is cut: a decode or transport failure either way.
-    const url = await h.narinfo(p);
+    const url = await nixAsks(h, p);
     const base = await h.app.listen({ host: '127.0.0.1', port: 0 });
     const res = await fetchNar(base, url);
     expect(res.error).toBeUndefined();
@@ -289,7 +195,7 @@ describe('NAR prefetch: what goes wrong ahead of Nix never reaches Nix', () => {
     h = await house(1, 200_000, {});
     const [p] = h.paths as [NarFixture];
     h.pi.nar(p, behave.status(503));
-    const url = await h.narinfo(p);
+    const url = await nixAsks(h, p);
     await until('the failed fetch dropped', 5000, async () => h!.stats.state.narPrefetch.started === 1 && (await h!.health()).narPrefetch.held === 0);
     h.pi.nar(p, behave.ok());
     const res = await h.app.inject({ method: 'GET', url });
@@ -300,7 +206,7 @@ describe('NAR prefetch: what goes wrong ahead of Nix never reaches Nix', () => {
   it('Nix hangs up in the middle of a NAR served from memory: the budget is freed, nothing left open at the Pi', async () => {
     h = await house(1, 3_000_000, {});
     const [p] = h.paths as [NarFixture];
-    const url = await h.narinfo(p);
+    const url = await nixAsks(h, p);
     await settled(h);
     const base = await h.app.listen({ host: '127.0.0.1', port: 0 });
     const { request } = await import('undici');
@@ -324,7 +230,7 @@ describe('leaving home: a Pi that accepts NAR requests and never answers costs t
   ] as const)('%s: the NAR comes from upstream, the Pi is marked slow, its circuit untouched', async (_what, prefetch) => {
     h = await house(1, 200_000, prefetch, { lanNarHeadMs: 200 });
     const [p] = h.paths as [NarFixture];
-    const url = await h.narinfo(p);
+    const url = await nixAsks(h, p);
     // The laptop leaves: the Pi still accepts connections, and answers nothing.
     h.pi.nar(p, behave.silent());
     const res = await h.app.inject({ method: 'GET', url });
@@ -340,7 +246,7 @@ describe('leaving home: a Pi that accepts NAR requests and never answers costs t
   it('a Pi that answers within the deadline serves the NAR as always', async () => {
     h = await house(1, 200_000, undefined, { lanNarHeadMs: 200 });
     const [p] = h.paths as [NarFixture];
-    const url = await h.narinfo(p);
+    const url = await nixAsks(h, p);
     const res = await h.app.inject({ method: 'GET', url });
     expect(res.rawPayload.equals(p.nar)).toBe(true);
     expect(h.pi.narRequests(p)).toBe(1);
@@ -354,8 +260,8 @@ describe('small xz NARs are decoded on their own threads', () => {
     h = await house(2, 100_000, undefined, { lan: { bodyIdleMs: 60_000 } });
     const [a, b] = h.paths as [NarFixture, NarFixture];
     h.pi.nar(a, behave.stallAfter(1000));
-    const urlA = await h.narinfo(a);
-    const urlB = await h.narinfo(b);
+    const urlA = await nixAsks(h, a);
+    const urlB = await nixAsks(h, b);
     let aDone = false;
     const stalled = h.app.inject({ method: 'GET', url: urlA }).then(
       () => (aDone = true),
