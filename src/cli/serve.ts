@@ -9,7 +9,7 @@ import { HttpOrigin } from '../origins/http-origin.js';
 import { OriginSet } from '../origins/origin-set.js';
 import { TrustedKeys } from '../protocol/signing.js';
 import { RECOMMENDED_NEGATIVE_TTL } from '../doctor/nix-checks.js';
-import { DEFAULT_NAR_PREFETCH } from '../nar/nar-prefetch.js';
+import { NAR_PREFETCH_LIMITS } from '../nar/nar-prefetch.js';
 import { buildApp } from '../server/app.js';
 import { NarInfoResolver } from '../server/narinfo-resolver.js';
 import { openStats } from '../stats/setup.js';
@@ -66,7 +66,7 @@ export async function startProxy(config: ServeConfig, log: Logger): Promise<Runn
     const resolver = new NarInfoResolver(origins, { ...cache, hedgeMs, prefetch: { concurrency: prefetchConcurrency, depth: prefetchDepth } }, stats, log);
     // mDNS discovery (docs/discovery.md): loaded only when browsing is on, started only once the proxy listens.
     discovery = config.mdns ? (await import('../discovery/index.js')).createDiscovery({ origins, trusted, timeouts: config.timeouts.lan, fillTimeouts: config.timeouts.lanFill, log }) : undefined;
-    const narPrefetch = { ...DEFAULT_NAR_PREFETCH, budgetBytes: narPrefetchBytes, concurrency: narPrefetchConcurrency };
+    const narPrefetch = { ...NAR_PREFETCH_LIMITS, budgetBytes: narPrefetchBytes, concurrency: narPrefetchConcurrency };
     app = buildApp({ config, origins, resolver, stats, log, discovery, narPrefetch, lanNarHeadMs: config.timeouts.lan.hedgeMs });
     try {
       await app.listen({ host: config.listen.host, port: config.listen.port });

@@ -16,10 +16,10 @@ const createZstdDecompress = (zlib as unknown as { createZstdDecompress?: () => 
  * here, 0.2 ms per small NAR, no process); xz and bzip2 with the system's `xz`
  * and `bzip2` binaries (73 and 24 MiB/s, ~2.4 ms to spawn): a process runs on
  * another core and never takes a libuv threadpool thread from DNS lookups.
- * Small xz files (most paths of a closure) are decompressed in process by
- * xz-decompress (WebAssembly) on worker threads (nar/xz-pool.ts): spawning
- * `xz` for each cost 6 ms a path on a loaded machine, and decoding them on the
- * main thread (about 2 ms for 40 kB of text) held up every other request.
+ * Small xz files (most paths of a closure) are gathered whole and decoded in
+ * process by xz-decompress (WebAssembly), queued by nar/xz-pool.ts (on worker
+ * threads where there are cores to spare): spawning `xz` for each cost 6 ms a
+ * path on a loaded machine.
  */
 export interface Decompressor {
   input: Writable;
@@ -38,7 +38,7 @@ const SPAWNED: Record<string, [string, ...string[]]> = {
   zstd: ['zstd', '-dcq'],
 };
 
-/** xz files up to this size are gathered whole and decoded on a worker thread (nar/xz-pool.ts). */
+/** xz files up to this size are gathered whole and decoded in one go (nar/xz-pool.ts). */
 const SMALL_XZ_BYTES = 256 * 1024;
 /** The output of a pooled decode is handed on in pieces of this size. */
 const OUT_CHUNK = 64 * 1024;
@@ -117,7 +117,7 @@ function pooledXz(fileSize: number, maxOutput: number): Decompressor {
   let received = 0;
   let decoding: ReturnType<ReturnType<typeof xzPool>['decode']> | undefined;
   const fail = (err: Error) => out.destroy(err instanceof DecompressError ? err : new DecompressError(`xz: ${err.message}`));
-  // The whole (small) file is gathered, then decoded on a worker thread; past the size promised, stop and let verification fail.
+  // The whole (small) file is gathered, then decoded in one go (a stalled origin never holds the decoder); past the size promised, stop and let verification fail.
   const input = new Writable({
     write(chunk: Buffer, _enc, done) {
       received += chunk.length;

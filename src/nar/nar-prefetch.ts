@@ -13,7 +13,8 @@ export interface NarPrefetchOptions {
   maxQueued: number;
 }
 
-export const DEFAULT_NAR_PREFETCH: NarPrefetchOptions = { budgetBytes: 32 * 1024 * 1024, concurrency: 8, idleMs: 30_000, maxQueued: 1024 };
+/** What the config does not set (its `cache.narPrefetchBytes` and `cache.narPrefetchConcurrency` are the rest). */
+export const NAR_PREFETCH_LIMITS: Pick<NarPrefetchOptions, 'idleMs' | 'maxQueued'> = { idleMs: 30_000, maxQueued: 1024 };
 
 export interface NarPrefetchCounters {
   /** A fetch ahead of Nix started. */
@@ -88,9 +89,9 @@ export class NarPrefetcher {
     return this.options.budgetBytes > 0 && this.options.concurrency > 0;
   }
 
-  /** Bytes reserved, fetches running and offers waiting: for tests and the status of the budget. */
-  get pending(): { reservedBytes: number; running: number; queued: number; held: number } {
-    return { reservedBytes: this.reserved, running: this.running, queued: this.queue.length, held: this.entries.size - this.queue.length };
+  /** The budget (0: off), bytes reserved, fetches running, offers waiting and NARs held: GET /_/health's `narPrefetch`. */
+  get pending(): { budgetBytes: number; reservedBytes: number; running: number; queued: number; held: number } {
+    return { budgetBytes: this.enabled ? this.options.budgetBytes : 0, reservedBytes: this.reserved, running: this.running, queued: this.queue.length, held: this.entries.size - this.queue.length };
   }
 
   /** Nix was handed this narinfo: fetch its NAR from `origin` ahead, if it fits. */

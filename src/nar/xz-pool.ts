@@ -1,8 +1,10 @@
 import { availableParallelism } from 'node:os';
 import { createRequire } from 'node:module';
-
-const require = createRequire(import.meta.url);
 import { Worker } from 'node:worker_threads';
+
+type DecodeWhole = (input: Buffer, maxOutput: number) => Promise<Uint8Array>;
+/** The decoder the threads run too (xz-decode.cjs), loaded on the main thread only when it decodes there. */
+let mainThreadDecoder: DecodeWhole | undefined;
 
 /** What a job's decoding ended with: the whole output, or why the file could not be decoded. */
 export type XzResult = { ok: true; output: Buffer } | { ok: false; corrupt: boolean; message: string };
@@ -89,8 +91,8 @@ export class XzPool {
   private pumpInline(): void {
     if (this.inline || !this.queue.length) return;
     const job = (this.inline = this.queue.shift()!);
-    const { decodeWhole } = require('./xz-decode.cjs') as { decodeWhole(input: Buffer, maxOutput: number): Promise<Uint8Array> };
-    decodeWhole(job.input, job.maxOutput).then(
+    mainThreadDecoder ??= (createRequire(import.meta.url)('./xz-decode.cjs') as { decodeWhole: DecodeWhole }).decodeWhole;
+    mainThreadDecoder(job.input, job.maxOutput).then(
       (out) => job.done({ ok: true, output: Buffer.from(out.buffer, out.byteOffset, out.byteLength) }),
       (err: unknown) => job.done({ ok: false, corrupt: true, message: err instanceof Error ? err.message : String(err) }),
     ).finally(() => {

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../errors.js';
-import { DEFAULT_NAR_PREFETCH, NarPrefetcher } from '../nar/nar-prefetch.js';
+import { NAR_PREFETCH_LIMITS, NarPrefetcher } from '../nar/nar-prefetch.js';
 import { Quarantine } from '../nar/quarantine.js';
 import { SlowMarks } from '../nar/rate-watch.js';
 import { parseNarUrl } from '../protocol/narurl.js';
@@ -17,7 +17,7 @@ export function registerCacheRoutes(app: FastifyInstance, deps: AppDeps): () => 
   const slow = new SlowMarks();
   const { stats } = deps;
   const prefetcher = new NarPrefetcher(
-    deps.narPrefetch ?? { ...DEFAULT_NAR_PREFETCH, budgetBytes: 0 },
+    deps.narPrefetch ?? { ...NAR_PREFETCH_LIMITS, budgetBytes: 0, concurrency: 0 },
     {
       started: () => stats.narPrefetch('started'),
       used: () => stats.narPrefetch('used'),
@@ -70,7 +70,7 @@ export function registerCacheRoutes(app: FastifyInstance, deps: AppDeps): () => 
   passThroughRoute('log', LOG_RE);
   passThroughRoute('realisations', REALISATION_RE);
   passThroughRoute('debuginfo', DEBUGINFO_RE);
-  return () => ({ budgetBytes: prefetcher.enabled ? (deps.narPrefetch?.budgetBytes ?? 0) : 0, ...prefetcher.pending });
+  return () => prefetcher.pending;
 }
 
 /** Files nobody signs (listings, logs, realisations, debug info): the first origin that has one serves it. */
