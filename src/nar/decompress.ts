@@ -53,7 +53,7 @@ const MAX_XZ_RATIO = 1024;
  * if known: a small xz file that decodes to more is not decoded further.
  */
 export function createDecompressor(compression: string, fileSize?: number, narSize?: number): Decompressor | undefined {
-  if (compression === 'xz' && fileSize !== undefined && fileSize <= SMALL_XZ_BYTES) return pooledXz(fileSize, narSize ?? fileSize * MAX_XZ_RATIO);
+  if (compression === 'xz' && fileSize !== undefined && fileSize <= SMALL_XZ_BYTES) return pooledXz(fileSize, narSize ?? fileSize * MAX_XZ_RATIO, narSize);
   if (compression === 'none') {
     const pass = new PassThrough();
     return { input: pass, output: pass, destroy: () => pass.destroy() };
@@ -111,7 +111,7 @@ function spawned([cmd, ...args]: [string, ...string[]]): Decompressor {
   };
 }
 
-function pooledXz(fileSize: number, maxOutput: number): Decompressor {
+function pooledXz(fileSize: number, maxOutput: number, exactSize?: number): Decompressor {
   const out = new PassThrough();
   const parts: Buffer[] = [];
   let received = 0;
@@ -126,7 +126,7 @@ function pooledXz(fileSize: number, maxOutput: number): Decompressor {
       done();
     },
     final(done) {
-      decoding = xzPool().decode(Buffer.concat(parts, received), maxOutput);
+      decoding = xzPool().decode(Buffer.concat(parts, received), maxOutput, exactSize);
       parts.length = 0;
       decoding.result.then((r) => {
         if (out.destroyed) return;

@@ -113,7 +113,7 @@ export class HttpOrigin implements Origin {
     try {
       const info = parseNarInfo(text);
       if (info.path.hash !== storeHash) throw new NarInfoError(`narinfo for ${storeHash} describes ${info.storePath}`);
-      const trustedBy = this.options.trusted.verify(info);
+      const trustedBy = await this.options.trusted.verifyAsync(info);
       if (!trustedBy || (this.options.requireKeyName && trustedBy !== this.options.requireKeyName)) {
         this.log.warn(
           { event: 'untrusted-narinfo', storePath: info.storePath, sigs: info.sigs.map((s) => s.split(':')[0]) },

@@ -89,6 +89,25 @@ export class TrustedKeys {
 
   /** The name of the first trusted key with a valid signature on `info`, if any. */
   verify(info: NarInfo): string | undefined {
+    for (const c of this.candidates(info)) if (verify(null, c.fp, c.key.key, c.raw)) return c.key.name;
+    return undefined;
+  }
+
+  /**
+   * The same, with each Ed25519 check on libuv's threadpool (Node's
+   * callback form of crypto.verify): the check is most of the CPU a narinfo
+   * costs the proxy, and this keeps it off the thread that answers Nix.
+   */
+  async verifyAsync(info: NarInfo): Promise<string | undefined> {
+    for (const c of this.candidates(info)) {
+      const ok = await new Promise<boolean>((resolve, reject) => verify(null, c.fp, c.key.key, c.raw, (err, valid) => (err ? reject(err) : resolve(valid))));
+      if (ok) return c.key.name;
+    }
+    return undefined;
+  }
+
+  /** Each (signature, trusted key of its name) pair worth checking, in the narinfo's order. */
+  private *candidates(info: NarInfo): Generator<{ fp: Buffer; key: PublicKey; raw: Buffer }> {
     const fp = Buffer.from(fingerprint(info));
     for (const sig of info.sigs) {
       const colon = sig.indexOf(':');
@@ -97,8 +116,7 @@ export class TrustedKeys {
       if (!keys) continue;
       const raw = Buffer.from(sig.slice(colon + 1), 'base64');
       if (raw.length !== 64) continue;
-      for (const key of keys) if (verify(null, fp, key.key, raw)) return key.name;
+      for (const key of keys) yield { fp, key, raw };
     }
-    return undefined;
   }
 }

@@ -116,11 +116,22 @@ async function proxyStats(p: ProxyProcess): Promise<Stats> {
 type Cells = Map<string, number[]>;
 const push = (cells: Cells, k: string, v: number) => cells.set(k, [...(cells.get(k) ?? []), v]);
 
+/** CPU time (user + system, ms) of a process's child processes (the proxy's `xz` processes), summed. */
+async function childrenCpu(pid: number): Promise<number> {
+  let ms = 0;
+  for (const tid of await readdir(`/proc/${pid}/task`)) {
+    const kids = (await readFile(`/proc/${pid}/task/${tid}/children`, 'utf8')).trim().split(' ').filter(Boolean);
+    for (const kid of kids) for (const ms1 of (await threadCpu(Number(kid)).catch(() => new Map<string, number>())).values()) ms += ms1;
+  }
+  return ms;
+}
+
 /**
  * Where the time goes in one run each way (not timed with the others: the
  * proxy logs every request at debug level here): when Nix's narinfo walk and
  * its NAR downloads start and end, direct (the Pi's access log) and through
- * the proxy (its request log), and the CPU time of the proxy's threads.
+ * the proxy (its request log), and the CPU time of every process: Nix's
+ * (bash's `times` after it), the proxy's threads and its `xz` processes.
  */
 async function breakdown(s: Setup, o: FasterOptions): Promise<string> {
   type At = { t: number; uri: string };
@@ -130,26 +141,43 @@ async function breakdown(s: Setup, o: FasterOptions): Promise<string> {
   };
   await writeFile(s.piTimedLog, '');
   const t0 = Date.now();
-  const direct = await nixRun(s, o, s.pi.url, []);
+  const direct = await nixTimed(s, o, s.pi.url);
   const piLog = (await readFile(s.piTimedLog, 'utf8')).trim().split('\n').map((l) => ({ t: Number(l.split(' ')[0]) * 1000, uri: l.split(' ')[1]! }));
   const p = await proxyFor(s, 'proxy', s.pi.url, s.empty.url, 'debug');
   try {
     const before = await threadCpu(p.child.pid!);
     const from = p.logs.length;
     const t1 = Date.now();
-    const t = await nixRun(s, o, p.url, []);
+    const via = await nixTimed(s, o, p.url);
     const after = await threadCpu(p.child.pid!);
+    const xz = await childrenCpu(p.child.pid!); // a fresh proxy: its xz processes started with this run
     const reqs = p.logs.slice(from).filter((l) => l.msg === 'request').map((l) => ({ t: l.time as number, uri: String(l.url) }));
     const cpu = (match: (name: string) => boolean) => [...after].filter(([n]) => match(n)).reduce((a, [n, ms]) => a + ms - (before.get(n) ?? 0), 0);
+    const proxyAll = cpu(() => true);
+    const total = via.cpuMs + proxyAll + xz;
     return (
-      `One more run each way, Nix at its defaults, times from Nix's start: **direct** (${direct.toFixed(2)} s): ${phases(piLog, t0)}; ` +
-      `**through the proxy** (${t.toFixed(2)} s, logging every request): ${phases(reqs, t1)}. ` +
-      `CPU time of the proxy's threads during that run: main thread ${cpu((n) => n === 'MainThread')} ms, xz decoder threads ${cpu((n) => n === 'WorkerThread')} ms (none on 2 cores: there the main thread decodes), V8's helper threads (garbage collection, compilers) ${cpu((n) => n.startsWith('V8'))} ms. ` +
+      `One more run each way, Nix at its defaults, times from Nix's start: **direct** (${direct.s.toFixed(2)} s): ${phases(piLog, t0)}; ` +
+      `**through the proxy** (${via.s.toFixed(2)} s, logging every request): ${phases(reqs, t1)}. ` +
+      `CPU time (user + system) of that run: **direct**, Nix ${direct.cpuMs} ms (it decodes the xz itself); **through the proxy**, Nix ${via.cpuMs} ms, the proxy ${proxyAll} ms (${(proxyAll / s.closure.paths.length).toFixed(1)} ms per path; main thread ${cpu((n) => n === 'MainThread')}, libuv's threadpool with the Ed25519 checks ${cpu((n) => n === 'libuv-worker')}, V8's helper threads ${cpu((n) => n.startsWith('V8'))}), its \`xz\` processes ${xz} ms: ${total} ms in all, ${(total / direct.cpuMs).toFixed(1)}× Nix's alone, on 2 cores. ` +
       (await profiled(s, o))
     );
   } finally {
     await p.stop();
   }
+}
+
+/** nixRun at Nix's defaults, with Nix's CPU time (bash's `times` for its children). */
+async function nixTimed(s: Setup, o: FasterOptions, substituter: string): Promise<{ s: number; cpuMs: number }> {
+  const n = ++runs;
+  const st = join(o.dir, `client-${n}`);
+  const res = await substitute(st, [s.closure.root], substituter, { xdgCache: join(o.dir, `xdg-${n}`), trustedKeys: [s.key.publicKey], timeoutMs: 300_000, wrapper: ['bash', '-c', '"$@"; rc=$?; times >&2; exit $rc', 'nix-timed'] });
+  if (res.code !== 0) throw new Error(`nix-store -r via ${substituter} failed (exit ${res.code}): ${res.stderr.slice(-400)}`);
+  await removeDir(st);
+  await removeDir(join(o.dir, `xdg-${n}`));
+  // `times`: the shell's user and system time, then its children's, as 0m0.370s 0m0.030s.
+  const m = /(\d+)m([\d.]+)s (\d+)m([\d.]+)s\s*$/.exec(res.stderr.trim());
+  const cpuMs = m ? Math.round((Number(m[1]) * 60 + Number(m[2]) + Number(m[3]) * 60 + Number(m[4])) * 1000) : NaN;
+  return { s: res.ms / 1000, cpuMs };
 }
 
 /** One more run through the proxy (info logging) with V8's CPU profiler on its main thread; a summary of where the run's samples went. */
@@ -184,7 +212,7 @@ async function profiled(s: Setup, o: FasterOptions): Promise<string> {
     for (let x: number | undefined = id; x !== undefined; x = parent.get(x)) {
       const f = byId.get(x)!.callFrame;
       if (/dist\/(protocol\/signing|server\/narinfo-resolver|origins\/http-origin)/.test(f.url) || f.functionName === 'verifyOneShot') return 'narinfo lookups (undici request to the Pi, parse, Ed25519 check)';
-      if (/dist\/nar\//.test(f.url)) return 'NAR path (fetch ahead, xz decoding, hash, write to Nix)';
+      if (/dist\/nar\//.test(f.url)) return 'NAR path (fetch ahead, pipes to and from xz, hash, write to Nix)';
       if (/node_modules\/(fastify|light-my-request|find-my-way|avvio)/.test(f.url)) return 'fastify request handling';
     }
     if (/^(writev|writeLatin1String|writeUtf8String|writeBuffer)$/.test(self.functionName)) return 'socket writes';
@@ -274,7 +302,7 @@ export async function runFaster(o: FasterOptions): Promise<CaseReport[]> {
           '',
           `Prefetch accounting of the default proxy runs: ${summary(prefetchSeen.map((p) => p.lookups), 0)} narinfos prefetched per run, ${summary(wasted, 0)} of them never asked for by Nix.`,
           '',
-          `**What bounds it.** ${where} Nix 2.8 first walks the closure's narinfos level by level, then fetches and unpacks the NARs one at a time (with \`max-jobs = 1\`). Direct, each NAR costs Nix a round trip and its own xz decoding (xz decodes this text at about 25 MB/s, natively or in WebAssembly: ~1.7 ms of the ~3 ms Nix spends per path). Through the proxy, NAR prefetch fetches and decodes each NAR as soon as Nix has its narinfo (\`nar/xz-pool.ts\`: on this 2-core machine on the proxy's main thread, on worker threads where there are cores to spare), so Nix gets uncompressed NARs from memory and decodes nothing; the decoding moved from Nix into the proxy, at the same speed as Nix's own, so the NAR phase through the proxy takes about as long as direct (compare the phases above). What the proxy adds is its narinfo walk: every narinfo costs the main thread a request to the Pi, a parse, an Ed25519 check and an answer (about 0.5 ms of CPU on this machine, where nginx serves a file in microseconds), and on two cores the decoding, the main thread and Nix share the CPU: the proxy's CPU above, plus Nix's own, is more than one core's worth for the length of the run. With \`--max-jobs 16\` Nix direct already decodes on both cores at once, and the proxy's decoding (one at a time, on this machine on its main thread; docs/dependencies.md has one and two decoder threads measured) and per-request CPU come on top of Nix's unpacking on the same two cores.`,
+          `**What bounds it.** ${where} Nix 2.8 first walks the closure's narinfos level by level, then fetches and unpacks the NARs one at a time (with \`max-jobs = 1\`). Direct, about half of Nix's CPU is its own xz decoding (xz decodes this base64 text at about 25 MB/s). Through the proxy, NAR prefetch fetches each NAR as soon as Nix has its narinfo and long-lived \`xz\` processes decode it beside the proxy's main thread (\`nar/xz-pool.ts\`; two on this machine), so Nix takes uncompressed NARs from memory and its own CPU halves (above). The work does not go away, though: the decoding moved from Nix into the \`xz\` processes, and the proxy adds its own for every path: a narinfo request to the Pi, a parse, an Ed25519 check (on libuv's threadpool) and an answer; a NAR request, the pipes to and from \`xz\`, the hash and the answer. Per path that is the proxy's CPU above, on a VM where a system call costs tens of microseconds. So the run through the proxy needs more CPU than Nix alone (the totals above) on the same two cores, and can at best spread it over both. Most of what is lost is in the narinfo walk (compare the phases): Nix waits on each level, and the proxy's main thread answers a level's requests one after the other, fetching and checking each, where nginx serves a file in microseconds. With \`--max-jobs 16\` Nix direct already decodes on both cores at once, with no proxy beside it.`,
         ].join('\n'),
       });
     }
@@ -314,11 +342,11 @@ export async function runFaster(o: FasterOptions): Promise<CaseReport[]> {
         '',
         `Goal: under 150 MB (143 MiB) in every run: **${Math.max(...all) < 143 ? 'met' : `NOT met (highest ${Math.max(...all).toFixed(0)} MiB)`}**.`,
         '',
-        `Where it goes. The proxies here run with \`MALLOC_ARENA_MAX=2\`, as the Nix package's wrapper and the user unit set it (test/helpers/proxy.ts): with glibc's default, every thread that allocates gets an arena of its own that keeps what it freed, and the same run of case 9 with one decoder thread peaked at 172–175 MiB instead of 150–154 (a separate check, 2 runs each). Node 24 itself with the proxy's modules loaded is ~80 MiB before the first request. The xz decoder's WebAssembly memory holds the file's xz dictionary (8 MiB for \`xz -6\`); on this 2-core machine it is on the main thread, and each decoder thread on machines with cores to spare adds ~20 MiB (its own V8 isolate and WebAssembly memory; docs/dependencies.md). The version before NAR prefetch peaked at 129–133 MiB in the same check. NAR prefetch holds decoded NARs up to its byte budget (\`cache.narPrefetchBytes\`, 32 MiB; this whole closure is 12 MB), and the main thread's heap grows under the extra streams (${(() => {
+        `Where it goes. The proxies here run as the Nix package's wrapper and the user unit run them (test/helpers/proxy.ts): with \`MALLOC_ARENA_MAX=2\` (with glibc's default every thread that allocates keeps an arena of its own; ~20 MiB more in an earlier check) and \`NODE_OPTIONS=--max-semi-space-size=4\` (V8's young generation otherwise grows to 16 MiB semi-spaces under a closure's burst of requests: case 9's proxy peaked at 135–149 MiB without it and 121–129 MiB with it, at the same speed, in a separate check of 3 runs each; docs/dependencies.md). Node 24 itself with the proxy's modules loaded is ~80 MiB before the first request. Small xz files are decoded in \`xz\` processes outside the proxy (about 2 MiB each, not counted here: xz touches only as much of its 8 MiB dictionary as a small file uses). NAR prefetch holds decoded NARs up to its byte budget (\`cache.narPrefetchBytes\`, 32 MiB; this whole closure is 12 MB) (${(() => {
           const a = rss.get('proxy');
           const b = rss.get('proxy, no NAR prefetch');
           return a && b ? `the rows with and without it differ by ${(median(a) - median(b)).toFixed(0)} MiB at the median` : 'compare the rows with and without it';
-        })()}). Narinfo prefetching holds only its queue of store hashes and answers in the byte-bounded narinfo cache (8 MiB). To bound the proxy tighter: \`cache.narPrefetchBytes\` lower, or 0 (off), and \`NODE_OPTIONS=--max-semi-space-size=2\`, which kept case 2's uncached narinfo load under 143 MiB in an earlier check.`,
+        })()}). Narinfo prefetching holds only its queue of store hashes and answers in the byte-bounded narinfo cache (8 MiB). To bound the proxy tighter: \`cache.narPrefetchBytes\` lower, or 0 (off).`,
       ].join('\n'),
     });
   }

@@ -29,8 +29,9 @@ export async function startProxy(args: string[], options: { env?: NodeJS.Process
   const ownState = !args.includes('--state-dir') && !options.env?.XDG_STATE_HOME && !options.env?.STATE_DIRECTORY ? mkdtempSync(join(tmpdir(), 'nlc-proxy-state-')) : undefined;
   if (ownState) options = { ...options, env: { ...options.env, XDG_STATE_HOME: ownState, STATE_DIRECTORY: '' } };
   const [cmd, ...pre] = options.wrapper ?? [];
-  // As the Nix package's wrapper and the units run it (MALLOC_ARENA_MAX=2 unless set: nix/package.nix).
-  const env = { MALLOC_ARENA_MAX: '2', ...process.env, NIX_LAN_CACHE_LOG_FORMAT: 'json', ...options.env };
+  // As the Nix package's wrapper and the units run it (nix/package.nix): MALLOC_ARENA_MAX=2 unless set, V8's semi-spaces at 4 MiB unless a NODE_OPTIONS given says otherwise.
+  const nodeOptions = `--max-semi-space-size=4 ${options.env?.NODE_OPTIONS ?? process.env.NODE_OPTIONS ?? ''}`.trim();
+  const env = { MALLOC_ARENA_MAX: '2', ...process.env, NIX_LAN_CACHE_LOG_FORMAT: 'json', ...options.env, NODE_OPTIONS: nodeOptions };
   const child = cmd ? startProcess(cmd, [...pre, process.execPath, cliPath, ...argv], { env }) : startProcess(process.execPath, [cliPath, ...argv], { env });
   // However the process ends (stop(), a signal sent by the test, a crash), its state dir goes with it.
   if (ownState) child.once('exit', () => rmSync(ownState, { recursive: true, force: true }));

@@ -1,73 +1,164 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { afterEach, describe, expect, it } from 'vitest';
 import { XzPool } from '../../src/nar/xz-pool.js';
+import { storedXzStream } from '../../src/nar/xz-format.js';
 
 const xz = (data: Buffer) => execFileSync('xz', ['-c', '-6'], { input: data, maxBuffer: 1 << 26 });
 const text = (n: number) => Buffer.from(randomBytes(n).toString('base64').slice(0, n));
+/** The running `xz` children of a pool's processes. */
+const children = (p: XzPool) => (p as unknown as { processes: Array<{ child?: ChildProcess }> }).processes.map((x) => x.child).filter((c): c is ChildProcess => !!c);
 
 let pool: XzPool | undefined;
-const threadsOf = (p: XzPool) => (p as unknown as { threads: Array<{ worker: { terminate(): Promise<number> } }> }).threads;
-afterEach(async () => {
-  await pool?.close();
+afterEach(() => {
+  pool?.close();
   pool = undefined;
 });
 
-describe('xz decoder threads', () => {
-  it.each([
-    [2, 'on at most two threads'],
-    [0, 'with no threads (two cores): on the main thread, one at a time'],
-  ] as const)('decode whole files exactly, many at once, %i threads: %s', async (threads, _how) => {
-    pool = new XzPool(threads);
-    const inputs = Array.from({ length: 12 }, (_, i) => text(10_000 + i * 3000));
-    const jobs = inputs.map((d) => pool!.decode(xz(d), d.length).result);
-    expect(threadsOf(pool)).toHaveLength(threads);
-    const results = await Promise.all(jobs);
-    results.forEach((r, i) => expect(r.ok && r.output.equals(inputs[i]!)).toBe(true));
-  });
+/** Files of text, their .xz, and a decode of each through the pool with its exact size. */
+function decodeAll(p: XzPool, inputs: Buffer[], files: Buffer[] = inputs.map(xz), sizes = inputs.map((d) => d.length)) {
+  return files.map((f, i) => p.decode(f, sizes[i]!, sizes[i]!).result);
+}
 
-  it.each([1, 0])('a corrupt file is an error of the file (corrupt), and decoding goes on with the next (%i threads)', async (threads) => {
-    pool = new XzPool(threads);
-    const good = text(20_000);
-    const bad = xz(good);
-    const at = bad.length >> 1;
-    bad[at] = bad[at]! ^ 0xff;
-    const r = await pool.decode(bad, good.length).result;
-    expect(r).toMatchObject({ ok: false, corrupt: true });
-    const next = await pool.decode(xz(good), good.length).result;
-    expect(next.ok && next.output.equals(good)).toBe(true);
-  });
-
-  it.each([1, 0])('a file that decodes to more than it may (a bomb, or a lying narinfo) is stopped there (%i threads)', async (threads) => {
-    pool = new XzPool(threads);
-    const zeros = Buffer.alloc(20_000_000);
-    const r = await pool.decode(xz(zeros), 1_000_000).result;
-    expect(r).toMatchObject({ ok: false, corrupt: true });
-    expect(!r.ok && r.message).toMatch(/more than 1000000 bytes/);
-  });
-
-  it.each([1, 0])('a cancelled job that waits is never decoded; the others are (%i threads)', async (threads) => {
-    pool = new XzPool(threads);
-    const a = text(50_000);
-    const b = text(50_000);
-    const first = pool.decode(xz(a), a.length);
-    const second = pool.decode(xz(b), b.length);
-    second.cancel();
-    const r = await first.result;
-    expect(r.ok && r.output.equals(a)).toBe(true);
-    const third = await pool.decode(xz(b), b.length).result;
-    expect(third.ok && third.output.equals(b)).toBe(true);
-  });
-
-  it('a thread that dies fails its job as not the file\'s fault; the next job gets a new thread', async () => {
+describe('small xz files: long-lived xz processes, in process when they cannot', () => {
+  it('many files through one xz process come out exact, each cut at its size', async () => {
     pool = new XzPool(1);
-    const d = text(2_000_000);
-    const job = pool.decode(xz(d), d.length);
-    // Kill the thread while it works.
-    await threadsOf(pool)[0]!.worker.terminate();
-    const r = await job.result;
-    expect(r).toMatchObject({ ok: false, corrupt: false });
-    const again = await pool.decode(xz(d), d.length).result;
-    expect(again.ok && again.output.equals(d)).toBe(true);
+    const inputs = Array.from({ length: 40 }, (_, i) => text(1 + i * 3001));
+    const results = decodeAll(pool, inputs);
+    expect(children(pool)).toHaveLength(1);
+    const pid = children(pool)[0]!.pid;
+    (await Promise.all(results)).forEach((r, i) => expect(r.ok && r.output.equals(inputs[i]!)).toBe(true));
+    // The same process decodes what comes next.
+    const more = await Promise.all(decodeAll(pool, [text(5000)]));
+    expect(more[0]!.ok).toBe(true);
+    expect(children(pool)[0]!.pid).toBe(pid);
+  });
+
+  it('with no pad after each file (an xz that holds back more than 5.4 does), flushes bring every file out, exact', async () => {
+    pool = new XzPool(1, { padAfterFiles: false, stallMs: 60_000 });
+    const inputs = Array.from({ length: 10 }, (_, i) => text(1 + i * 7001));
+    (await Promise.all(decodeAll(pool, inputs))).forEach((r, i) => expect(r.ok && r.output.equals(inputs[i]!)).toBe(true));
+    // One more, alone, after the process went quiet.
+    const last = text(3000);
+    const [r] = await Promise.all(decodeAll(pool, [last]));
+    expect(r!.ok && r!.output.equals(last)).toBe(true);
+  });
+
+  it('two processes share the files; all come out exact', async () => {
+    pool = new XzPool(2);
+    const inputs = Array.from({ length: 12 }, (_, i) => text(10_000 + i * 3000));
+    const results = decodeAll(pool, inputs);
+    expect(children(pool)).toHaveLength(2);
+    (await Promise.all(results)).forEach((r, i) => expect(r.ok && r.output.equals(inputs[i]!)).toBe(true));
+  });
+
+  it.each([
+    ['a flipped byte', (f: Buffer) => (f[f.length >> 1] = f[f.length >> 1]! ^ 0xff, f)],
+    ['a truncated file', (f: Buffer) => f.subarray(0, f.length - 100)],
+    ['HTML from a captive portal', () => Buffer.from('<html><body>Log in to the hotel Wi-Fi</body></html>\n')],
+  ] as const)('%s among good files: that file alone is corrupt, the files before and after it come out exact', async (_name, spoil) => {
+    pool = new XzPool(1);
+    const inputs = Array.from({ length: 9 }, () => text(20_000));
+    const files: Buffer[] = inputs.map(xz);
+    files[4] = spoil(Buffer.from(files[4]!));
+    const results = await Promise.all(decodeAll(pool, inputs, files));
+    results.forEach((r, i) => (i === 4 ? expect(r).toMatchObject({ ok: false, corrupt: true }) : expect(r.ok && r.output.equals(inputs[i]!)).toBe(true)));
+  });
+
+  it('a file that decodes to more than its size (a bomb, or a lying narinfo) is stopped there; the next file is not blamed', async () => {
+    pool = new XzPool(1);
+    const next = text(20_000);
+    const [bomb, after] = await Promise.all([pool.decode(xz(Buffer.alloc(20_000_000)), 1_000_000, 1_000_000).result, pool.decode(xz(next), next.length, next.length).result]);
+    expect(bomb).toMatchObject({ ok: false, corrupt: true });
+    expect(!bomb.ok && bomb.message).toMatch(/more than 1000000 bytes/);
+    expect(after.ok && after.output.equals(next)).toBe(true);
+  });
+
+  it('a file that decodes to less than its size is handed on as it decodes (verification then fails it); the next file comes out exact', async () => {
+    pool = new XzPool(1);
+    const short = text(10_000);
+    const next = text(20_000);
+    const [r, after] = await Promise.all([pool.decode(xz(short), 12_000, 12_000).result, pool.decode(xz(next), next.length, next.length).result]);
+    expect(r.ok && r.output.equals(short)).toBe(true);
+    expect(after.ok && after.output.equals(next)).toBe(true);
+  });
+
+  it('the xz process killed mid-way: its files are decoded in process, exact, and the next file starts a new process', async () => {
+    pool = new XzPool(1);
+    const inputs = Array.from({ length: 6 }, () => text(200_000));
+    const results = decodeAll(pool, inputs);
+    const first = children(pool)[0]!;
+    first.kill('SIGKILL');
+    (await Promise.all(results)).forEach((r, i) => expect(r.ok && r.output.equals(inputs[i]!)).toBe(true));
+    const more = decodeAll(pool, [text(1000)]);
+    expect(children(pool)[0]!.pid).not.toBe(first.pid);
+    expect((await more[0]!).ok).toBe(true);
+  });
+
+  it('an xz process that stops answering: after the stall time its files are decoded in process', async () => {
+    pool = new XzPool(1, { stallMs: 300 });
+    const inputs = [text(30_000), text(30_000)];
+    const results = decodeAll(pool, inputs);
+    const child = children(pool)[0]!;
+    child.kill('SIGSTOP');
+    (await Promise.all(results)).forEach((r, i) => expect(r.ok && r.output.equals(inputs[i]!)).toBe(true));
+    expect(child.signalCode ?? (await once(child, 'exit'))[1]).toBe('SIGKILL');
+  });
+
+  it('no xz on PATH: every file is decoded in process', async () => {
+    const path = process.env.PATH;
+    process.env.PATH = '/nonexistent';
+    try {
+      pool = new XzPool(1);
+      const inputs = [text(30_000), text(40_000)];
+      const files = inputs.map((d) => execFileSync('/usr/bin/xz', ['-c'], { input: d, env: {} }));
+      (await Promise.all(decodeAll(pool, inputs, files))).forEach((r, i) => expect(r.ok && r.output.equals(inputs[i]!)).toBe(true));
+    } finally {
+      process.env.PATH = path;
+    }
+  });
+
+  it('a file of unknown size is decoded in process, to at most its limit', async () => {
+    pool = new XzPool(1);
+    const d = text(30_000);
+    const r = await pool.decode(xz(d), 1_000_000).result;
+    expect(r.ok && r.output.equals(d)).toBe(true);
+    expect(children(pool)).toHaveLength(0);
+  });
+
+  it('a cancelled file is never handed on; the others are', async () => {
+    pool = new XzPool(1);
+    const [a, b, c] = [text(50_000), text(50_000), text(50_000)];
+    const first = pool.decode(xz(a), a.length, a.length);
+    const second = pool.decode(xz(b), b.length, b.length);
+    const third = pool.decode(xz(c), c.length, c.length);
+    second.cancel();
+    let handed = false;
+    void second.result.then(() => (handed = true));
+    const [r1, r3] = await Promise.all([first.result, third.result]);
+    expect(r1.ok && r1.output.equals(a)).toBe(true);
+    expect(r3.ok && r3.output.equals(c)).toBe(true);
+    expect(handed).toBe(false);
+  });
+
+  it('an idle xz process ends by itself and never keeps Node alive', async () => {
+    pool = new XzPool(1, { idleMs: 100 });
+    await Promise.all(decodeAll(pool, [text(1000)]));
+    const child = children(pool)[0]!;
+    const [, signal] = await once(child, 'exit');
+    expect(signal).toBe('SIGKILL');
+    expect(children(pool)).toHaveLength(0);
+  });
+});
+
+describe('the stored .xz stream (the mark written after every file)', () => {
+  it.each([1, 32, 1000, 65536])('%i random bytes decode exactly, by xz and by xz-decompress, also concatenated', async (n) => {
+    const data = randomBytes(n);
+    const stream = storedXzStream(data);
+    expect(execFileSync('xz', ['-dc'], { input: Buffer.concat([stream, stream]) }).equals(Buffer.concat([data, data]))).toBe(true);
+    const { decodeWhole } = createRequire(import.meta.url)('../../src/nar/xz-decode.cjs') as { decodeWhole(i: Buffer, max: number): Promise<Uint8Array> };
+    expect(Buffer.from(await decodeWhole(stream, n)).equals(data)).toBe(true);
   });
 });
