@@ -30,6 +30,7 @@ const TAIL = { pad: 16384, stream: PAD_16K };
  */
 const FLUSH = { pad: 65536, stream: PAD_64K };
 const FLUSH_MS = 20;
+const MAX_FLUSHES = 4;
 const MARK_BYTES = 32;
 
 export interface StreamJob {
@@ -114,7 +115,7 @@ export class XzProcess {
     }
     this.files++;
     this.inFlight.push({ job, size: job.size, pad: this.padAfterFiles ? TAIL.pad : 0 });
-    // One writev for the file and its tail: a system call costs ~50 µs on a small VM.
+    // One writev for the file and its tail.
     child.stdin.cork();
     child.stdin.write(job.input);
     child.stdin.write(this.tail);
@@ -122,12 +123,17 @@ export class XzProcess {
     this.flushTimer?.refresh();
   }
 
-  /** Pushes out what xz holds back, while a file is in flight and nothing has moved for FLUSH_MS. */
+  /**
+   * Pushes out what xz holds back, while a file is in flight and nothing has
+   * moved for FLUSH_MS; at most MAX_FLUSHES not yet out (an xz starved of CPU
+   * is not fed more), after which the stall time decides.
+   */
   private flush(child: Child): void {
     if (this.child !== child || !this.files) return;
+    this.flushTimer?.refresh();
+    if (this.inFlight.length - this.files >= MAX_FLUSHES) return;
     this.inFlight.push({ size: 0, pad: FLUSH.pad });
     child.stdin.write(this.flushTail);
-    this.flushTimer?.refresh();
   }
 
   /** Ends the process; files not finished are handed back. */

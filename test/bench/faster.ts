@@ -29,6 +29,8 @@ const jobsName = (j: readonly string[]) => (j.length ? '`--max-jobs 16`' : 'defa
 
 interface Setup {
   closure: LayeredClosure;
+  /** Other closures of the same shape on the Pi, for the running proxy of case 9 to serve first. */
+  warmups: LayeredClosure[];
   key: CacheKey;
   pi: Nginx;
   /** The Pi's access log with request times (`$msec $uri`). */
@@ -40,13 +42,18 @@ interface Setup {
   configs: Record<Variant, string>;
 }
 
-/** CPU time (user + system, ms) of each thread of a process so far, summed by thread name. */
+/**
+ * CPU time (ms) of each thread of a process so far, summed by thread name:
+ * the scheduler's nanosecond count (/proc/PID/task/TID/schedstat), since
+ * /proc's user and system ticks are 10 ms each and round a busy pool of
+ * threads doing a few milliseconds each down to nothing.
+ */
 async function threadCpu(pid: number): Promise<Map<string, number>> {
   const byName = new Map<string, number>();
   for (const tid of await readdir(`/proc/${pid}/task`)) {
-    const stat = (await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
+    const ns = Number((await readFile(`/proc/${pid}/task/${tid}/schedstat`, 'utf8')).split(' ')[0]);
     const name = (await readFile(`/proc/${pid}/task/${tid}/comm`, 'utf8')).trim();
-    byName.set(name, (byName.get(name) ?? 0) + (Number(stat[11]) + Number(stat[12])) * 10);
+    byName.set(name, (byName.get(name) ?? 0) + ns / 1e6);
   }
   return byName;
 }
@@ -55,12 +62,13 @@ async function setUp(o: FasterOptions): Promise<Setup> {
   const salt = `bench-faster-${Date.now()}`;
   log(`cases 7–9: building a ${o.shape.levels * o.shape.width + 1}-path closure (${o.shape.levels} levels of ${o.shape.width}, ${o.shape.bytes / 1000} kB of text each) with Nix, and an xz cache of it`);
   const closure = await buildLayeredClosure(salt, o.shape);
+  const warmups = o.only.has('9') ? [await buildLayeredClosure(`${salt}-warm-1`, o.shape), await buildLayeredClosure(`${salt}-warm-2`, o.shape)] : [];
   const key = await generateKey(o.dir, 'pi.lan-1');
   const cacheDir = join(o.dir, 'pi-cache');
   const emptyDir = join(o.dir, 'empty-cache');
   await mkdir(emptyDir, { recursive: true });
   await writeFile(join(emptyDir, 'nix-cache-info'), 'StoreDir: /nix/store\n');
-  await makeStaticCache(cacheDir, [closure.root], key, 'xz');
+  await makeStaticCache(cacheDir, [closure.root, ...warmups.map((w) => w.root)], key, 'xz');
   const nginx = async (root: string, name: string) => {
     await mkdir(join(o.dir, name));
     // A second access log with times, for when Nix asked what (case 9's breakdown).
@@ -71,7 +79,7 @@ async function setUp(o: FasterOptions): Promise<Setup> {
     configs[name as Variant] = join(o.dir, `proxy-${i}.json`);
     await writeFile(configs[name as Variant], JSON.stringify(cfg));
   }
-  return { closure, key, pi: await nginx(cacheDir, 'pi-nginx'), piTimedLog: join(o.dir, 'pi-nginx', 'timed.log'), empty: await nginx(emptyDir, 'empty-nginx'), upstream: await nginx(cacheDir, 'upstream-nginx'), configs };
+  return { closure, warmups, key, pi: await nginx(cacheDir, 'pi-nginx'), piTimedLog: join(o.dir, 'pi-nginx', 'timed.log'), empty: await nginx(emptyDir, 'empty-nginx'), upstream: await nginx(cacheDir, 'upstream-nginx'), configs };
 }
 
 interface Stats {
@@ -152,13 +160,13 @@ async function breakdown(s: Setup, o: FasterOptions): Promise<string> {
     const after = await threadCpu(p.child.pid!);
     const xz = await childrenCpu(p.child.pid!); // a fresh proxy: its xz processes started with this run
     const reqs = p.logs.slice(from).filter((l) => l.msg === 'request').map((l) => ({ t: l.time as number, uri: String(l.url) }));
-    const cpu = (match: (name: string) => boolean) => [...after].filter(([n]) => match(n)).reduce((a, [n, ms]) => a + ms - (before.get(n) ?? 0), 0);
+    const cpu = (match: (name: string) => boolean) => Math.round([...after].filter(([n]) => match(n)).reduce((a, [n, ms]) => a + ms - (before.get(n) ?? 0), 0));
     const proxyAll = cpu(() => true);
-    const total = via.cpuMs + proxyAll + xz;
+    const total = Math.round(via.cpuMs + proxyAll + xz);
     return (
       `One more run each way, Nix at its defaults, times from Nix's start: **direct** (${direct.s.toFixed(2)} s): ${phases(piLog, t0)}; ` +
       `**through the proxy** (${via.s.toFixed(2)} s, logging every request): ${phases(reqs, t1)}. ` +
-      `CPU time (user + system) of that run: **direct**, Nix ${direct.cpuMs} ms (it decodes the xz itself); **through the proxy**, Nix ${via.cpuMs} ms, the proxy ${proxyAll} ms (${(proxyAll / s.closure.paths.length).toFixed(1)} ms per path; main thread ${cpu((n) => n === 'MainThread')}, libuv's threadpool with the Ed25519 checks ${cpu((n) => n === 'libuv-worker')}, V8's helper threads ${cpu((n) => n.startsWith('V8'))}), its \`xz\` processes ${xz} ms: ${total} ms in all, ${(total / direct.cpuMs).toFixed(1)}× Nix's alone, on 2 cores. ` +
+      `CPU time (user + system) of that run: **direct**, Nix ${direct.cpuMs} ms (it decodes the xz itself); **through the proxy**, Nix ${via.cpuMs} ms, the proxy ${proxyAll} ms (${(proxyAll / s.closure.paths.length).toFixed(1)} ms per path; main thread ${cpu((n) => n === 'MainThread')}, libuv's threadpool with the Ed25519 checks ${cpu((n) => n === 'libuv-worker')}, V8's helper threads ${cpu((n) => n.startsWith('V8'))}), its \`xz\` processes ${Math.round(xz)} ms: ${total} ms in all, ${(total / direct.cpuMs).toFixed(1)}× Nix's alone, on 2 cores. ` +
       (await profiled(s, o))
     );
   } finally {
@@ -234,7 +242,7 @@ async function profiled(s: Setup, o: FasterOptions): Promise<string> {
  * One side-by-side comparison: for each job setting and round, Nix direct,
  * then each proxy variant (a fresh proxy per run: nothing learnt before).
  */
-async function compare(s: Setup, o: FasterOptions, what: string, rounds: number, direct: string, lan: string | undefined, upstream: string, rss: Cells, prefetch: Array<{ lookups: number; used: number }>): Promise<Cells> {
+async function compare(s: Setup, o: FasterOptions, what: string, rounds: number, direct: string, lan: string | undefined, upstream: string, rss: Cells, prefetch: Array<{ lookups: number; used: number }>, running = false): Promise<Cells> {
   const cells: Cells = new Map();
   for (let r = 0; r < rounds; r++) {
     for (const jobs of JOBS) {
@@ -253,17 +261,34 @@ async function compare(s: Setup, o: FasterOptions, what: string, rounds: number,
           await p.stop();
         }
       }
+      if (running) {
+        // The proxy as a service runs: started long before, it has served other closures (none of this one's paths).
+        const p = await proxyFor(s, 'proxy', lan, upstream);
+        try {
+          for (const w of s.warmups) await nixRun(s, o, p.url, jobs, [w.root]);
+          const tp = await nixRun(s, o, p.url, jobs);
+          push(cells, `${RUNNING}|${jobs.length}`, tp);
+          push(rss, RUNNING, await peakRssMiB(p.child.pid!));
+          log(`  ${what} round ${r + 1} ${jobsName(jobs)}: ${RUNNING} ${tp.toFixed(2)} s`);
+        } finally {
+          await p.stop();
+        }
+      }
     }
   }
   return cells;
 }
+
+/** Case 9's side for the proxy as it runs as a service: warmed by two other closures, nothing of this one cached. */
+const RUNNING = 'proxy, running (served two other closures first)';
 
 function comparison(cells: Cells, directName: string): string {
   const rows: string[][] = [];
   for (const jobs of JOBS) {
     const direct = cells.get(`Nix direct|${jobs.length}`) ?? [];
     rows.push([jobsName(jobs), directName, summary(direct), '1.00×']);
-    for (const v of Object.keys(VARIANTS)) {
+    for (const v of [...Object.keys(VARIANTS), RUNNING]) {
+      if (!cells.has(`${v}|${jobs.length}`)) continue;
       const xs = cells.get(`${v}|${jobs.length}`) ?? [];
       rows.push([jobsName(jobs), v, summary(xs), ratio(xs, direct)]);
     }
@@ -271,9 +296,9 @@ function comparison(cells: Cells, directName: string): string {
   return table(['Nix', 'side', 'seconds, median (min–max)', 'vs Nix alone'], rows);
 }
 
-const goal = (cells: Cells, limit: number) =>
+const goal = (cells: Cells, limit: number, side = 'proxy') =>
   JOBS.map((j) => {
-    const r = median(cells.get(`proxy|${j.length}`)!) / median(cells.get(`Nix direct|${j.length}`)!);
+    const r = median(cells.get(`${side}|${j.length}`)!) / median(cells.get(`Nix direct|${j.length}`)!);
     return `${jobsName(j)}: ${r.toFixed(2)}× — **${r <= limit ? 'met' : `NOT met, by ${(r - limit).toFixed(2)}×`}**`;
   }).join('; ');
 
@@ -288,21 +313,21 @@ export async function runFaster(o: FasterOptions): Promise<CaseReport[]> {
   try {
     if (o.only.has('9')) {
       log(`case 9: home, ${o.homeRounds} rounds`);
-      const cells = await compare(s, o, 'home', o.homeRounds, s.pi.url, s.pi.url, s.empty.url, rss, prefetchSeen);
+      const cells = await compare(s, o, 'home', o.homeRounds, s.pi.url, s.pi.url, s.empty.url, rss, prefetchSeen, true);
       const wasted = prefetchSeen.map((p) => p.lookups - p.used);
       const where = await breakdown(s, o);
       reports.push({
         title: `9. Home: ${paths}-path closure, Nix direct from the Pi vs through the proxy`,
         markdown: [
-          `The closure: ${shape}. The Pi is nginx on loopback. Each run is \`nix-store --store FRESH_DIR -r ROOT\` with a fresh narinfo disk cache; **Nix direct**: \`substituters = PI\`; the proxy sides: a fresh \`nix-lan-cache serve --lan PI --upstream EMPTY\` per run (startup not counted, nothing cached). ${o.homeRounds} rounds, sides alternating.`,
+          `The closure: ${shape}. The Pi is nginx on loopback. Each run is \`nix-store --store FRESH_DIR -r ROOT\` with a fresh narinfo disk cache; **Nix direct**: \`substituters = PI\`; the proxy sides: a fresh \`nix-lan-cache serve --lan PI --upstream EMPTY\` per run (startup not counted, nothing cached), and **${RUNNING}**: the proxy as it runs as a service, started for the round and used first to substitute two other closures of the same shape from the same Pi (other paths: nothing of this closure cached, the same work to do), so its code is what V8 has optimised by then, its \`xz\` processes run and its connections to the Pi are open. ${o.homeRounds} rounds, sides alternating.`,
           '',
           comparison(cells, 'Nix direct from the Pi'),
           '',
-          `Goal: through the proxy ≤ 1.0× direct. ${goal(cells, 1.0)}.`,
+          `Goal: through the proxy ≤ 1.0× direct. A fresh proxy: ${goal(cells, 1.0)}. The proxy running: ${goal(cells, 1.0, RUNNING)}.`,
           '',
           `Prefetch accounting of the default proxy runs: ${summary(prefetchSeen.map((p) => p.lookups), 0)} narinfos prefetched per run, ${summary(wasted, 0)} of them never asked for by Nix.`,
           '',
-          `**What bounds it.** ${where} Nix 2.8 first walks the closure's narinfos level by level, then fetches and unpacks the NARs one at a time (with \`max-jobs = 1\`). Direct, about half of Nix's CPU is its own xz decoding (xz decodes this base64 text at about 25 MB/s). Through the proxy, NAR prefetch fetches each NAR as soon as Nix has its narinfo and long-lived \`xz\` processes decode it beside the proxy's main thread (\`nar/xz-pool.ts\`; two on this machine), so Nix takes uncompressed NARs from memory and its own CPU halves (above). The work does not go away, though: the decoding moved from Nix into the \`xz\` processes, and the proxy adds its own for every path: a narinfo request to the Pi, a parse, an Ed25519 check (on libuv's threadpool) and an answer; a NAR request, the pipes to and from \`xz\`, the hash and the answer. Per path that is the proxy's CPU above, on a VM where a system call costs tens of microseconds. So the run through the proxy needs more CPU than Nix alone (the totals above) on the same two cores, and can at best spread it over both. Most of what is lost is in the narinfo walk (compare the phases): Nix waits on each level, and the proxy's main thread answers a level's requests one after the other, fetching and checking each, where nginx serves a file in microseconds. With \`--max-jobs 16\` Nix direct already decodes on both cores at once, with no proxy beside it.`,
+          `**What bounds it.** ${where} Nix 2.8 first walks the closure's narinfos level by level, then fetches and unpacks the NARs one at a time (with \`max-jobs = 1\`). Direct, about half of Nix's CPU is its own xz decoding (xz decodes this base64 text at about 25 MB/s). Through the proxy, NAR prefetch fetches each NAR as soon as Nix has its narinfo and long-lived \`xz\` processes decode it beside the proxy's main thread (\`nar/xz-pool.ts\`; two on this machine), so Nix takes uncompressed NARs from memory and its own CPU halves (above). The work does not go away, though: the decoding moved from Nix into the \`xz\` processes, and the proxy adds its own for every path: a narinfo request to the Pi, a parse, an Ed25519 check (on libuv's threadpool) and an answer; a NAR request, the pipes to and from \`xz\`, the hash and the answer. Per path that is the proxy's CPU above, most of it JavaScript in Node's HTTP server, undici and fastify, which a fresh process runs before V8 has optimised it; the running proxy does the same work on optimised code (its row above; the CPU here and the profile are of fresh proxies). So the run through the proxy needs more CPU than Nix alone (the totals above) on the same two cores, and can at best spread it over both. Most of what is lost is in the narinfo walk (compare the phases): Nix waits on each level, and the proxy's main thread answers a level's requests one after the other, fetching and checking each, where nginx serves a file in microseconds. With \`--max-jobs 16\` Nix direct already decodes on both cores at once, with no proxy beside it.`,
         ].join('\n'),
       });
     }

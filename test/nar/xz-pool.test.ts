@@ -46,6 +46,25 @@ describe('small xz files: long-lived xz processes, in process when they cannot',
     expect(r!.ok && r!.output.equals(last)).toBe(true);
   });
 
+  it('an xz starved of CPU is not fed more than 4 flushes; the stall time then decides, and the files come out exact', async () => {
+    pool = new XzPool(1, { padAfterFiles: false, stallMs: 500 });
+    const inputs = [text(30_000), text(30_000)];
+    const results = decodeAll(pool, inputs);
+    const proc = (pool as unknown as { processes: Array<{ flush(c: unknown): void; inFlight: unknown[]; files: number }> }).processes[0]!;
+    const flush = proc.flush.bind(proc);
+    let calls = 0;
+    let most = 0;
+    proc.flush = (c) => {
+      flush(c);
+      calls++;
+      most = Math.max(most, proc.inFlight.length - proc.files);
+    };
+    children(pool)[0]!.kill('SIGSTOP');
+    (await Promise.all(results)).forEach((r, i) => expect(r.ok && r.output.equals(inputs[i]!)).toBe(true));
+    expect(calls).toBeGreaterThan(4);
+    expect(most).toBe(4);
+  });
+
   it('two processes share the files; all come out exact', async () => {
     pool = new XzPool(2);
     const inputs = Array.from({ length: 12 }, (_, i) => text(10_000 + i * 3000));
