@@ -371,7 +371,7 @@ export async function runFaster(o: FasterOptions): Promise<CaseReport[]> {
           const a = rss.get('proxy');
           const b = rss.get('proxy, no NAR prefetch');
           return a && b ? `the rows with and without it differ by ${(median(a) - median(b)).toFixed(0)} MiB at the median` : 'compare the rows with and without it';
-        })()}). Narinfo prefetching holds only its queue of store hashes and answers in the byte-bounded narinfo cache (8 MiB). To bound the proxy tighter: \`cache.narPrefetchBytes\` lower, or 0 (off).`,
+        })()}). Narinfo prefetching holds only its queue of store hashes and answers in the byte-bounded narinfo cache (8 MiB). The running proxy (case 9's last row: three closures back to back) peaks higher than a fresh one: each closure of this size leaves ~50 MB of dead Buffers outside V8's heap (pipe reads from \`xz\`, the compressed files gathered whole, the decoded copies), which V8 frees only at a garbage collection, and it starts a full one for memory outside its heap only once ~64 MB of it has piled up. In a separate check, forcing a collection after each closure (\`--expose-gc\`) kept such a proxy at 123–125 MiB over three closures, against 143–158 MiB without. To bound the proxy tighter: \`cache.narPrefetchBytes\` lower, or 0 (off).`,
       ].join('\n'),
     });
   }
