@@ -16,10 +16,9 @@ const createZstdDecompress = (zlib as unknown as { createZstdDecompress?: () => 
  * here, 0.2 ms per small NAR, no process); xz and bzip2 with the system's `xz`
  * and `bzip2` binaries (73 and 24 MiB/s, ~2.4 ms to spawn): a process runs on
  * another core and never takes a libuv threadpool thread from DNS lookups.
- * Small xz files (most paths of a closure) are gathered whole and decoded in
- * process by xz-decompress (WebAssembly), queued by nar/xz-pool.ts (on worker
- * threads where there are cores to spare): spawning `xz` for each cost 6 ms a
- * path on a loaded machine.
+ * Small xz files (most paths of a closure) are gathered whole and decoded by
+ * long-lived `xz` processes, file after file (nar/xz-pool.ts): spawning `xz`
+ * for each cost 6 ms a path on a loaded machine.
  */
 export interface Decompressor {
   input: Writable;
@@ -53,7 +52,7 @@ const MAX_XZ_RATIO = 1024;
  * if known: a small xz file that decodes to more is not decoded further.
  */
 export function createDecompressor(compression: string, fileSize?: number, narSize?: number): Decompressor | undefined {
-  if (compression === 'xz' && fileSize !== undefined && fileSize <= SMALL_XZ_BYTES) return pooledXz(fileSize, narSize ?? fileSize * MAX_XZ_RATIO, narSize);
+  if (compression === 'xz' && fileSize !== undefined && fileSize <= SMALL_XZ_BYTES) return pooledXz(fileSize, narSize);
   if (compression === 'none') {
     const pass = new PassThrough();
     return { input: pass, output: pass, destroy: () => pass.destroy() };
@@ -111,7 +110,8 @@ function spawned([cmd, ...args]: [string, ...string[]]): Decompressor {
   };
 }
 
-function pooledXz(fileSize: number, maxOutput: number, exactSize?: number): Decompressor {
+/** `narSize`, when known, is exactly what the file must decode to; without it, at most MAX_XZ_RATIO times its size. */
+function pooledXz(fileSize: number, narSize: number | undefined): Decompressor {
   const out = new PassThrough();
   const parts: Buffer[] = [];
   let received = 0;
@@ -126,7 +126,7 @@ function pooledXz(fileSize: number, maxOutput: number, exactSize?: number): Deco
       done();
     },
     final(done) {
-      decoding = xzPool().decode(Buffer.concat(parts, received), maxOutput, exactSize);
+      decoding = xzPool().decode(Buffer.concat(parts, received), narSize ?? fileSize * MAX_XZ_RATIO, narSize);
       parts.length = 0;
       decoding.result.then((r) => {
         if (out.destroyed) return;

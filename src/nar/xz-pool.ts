@@ -1,10 +1,5 @@
 import { availableParallelism } from 'node:os';
-import { createRequire } from 'node:module';
 import { XzProcess, type XzProcessOptions } from './xz-process.js';
-
-type DecodeWhole = (input: Buffer, maxOutput: number) => Promise<Uint8Array>;
-/** The in-process decoder (xz-decode.cjs, WebAssembly), loaded on first use. */
-let inProcessDecoder: DecodeWhole | undefined;
 
 /** What a job's decoding ended with: the whole output, or why the file could not be decoded. */
 export type XzResult = { ok: true; output: Buffer } | { ok: false; corrupt: boolean; message: string };
@@ -92,10 +87,11 @@ export class XzPool {
   private pump(): void {
     if (this.inProcess || !this.queue.length) return;
     const job = (this.inProcess = this.queue.shift()!);
-    inProcessDecoder ??= (createRequire(import.meta.url)('./xz-decode.cjs') as { decodeWhole: DecodeWhole }).decodeWhole;
-    inProcessDecoder(job.input, job.maxOutput)
+    // The in-process decoder (WebAssembly) is loaded on first use: most proxies never need it.
+    import('./xz-decode.js')
+      .then(({ decodeWhole }) => decodeWhole(job.input, job.maxOutput))
       .then(
-        (out) => job.done({ ok: true, output: Buffer.from(out.buffer, out.byteOffset, out.byteLength) }),
+        (output) => job.done({ ok: true, output }),
         (err: unknown) => job.done({ ok: false, corrupt: true, message: err instanceof Error ? err.message : String(err) }),
       )
       .finally(() => {
