@@ -1,6 +1,7 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { HOST_NIX, type NixClient } from './nix-clients.js';
 import { run, runOk, type RunResult } from './proc.js';
 
 /** Real Nix as root with no daemon and no sandbox (see shared/reference/nix-facts.md). */
@@ -99,21 +100,27 @@ export interface SubstituteOptions {
   extraOptions?: string[];
   /** Command prefix to run nix-store with, e.g. ['ip', 'netns', 'exec', 'NS']. */
   wrapper?: string[];
+  /** Which real Nix substitutes (test/helpers/nix-clients.ts); default this machine's (2.8). */
+  client?: NixClient;
+  /** Directories outside the temp dir that a chroot client must see (the store and cache are usually under it). */
+  binds?: string[];
 }
 
 /** Real Nix substitutes `paths` into a fresh chroot store, as a client machine would. */
 export async function substitute(clientStore: string, paths: string[], substituters: string, opts: SubstituteOptions): Promise<RunResult> {
-  const [cmd, ...pre] = opts.wrapper ?? [];
-  return run(
-    cmd ?? 'nix-store',
-    [
-      ...(cmd ? [...pre, 'nix-store'] : []),
-      '--store', clientStore,
-      '-r', ...paths,
-      '--option', 'substituters', substituters,
-      '--option', 'trusted-public-keys', opts.trustedKeys.join(' '),
-      ...(opts.extraOptions ?? []),
-    ],
-    { env: nixEnv({ XDG_CACHE_HOME: opts.xdgCache }), timeoutMs: opts.timeoutMs ?? 120_000 },
-  );
+  const command = [
+    ...(opts.wrapper ?? []),
+    ...(opts.client ?? HOST_NIX).wrap(
+      [
+        'nix-store',
+        '--store', clientStore,
+        '-r', ...paths,
+        '--option', 'substituters', substituters,
+        '--option', 'trusted-public-keys', opts.trustedKeys.join(' '),
+        ...(opts.extraOptions ?? []),
+      ],
+      opts.binds,
+    ),
+  ];
+  return run(command[0]!, command.slice(1), { env: nixEnv({ XDG_CACHE_HOME: opts.xdgCache }), timeoutMs: opts.timeoutMs ?? 120_000 });
 }

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { cli } from './cache.js';
 import { Nginx } from './nginx.js';
 import { buildClosure, generateKey, makeStaticCache, nixEnv, substitute, tempDir, removeDir, type CacheKey, type Closure, type Leaf } from './nix.js';
+import type { NixClient } from './nix-clients.js';
 import type { RunResult } from './proc.js';
 
 /**
@@ -20,7 +21,7 @@ export interface Household {
   pi: Nginx;
   upstream: Nginx;
   /** Real Nix, as a fresh client machine, substituting the closure from `substituter`. */
-  fetch(substituter: string, opts?: { xdgCache?: string; timeoutMs?: number; store?: string }): Promise<RunResult & { store: string }>;
+  fetch(substituter: string, opts?: { xdgCache?: string; timeoutMs?: number; store?: string; client?: NixClient; extraOptions?: string[] }): Promise<RunResult & { store: string }>;
   trustedKeys: string[];
   cleanup(): Promise<void>;
 }
@@ -59,7 +60,7 @@ export async function household(salt: string, leaves: Leaf[], options: { piLimit
     async fetch(substituter, opts = {}) {
       const store = opts.store ?? join(dir, `client-${++n}`);
       const xdgCache = opts.xdgCache ?? join(dir, `xdg-${n}`);
-      const res = await substitute(store, [closure.root], substituter, { xdgCache, trustedKeys, timeoutMs: opts.timeoutMs ?? 120_000 });
+      const res = await substitute(store, [closure.root], substituter, { xdgCache, trustedKeys, timeoutMs: opts.timeoutMs ?? 120_000, ...(opts.client ? { client: opts.client } : {}), ...(opts.extraOptions ? { extraOptions: opts.extraOptions } : {}) });
       return { ...res, store };
     },
     async cleanup() {
