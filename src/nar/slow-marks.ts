@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Origin } from '../origins/origin.js';
-import { discard } from './nar-source.js';
+import { discard } from '../origins/body.js';
 
 export interface SlowMarkOptions {
   /** A mark no probe cleared ends after this long. */

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { drop } from '../origins/body.js';
 import type { Origin } from '../origins/origin.js';
 import { settledWithin } from './settle.js';
 
@@ -69,7 +70,7 @@ export class LookupSlowness {
   /** True if the origin answers its nix-cache-info within `hedgeMs`; otherwise it is marked slow until it answers. */
   private async checkAlive(origin: Origin, hedgeMs: number): Promise<boolean> {
     const asking = origin.fetchFile('nix-cache-info').then((res) => {
-      if (res.status === 'present') res.body.resume();
+      if (res.status === 'present') drop(res.body, res.headers);
       const answered = res.status !== 'unknown';
       if (answered) this.slow.delete(origin);
       return answered;
