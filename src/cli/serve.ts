@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Discovery } from '../discovery/discovery.js';
 import { errorMessage } from '../errors.js';
+import { MemoryGovernor } from '../memory-governor.js';
 import { resolveServeConfig, type ServeConfig } from '../config.js';
 import { parseServeFlags } from './serve-flags.js';
 import { createLogger } from '../log.js';
@@ -81,6 +82,7 @@ export async function startProxy(config: ServeConfig, log: Logger): Promise<Runn
     throw err;
   }
   discovery?.start();
+  const governor = new MemoryGovernor();
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : config.listen.port;
   const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
@@ -93,6 +95,7 @@ export async function startProxy(config: ServeConfig, log: Logger): Promise<Runn
       // Connections that finish a NAR while we close would otherwise sit in keep-alive until they time out.
       const sweep = setInterval(() => listening.server.closeIdleConnections(), 100);
       await listening.close().finally(() => clearInterval(sweep));
+      governor.stop();
       await discovery?.stop();
       await origins.close();
       await closeStats();

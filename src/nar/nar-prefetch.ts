@@ -73,6 +73,8 @@ class Entry {
  */
 export class NarPrefetcher {
   private readonly entries = new Map<string, Entry>();
+  /** The same entries by NarHash (one per origin that was offered it). */
+  private readonly byNar = new Map<string, Set<Entry>>();
   /** Offers not started yet, oldest first (started newest first). */
   private readonly queue: Entry[] = [];
   private reserved = 0;
@@ -109,6 +111,9 @@ export class NarPrefetcher {
     }
     const entry = new Entry(key, origin, storeHash, facts);
     this.entries.set(key, entry);
+    const same = this.byNar.get(facts.narHash) ?? new Set<Entry>();
+    same.add(entry);
+    this.byNar.set(facts.narHash, same);
     this.queue.push(entry);
     this.idle(entry);
     setImmediate(() => this.pump());
@@ -122,6 +127,7 @@ export class NarPrefetcher {
    */
   open: Open = (origin, file, signal) => {
     const facts = file as NarFacts;
+    if (facts.narHash) this.dropOthers(origin, facts.narHash);
     const entry = facts.narHash ? this.entries.get(keyOf(origin, facts)) : undefined;
     if (!entry || entry.taken || entry.state === 'queued') {
       if (entry?.state === 'queued') this.drop(entry, false);
@@ -134,6 +140,18 @@ export class NarPrefetcher {
     signal.addEventListener('abort', () => taken.close(), { once: true });
     return entry.opening!.then((r) => (r.ok ? { ok: true, nar: taken } : (taken.close(), r)));
   };
+
+  /**
+   * Nix is getting this NAR from `origin`: a copy fetched ahead from another
+   * origin (its narinfo came from there, and since then that origin went
+   * away or came back) will not be asked for; it is dropped now rather than
+   * held until the idle time (on a flapping link, dozens of them were).
+   */
+  private dropOthers(origin: Origin, narHash: string): void {
+    for (const entry of [...(this.byNar.get(narHash) ?? [])]) {
+      if (entry.origin !== origin && !entry.taken) this.drop(entry, true);
+    }
+  }
 
   /** Drops everything held and waiting (the proxy is closing). */
   clear(): void {
@@ -205,6 +223,9 @@ export class NarPrefetcher {
   private drop(entry: Entry, wasted = true): void {
     if (this.entries.get(entry.key) !== entry) return;
     this.entries.delete(entry.key);
+    const same = this.byNar.get(entry.facts.narHash);
+    same?.delete(entry);
+    if (same?.size === 0) this.byNar.delete(entry.facts.narHash);
     const q = this.queue.indexOf(entry);
     if (q >= 0) this.queue.splice(q, 1);
     clearTimeout(entry.timer);
