@@ -1,6 +1,7 @@
 import type { Origin } from '../origins/origin.js';
 import type { NarFacts } from './candidates.js';
-import { openNar, SourceError, type OpenedNar, type OpenResult } from './nar-source.js';
+import { openNar, SourceError } from './nar-source.js';
+import { Entry, Taken } from './prefetch-entry.js';
 
 export interface NarPrefetchOptions {
   /** Decompressed NAR bytes held or reserved at once, at most (0: NAR prefetch is off). */
@@ -32,32 +33,6 @@ export type Usable = (origin: Origin, storeHash: string) => boolean;
 
 type Open = typeof openNar;
 
-/** One NAR fetched ahead: its decompressed chunks in memory, while they arrive and after. */
-class Entry {
-  readonly chunks: Buffer[] = [];
-  bytes = 0;
-  state: 'queued' | 'running' | 'done' = 'queued';
-  failure: SourceError | undefined;
-  opening: Promise<OpenResult> | undefined;
-  nar: OpenedNar | undefined;
-  readonly abort = new AbortController();
-  taken = false;
-  wake: (() => void) | undefined;
-  timer: NodeJS.Timeout | undefined;
-
-  constructor(
-    readonly key: string,
-    readonly origin: Origin,
-    readonly storeHash: string,
-    readonly facts: NarFacts,
-  ) {}
-
-  notify(): void {
-    const w = this.wake;
-    this.wake = undefined;
-    w?.();
-  }
-}
 
 /**
  * Fetches NARs ahead of Nix into memory (docs/architecture.md, "NAR
@@ -254,48 +229,4 @@ export class NarPrefetcher {
 
 function keyOf(origin: Origin, facts: NarFacts): string {
   return `${origin.id} ${facts.narHash}`;
-}
-
-/** A prefetched NAR as the NAR route reads it: the chunks held, then the rest as it arrives. */
-class Taken implements OpenedNar {
-  private closed = false;
-
-  constructor(
-    private readonly entry: Entry,
-    private readonly onClose: () => void,
-  ) {}
-
-  get inputBytes(): number {
-    return this.entry.nar?.inputBytes ?? 0;
-  }
-
-  get filled(): boolean {
-    return this.entry.nar?.filled ?? false;
-  }
-
-  get chunks(): AsyncIterable<Buffer> {
-    return this.iterate();
-  }
-
-  private async *iterate(): AsyncGenerator<Buffer> {
-    const e = this.entry;
-    for (;;) {
-      if (this.closed) throw new SourceError('transport', 'closed');
-      const chunk = e.chunks.shift();
-      if (chunk) {
-        yield chunk;
-        continue;
-      }
-      if (e.failure) throw e.failure;
-      if (e.state === 'done') return;
-      await new Promise<void>((resolve) => (e.wake = resolve));
-    }
-  }
-
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.entry.notify();
-    this.onClose();
-  }
 }

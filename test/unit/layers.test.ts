@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
  * beside it or above it.
  */
 const LAYERS: string[][] = [
-  ['errors', 'format', 'log', 'atomic-file', 'process-alive', 'protocol'],
+  ['errors', 'format', 'log', 'atomic-file', 'process-alive', 'memory-governor', 'protocol'],
   ['origins'],
   ['discovery', 'stats', 'nar', 'push', 'config'],
   ['api'],
