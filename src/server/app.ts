@@ -17,7 +17,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     origins: deps.origins.ordered().map((o) => ({ name: o.name, kind: o.kind, url: o.baseUrl, state: o.breaker.state, since: new Date(o.breaker.changedAt).toISOString(), reason: o.breaker.lastReason })),
     narPrefetch: narPrefetch(),
   }));
-  app.get('/_/discovery', async () => deps.discovery?.snapshot() ?? { enabled: false });
+  app.get('/_/discovery', async () => ({ ...((deps.discovery?.snapshot() as object | undefined) ?? { enabled: false }), peers: deps.peerDiscovery?.snapshot() ?? { enabled: false } }));
+  app.get('/_/share', async () => deps.share?.snapshot() ?? { enabled: false });
   registerStatsRoutes(app, deps);
   return app;
 }

@@ -117,7 +117,7 @@ export async function house(options: HouseOptions = {}): Promise<House> {
   if (!options.noUpstream) origins.add(new HttpOrigin({ url: upstream.server.url, kind: 'upstream', name: 'upstream', timeouts: UP, trusted, log }));
   const stats = new Stats((name) => origins.ordered().find((o) => o.name === name)?.kind);
   stats.attachOrigins(origins);
-  const resolver = new NarInfoResolver(origins, { maxEntries: 1000, hitTtlSeconds: 60, missTtlSeconds: 0, hedgeMs: { lan: 0, upstream: 0 } }, stats, log);
+  const resolver = new NarInfoResolver(origins, { maxEntries: 1000, hitTtlSeconds: 60, missTtlSeconds: 0, hedgeMs: { lan: 0, peer: 0, upstream: 0 } }, stats, log);
   const quarantine = new Quarantine();
   const narPrefetch = options.narPrefetch ? { budgetBytes: 32 * 1024 * 1024, concurrency: 4, idleMs: 30_000, maxQueued: 1024, ...options.narPrefetch } : undefined;
   const app = buildApp({

@@ -1,0 +1,101 @@
+import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { StatsResponse } from '../../src/api.js';
+import { substituteInto, addUnsigned } from '../helpers/laptop-store.js';
+import { NIX_CLIENTS } from '../helpers/nix-clients.js';
+import { buildClosure, buildPath, generateKey, makeStaticCache, removeDir, substitute, tempDir, type CacheKey, type Closure } from '../helpers/nix.js';
+import { blackhole } from '../helpers/ports.js';
+import { run, stopAll } from '../helpers/proc.js';
+import { CLI, startProxy, type ProxyProcess } from '../helpers/proxy.js';
+
+const LEAVES = Array.from({ length: 5 }, (_, i) => ({ name: `leaf${i}`, size: 30_000 + i * 7000 }));
+
+/**
+ * What the README documents, on loopback: one proxy shares its store
+ * (`serve --share --share-listen 127.0.0.1:PORT`), another uses it
+ * (`serve --peer http://127.0.0.1:PORT/`), its upstream a blackhole (a port
+ * that accepts and never answers). Real Nix, every version, substitutes the
+ * closure through the second proxy: all of it from the first machine's store.
+ */
+describe('serve --share on one proxy, serve --peer on another, on loopback', () => {
+  let dir: string;
+  let closure: Closure;
+  let own: string;
+  let key: CacheKey;
+  let storeA: string;
+  let a: ProxyProcess;
+  let b: ProxyProcess;
+  let shareUrl: string;
+  let hole: Awaited<ReturnType<typeof blackhole>>;
+
+  beforeAll(async () => {
+    dir = await tempDir('share-loopback');
+    [closure, own] = await Promise.all([buildClosure('share-loopback', LEAVES), buildPath('share-loopback', 'built-on-a', '/bin/echo a > $out')]);
+    key = await generateKey(dir, 'upstream-1');
+    await makeStaticCache(join(dir, 'cache'), [closure.root], key, 'xz');
+    storeA = join(dir, 'a-store');
+    await substituteInto(storeA, [closure.root], join(dir, 'cache'), key);
+    await addUnsigned(storeA, [own]);
+    hole = await blackhole();
+    a = await startProxy(['--no-mdns', '--share', '--share-listen', '127.0.0.1:0', '--share-store', storeA, '--upstream', hole.url, '--trusted-public-key', key.publicKey]);
+    shareUrl = (a.logs.find((l) => l.event === 'share-started')?.urls as string[])[0]!;
+    expect(shareUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
+    // B's upstream is silent: its first-byte timeout shortened from 15 s, so a path A does not give costs the test 2 s, not 15.
+    await writeFile(join(dir, 'b.json'), JSON.stringify({ timeouts: { upstream: { firstByteMs: 2000 } } }));
+    b = await startProxy(['--no-mdns', '--config', join(dir, 'b.json'), '--peer', shareUrl, '--upstream', hole.url, '--trusted-public-key', key.publicKey]);
+  });
+  afterAll(async () => {
+    await stopAll();
+    await hole?.close();
+    if (dir) await removeDir(dir);
+  });
+
+  async function stats(p: ProxyProcess): Promise<StatsResponse> {
+    return (await (await fetch(`${p.url}/_/stats`)).json()) as StatsResponse;
+  }
+
+  for (const client of NIX_CLIENTS) {
+    it(`${client.name} substitutes the closure through B, every NAR from A's store`, async () => {
+      const before = (await (await fetch(`${a.url}/_/share`)).json()) as { totals: { nars: number; bytes: number } };
+      const store = join(dir, `b-${client.suite}`);
+      const res = await substitute(store, [closure.root], b.url, { client, xdgCache: join(dir, `xdg-${client.suite}`), trustedKeys: [key.publicKey], timeoutMs: 90_000 });
+      expect(res.code, res.stderr).toBe(0);
+      expect(closure.paths.every((p) => existsSync(join(store, p)))).toBe(true);
+      const after = (await (await fetch(`${a.url}/_/share`)).json()) as { totals: { nars: number; bytes: number } };
+      expect(after.totals.nars - before.totals.nars).toBeGreaterThanOrEqual(closure.paths.length);
+      const peer = (await stats(b)).origins.find((o) => o.kind === 'peer');
+      expect(peer?.url).toBe(shareUrl);
+    });
+  }
+
+  it('B counts what came from the peer; `nix-lan-cache stats` lists it as a peer; A says what it gave, and to whom', async () => {
+    const s = await stats(b);
+    const since = s.periods.sinceInstall;
+    expect(since.client.narinfoFromPeers).toBeGreaterThanOrEqual(closure.paths.length);
+    expect(since.client.narinfoFromUpstream).toBe(0);
+    expect(since.nar.peerBytes).toBeGreaterThan(0);
+    expect(since.nar.upstreamBytes).toBe(0);
+    expect(since.bytesKeptOffInternet).toBe(since.nar.peerBytes);
+    const table = await run(process.execPath, [CLI, 'stats', '--url', b.url], { timeoutMs: 15_000 });
+    expect(table.code, table.stderr).toBe(0);
+    expect(table.stdout).toMatch(new RegExp(`\\n127\\.0\\.0\\.1:\\d+\\s+peer\\s+up\\s`));
+    expect(table.stdout).toMatch(/from peers\s/);
+    const share = (await (await fetch(`${a.url}/_/share`)).json()) as { urls: string[]; totals: { narinfoServed: number }; clients: Array<{ client: string; bytes: number }> };
+    expect(share.urls).toEqual([shareUrl]);
+    expect(share.totals.narinfoServed).toBeGreaterThanOrEqual(closure.paths.length);
+    expect(share.clients[0]).toMatchObject({ client: '127.0.0.1' });
+    expect(share.clients[0]!.bytes).toBe(since.nar.peerBytes);
+    const aTable = await run(process.execPath, [CLI, 'stats', '--url', a.url], { timeoutMs: 15_000 });
+    expect(aTable.stdout).toContain(`sharing on ${shareUrl}`);
+  });
+
+  it("a path A built itself is not served: B's Nix cannot substitute it", async () => {
+    const res = await substitute(join(dir, 'b-own'), [own], b.url, { xdgCache: join(dir, 'xdg-own'), trustedKeys: [key.publicKey], timeoutMs: 60_000, extraOptions: ['--option', 'narinfo-cache-negative-ttl', '0'] });
+    expect(res.code).not.toBe(0);
+    expect(existsSync(join(dir, 'b-own', own))).toBe(false);
+    const direct = await fetch(`${shareUrl}${own.slice(11, 43)}.narinfo`);
+    expect(direct.status).toBe(404);
+  });
+});
