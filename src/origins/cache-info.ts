@@ -1,5 +1,6 @@
 import { request, type Dispatcher } from 'undici';
 import { errorMessage } from '../errors.js';
+import { drop } from './body.js';
 import type { OriginTimeouts } from './timeouts.js';
 
 const MAX_CACHE_INFO_BYTES = 64 * 1024;
@@ -24,7 +25,7 @@ export async function checkCacheInfo(
       ...(dispatcher ? { dispatcher } : {}),
     });
     if (res.statusCode !== 200) {
-      res.body.resume();
+      drop(res.body, res.headers);
       return `its nix-cache-info answered HTTP ${res.statusCode}`;
     }
     let size = 0;
