@@ -209,7 +209,8 @@ export class Discovery {
     c.origin = origin;
     c.lastHealthCheck = Date.now();
     this.options.origins.add(origin);
-    this.decide(c, 'admitted', `nix-cache-info answered and key ${keyName} is trusted; narinfos must be signed by ${keyNames.length > 1 ? 'one of ' : ''}${keyName}${fills ? '; it fills from upstream (fill=1), so lookups wait for it' : ''}`, false);
+    const keys = keyNames.length > 1 ? `keys ${keyNames.join(', ')} are trusted; narinfos must be signed by one of them` : `key ${keyName} is trusted; narinfos must be signed by ${keyName}`;
+    this.decide(c, 'admitted', `nix-cache-info answered and ${keys}${fills ? '; it fills from upstream (fill=1), so lookups wait for it' : ''}`, false);
   }
 
   private unadmit(c: Candidate): void {
