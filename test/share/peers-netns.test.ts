@@ -163,6 +163,40 @@ describe('a house without a Pi: laptops serve each other what they hold (namespa
     console.log(`mDNS: B admitted A's share ${ms} ms after A started`);
   });
 
+  it("A's share listens on its private LAN addresses only, as they come and go: never loopback, never a public address; each is announced", async () => {
+    await withA();
+    const started = a!.logs.find((l) => l.event === 'share-started')!;
+    expect(started.urls).toEqual([aUrl]);
+    const extra = '10.231.44.50';
+    const extraUrl = `http://${extra}:37517/`;
+    const publicAddress = '203.0.113.7'; // TEST-NET-3: stands for a public address, inside A's namespace only
+    const ipA = (...args: string[]) => runOk('ip', ['-n', lab.ns('a'), ...args]);
+    onTestFinished(async () => {
+      await run('ip', ['-n', lab.ns('a'), 'addr', 'del', `${publicAddress}/24`, 'dev', 'eth0']);
+      await run('ip', ['-n', lab.ns('a'), 'addr', 'del', `${extra}/24`, 'dev', 'eth0']);
+    });
+    const markA = a!.logs.length;
+    const markB = b.logs.length;
+    await ipA('addr', 'add', `${publicAddress}/24`, 'dev', 'eth0');
+    await ipA('addr', 'add', `${extra}/24`, 'dev', 'eth0');
+    await until('A listening on the new private address', 5000, () => a!.logs.slice(markA).some((l) => l.event === 'share-listening' && l.url === extraUrl));
+    await until('B admitted the new address', 5000, () => logged(b, 'discovery-admitted', extraUrl, markB));
+    expect(a!.logs.slice(markA).filter((l) => l.event === 'share-listening').map((l) => l.url)).toEqual([extraUrl]);
+    // Inside A's namespace, nothing answers on loopback or on the public address at the share's port.
+    const connect = async (host: string) => {
+      const script = `require('net').connect(37517, ${JSON.stringify(host)}).on('connect', function () { process.stdout.write('open'); this.destroy(); }).on('error', (e) => process.stdout.write(e.code))`;
+      return (await run('ip', [...lab.exec('a').slice(1), process.execPath, '-e', script], { timeoutMs: 10_000 })).stdout;
+    };
+    expect(await connect('127.0.0.1')).toBe('ECONNREFUSED');
+    expect(await connect(publicAddress)).toBe('ECONNREFUSED');
+    expect(await connect(extra)).toBe('open');
+    // The address goes: the share stops there, the rest goes on.
+    await ipA('addr', 'del', `${extra}/24`, 'dev', 'eth0');
+    await until('A stopped on the removed address', 5000, () => a!.logs.slice(markA).some((l) => l.event === 'share-stopped' && l.address === extra));
+    const share = await getJson<ShareSnapshot>('a', `${a!.url}/_/share`);
+    expect(share.urls).toEqual([aUrl]);
+  });
+
   for (const client of NIX_CLIENTS) {
     it(`${client.name} on B (no Pi, upstream blackholed) substitutes a closure A holds with an upstream signature, every NAR from A`, async () => {
       await withA();
