@@ -1,12 +1,15 @@
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { StatsResponse } from '../../src/api.js';
+import { chromium } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import type { ShareSnapshot, StatsResponse } from '../../src/api.js';
+import type { Finding } from '../../src/doctor/finding.js';
+import { checkShare } from '../../src/doctor/share.js';
 import { substituteInto, addUnsigned } from '../helpers/laptop-store.js';
 import { NIX_CLIENTS } from '../helpers/nix-clients.js';
 import { buildClosure, buildPath, generateKey, makeStaticCache, removeDir, substitute, tempDir, type CacheKey, type Closure } from '../helpers/nix.js';
-import { blackhole } from '../helpers/ports.js';
+import { blackhole, freePort } from '../helpers/ports.js';
 import { run, stopAll } from '../helpers/proc.js';
 import { CLI, startProxy, type ProxyProcess } from '../helpers/proxy.js';
 
@@ -97,5 +100,72 @@ describe('serve --share on one proxy, serve --peer on another, on loopback', () 
     expect(existsSync(join(dir, 'b-own', own))).toBe(false);
     const direct = await fetch(`${shareUrl}${own.slice(11, 43)}.narinfo`);
     expect(direct.status).toBe(404);
+  });
+
+  /** `nix-lan-cache doctor --json --url PROXY`, Nix reading a nix.conf that points at that proxy. */
+  async function doctor(p: ProxyProcess): Promise<Finding[]> {
+    const confDir = join(dir, `doctor-${p.url.split(':').pop()}`);
+    await rm(confDir, { recursive: true, force: true });
+    await mkdir(confDir, { recursive: true });
+    await writeFile(join(confDir, 'nix.conf'), `substituters = ${p.url}\ntrusted-public-keys = ${key.publicKey}\nnarinfo-cache-negative-ttl = 30\n`);
+    const env: NodeJS.ProcessEnv = { ...process.env, NIX_CONF_DIR: confDir, NIX_USER_CONF_FILES: join(confDir, 'none.conf'), XDG_CONFIG_HOME: confDir };
+    delete env.NIX_CONFIG;
+    const res = await run(process.execPath, [CLI, 'doctor', '--json', '--url', p.url], { env, timeoutMs: 30_000 });
+    return (JSON.parse(res.stdout) as { findings: Finding[] }).findings;
+  }
+
+  it('doctor on A checks the share answers and says what it gives: the signed paths, never the one built here; on B, the peer answers', async () => {
+    const onA = await doctor(a);
+    expect(onA.find((f) => f.id === 'share-answers')).toMatchObject({ level: 'ok', message: `the share answers at ${shareUrl}` });
+    const paths = onA.find((f) => f.id === 'share-paths')!;
+    const total = closure.paths.length + 1;
+    expect(paths.message).toContain(`gives ${closure.paths.length} of the ${total} paths in ${storeA} (signed ${closure.paths.length} by upstream-1)`);
+    expect(paths.message).toContain('the other 1 (built here, unsigned, or signed by keys this proxy does not trust) are never served');
+    const onB = await doctor(b);
+    expect(onB.find((f) => f.id === 'share-off')?.level).toBe('info');
+    expect(onB.find((f) => f.id === 'origin-reachable' && f.message.includes(shareUrl))?.level).toBe('ok');
+  });
+
+  it('doctor warns about a share that does not answer on an address, with the fix, and fails on a store it cannot read', async () => {
+    const snap = (await (await fetch(`${a.url}/_/share`)).json()) as ShareSnapshot;
+    const dead = `http://127.0.0.1:${await freePort()}/`;
+    const findings = await checkShare({ ...snap, urls: [dead], store: join(dir, 'no-store') }, [key.publicKey], 1000);
+    expect(findings.find((f) => f.id === 'share-unreachable')).toMatchObject({ level: 'warn', message: expect.stringContaining(`the share does not answer at ${dead}`), fix: expect.stringContaining('openFirewall') });
+    expect(findings.find((f) => f.id === 'share-store-unreadable')).toMatchObject({ level: 'fail', message: expect.stringContaining('is not a Nix store') });
+  });
+
+  it("the status pages: B lists A's share as a peer origin with its hits and bytes; A's shows what it shared, and with whom", async () => {
+    const profile = await tempDir('share-chromium');
+    const browser = await chromium.launchPersistentContext(profile, {
+      executablePath: '/usr/bin/chromium',
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    onTestFinished(async () => {
+      await browser.close();
+      await removeDir(profile);
+    });
+    const page = await browser.newPage();
+    const open = async (p: ProxyProcess) => {
+      await page.goto(`${p.url}/?refresh=60000`);
+      await page.waitForFunction(() => document.body.dataset.generatedAt !== undefined, undefined, { timeout: 10_000 });
+    };
+    await open(b);
+    const s = await stats(b);
+    const peer = s.origins.find((o) => o.kind === 'peer')!;
+    const row = page.locator(`#origins tr[data-origin="${peer.name}"]`);
+    expect(await row.locator('td').nth(1).textContent()).toBe('peer');
+    expect(await row.locator('[data-field=state]').textContent()).toBe('up');
+    expect(Number(await row.locator('[data-field=hits]').getAttribute('data-value'))).toBe(s.periods.sinceInstall.origins[peer.name]!.narinfo.hit);
+    expect(Number(await row.locator('[data-field=bytes]').getAttribute('data-value'))).toBe(s.periods.sinceInstall.nar.peerBytes);
+    expect(await page.locator('#share').isHidden()).toBe(true);
+
+    await open(a);
+    const share = (await (await fetch(`${a.url}/_/share`)).json()) as ShareSnapshot;
+    expect(await page.locator('#share').isVisible()).toBe(true);
+    expect(await page.locator('#share-summary').textContent()).toContain(`on ${shareUrl} · paths signed by `);
+    expect(Number(await page.locator('#share-summary').getAttribute('data-value'))).toBe(share.totals.bytes);
+    const client = page.locator('#share-clients tr[data-client="127.0.0.1"]');
+    expect(Number(await client.locator('[data-field=bytes]').getAttribute('data-value'))).toBe(share.clients[0]!.bytes);
   });
 });

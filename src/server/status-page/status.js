@@ -149,11 +149,38 @@ function render(s) {
   document.body.dataset.generatedAt = s.generatedAt;
 }
 
+// This machine's share (GET /_/share; docs/sharing.md): what it gave other machines, and to whom.
+function renderShare(share) {
+  $("share").hidden = !share.enabled;
+  if (!share.enabled) return;
+  const t = share.totals;
+  const refused = t.refused.network + t.refused.busy + t.refused.rate;
+  setText("share-summary", "on " + (share.urls.join(", ") || "no private address yet") + " · paths signed by " + share.keyNames.join(", ") +
+    " · " + t.nars + " NARs (" + bytes(t.bytes) + ") to " + share.clients.length + " machines · " + t.narinfoNotShared + " asked for paths not shared" +
+    (refused ? " · " + refused + " requests refused" : ""), t.bytes);
+  const tbody = $("share-clients").querySelector("tbody");
+  tbody.textContent = "";
+  for (const c of share.clients) {
+    const tr = document.createElement("tr");
+    tr.dataset.client = c.client;
+    [c.client, String(c.narinfoServed), String(c.nars), bytes(c.bytes), String(c.refused), ago(c.lastSeen)].forEach((text, i) => {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (i > 0 && i < 5) td.className = "num";
+      if (i === 3) { td.dataset.field = "bytes"; td.dataset.value = String(c.bytes); }
+      tr.appendChild(td);
+    });
+    tbody.appendChild(tr);
+  }
+}
+
 const refreshMs = Math.max(500, Number(new URLSearchParams(location.search).get("refresh")) || 5000);
 async function tick() {
   try {
     const res = await fetch("_/stats", { cache: "no-store" });
     if (!res.ok) throw new Error("HTTP " + res.status);
+    const share = await fetch("_/share", { cache: "no-store" }).then((r) => (r.ok ? r.json() : { enabled: false }), () => ({ enabled: false }));
+    renderShare(share);
     render(await res.json());
     $("error").textContent = "";
   } catch (err) {
