@@ -42,9 +42,11 @@ describe('serve --share on one proxy, serve --peer on another, on loopback', () 
     await substituteInto(storeA, [closure.root], join(dir, 'cache'), key);
     await addUnsigned(storeA, [own]);
     hole = await blackhole();
-    a = await startProxy(['--no-mdns', '--share', '--share-listen', '127.0.0.1:0', '--share-store', storeA, '--upstream', hole.url, '--trusted-public-key', key.publicKey]);
-    shareUrl = (a.logs.find((l) => l.event === 'share-started')?.urls as string[])[0]!;
-    expect(shareUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
+    // As the README has it: `serve --share --share-listen 127.0.0.1:PORT`, and `serve --peer http://127.0.0.1:PORT/`.
+    const port = await freePort();
+    a = await startProxy(['--no-mdns', '--share', '--share-listen', `127.0.0.1:${port}`, '--share-store', storeA, '--upstream', hole.url, '--trusted-public-key', key.publicKey]);
+    shareUrl = `http://127.0.0.1:${port}/`;
+    expect(a.logs.find((l) => l.event === 'share-started')?.urls).toEqual([shareUrl]);
     // B's upstream is silent: its first-byte timeout shortened from 15 s, so a path A does not give costs the test 2 s, not 15.
     await writeFile(join(dir, 'b.json'), JSON.stringify({ timeouts: { upstream: { firstByteMs: 2000 } } }));
     b = await startProxy(['--no-mdns', '--config', join(dir, 'b.json'), '--peer', shareUrl, '--upstream', hole.url, '--trusted-public-key', key.publicKey]);
