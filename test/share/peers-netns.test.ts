@@ -4,7 +4,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import type { ShareSnapshot, StatsResponse } from '../../src/api.js';
-import { avahiBrowse, startAvahiPublisher } from '../helpers/avahi.js';
+import { avahiBrowse, startAvahiPublisher, killBrowseDaemons } from '../helpers/avahi.js';
 import { addUnsigned, substituteInto } from '../helpers/laptop-store.js';
 import { NetLab } from '../helpers/netns.js';
 import { Nginx } from '../helpers/nginx.js';
@@ -71,13 +71,7 @@ describe('a house without a Pi: laptops serve each other what they hold (namespa
 
   afterAll(async () => {
     await stopAll(); // proxies, blackhole, avahi, nginx: each by its PID
-    for (const pid of daemonPids) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
+    killBrowseDaemons(daemonPids);
     await lab?.destroy();
     if (dir) await removeDir(dir);
   });
