@@ -11,10 +11,10 @@ import { describe, expect, it } from 'vitest';
 const LAYERS: string[][] = [
   ['errors', 'format', 'log', 'atomic-file', 'process-alive', 'memory-governor', 'protocol'],
   ['origins'],
-  ['discovery', 'stats', 'nar', 'push', 'config'],
+  ['discovery', 'stats', 'nar', 'push', 'store', 'config'],
   ['api'],
   ['http'],
-  ['server', 'fill', 'doctor'],
+  ['server', 'fill', 'doctor', 'share'],
   ['cli'],
 ];
 
