@@ -9,6 +9,8 @@
  *   npm run bench -- --quick           # small sizes, for checking the script itself
  *   npm run bench -- --only 7 --write  # run some cases and replace only their sections in docs/benchmarks.md
  *   npm run bench -- --only 13         # a house without a Pi: one laptop fetches from another's share (issue 24)
+ *   npm run bench -- --only 14         # every Nix on every link, Nix alone vs the proxy (issue 23)
+ *   npm run bench -- --only 14 --links home --clients 2.34 --profile perf   # one link, one Nix, with a CPU profile of the proxy
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
@@ -19,6 +21,7 @@ import { stopAll } from '../helpers/proc.js';
 import { runAway } from './away.js';
 import { runFillBench } from './fill.js';
 import { runFaster } from './faster.js';
+import { runEveryNix } from './every-nix.js';
 import { runLeaving } from './leaving.js';
 import { runHome } from './home.js';
 import { runNarCompressed } from './nar-compressed.js';
@@ -61,9 +64,15 @@ const { values } = parseArgs({
     quick: { type: 'boolean' },
     write: { type: 'boolean' },
     'no-write': { type: 'boolean' },
+    // Case 14: which links and Nix clients (comma-separated; default all), a CPU profile, RSS a minute after load.
+    links: { type: 'string' },
+    clients: { type: 'string' },
+    profile: { type: 'string' },
+    settle: { type: 'boolean' },
+    rounds: { type: 'string' },
   },
 });
-const only = new Set((values.only ?? '1,2,3,4,5,6,7,8,9,10,11,12,13').split(',').map((s) => s.trim()));
+const only = new Set((values.only ?? '1,2,3,4,5,6,7,8,9,10,11,12,13,14').split(',').map((s) => s.trim()));
 const quick = values.quick === true;
 const write = values['no-write'] ? false : values.write === true || (values.only === undefined && !quick);
 
@@ -142,6 +151,20 @@ try {
   if (only.has('12')) reports.push(await runLeaving({ rounds: quick ? 1 : 3, commands: 3, gapsMs: [2000, 0] }));
   if (only.has('13')) {
     reports.push(await runSharing({ dir: `${dir}/sharing`, shape: quick ? { levels: 3, width: 5, fanout: 2, bytes: 40_000 } : { levels: 10, width: 30, fanout: 3, bytes: 40_000 }, rounds: quick ? 1 : 3 }));
+  }
+  if (only.has('14')) {
+    const list = (v: string | undefined) => v?.split(',').map((x) => x.trim()).filter(Boolean);
+    reports.push(
+      ...(await runEveryNix({
+        dir: `${dir}/every-nix`,
+        shape: quick ? { levels: 3, width: 5, fanout: 2, bytes: 40_000 } : { levels: 10, width: 30, fanout: 3, bytes: 40_000 },
+        rounds: values.rounds ? Number(values.rounds) : quick ? 1 : 3,
+        links: list(values.links),
+        clients: list(values.clients),
+        profile: values.profile === 'v8' || values.profile === 'perf' ? values.profile : undefined,
+        settle: values.settle === true || values.only === undefined,
+      })),
+    );
   }
   if (only.has('4')) reports.push(PEER_NOTES);
   const minutes = (performance.now() - started) / 60_000;

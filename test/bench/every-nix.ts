@@ -1,0 +1,306 @@
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { buildLayeredClosure, type LayeredClosure, type LayeredShape } from '../helpers/closure.js';
+import { LINKS, startLink, type Link, type LinkProfile } from '../helpers/link.js';
+import { Nginx } from '../helpers/nginx.js';
+import { NIX_CLIENTS, type NixClient } from '../helpers/nix-clients.js';
+import { generateKey, makeStaticCache, removeDir, substitute, type CacheKey } from '../helpers/nix.js';
+import { memoryOf } from '../helpers/proc.js';
+import { startProxy, type ProxyProcess } from '../helpers/proxy.js';
+import { describeProfile, mainThreadProfile, summariseProfile } from './cpu-profile.js';
+import { cpuBetween, cpuSnapshot } from './proc-cpu.js';
+import { describePerf, perfRecord, perfTop, PERF_NODE_OPTIONS } from './perf-profile.js';
+import { log, median, summary, table, type CaseReport } from './util.js';
+
+/**
+ * Case 14 (issue 23): every link of the issue's table with every real Nix
+ * client at its defaults (2.8: one substitution at a time; 2.26 and 2.34: up
+ * to 16 at once), Nix alone and through the proxy side by side in one run.
+ * For each proxy run: the proxy process's CPU time (/proc/PID/stat, all its
+ * threads) and its `xz` processes', per path served, and its peak RSS.
+ */
+export interface EveryNixOptions {
+  dir: string;
+  shape: LayeredShape;
+  rounds: number;
+  /** Which links (default all): home, gigabit, wifi, slow. */
+  links?: string[];
+  /** Which Nix clients by version prefix (default all), e.g. ['2.34']. */
+  clients?: string[];
+  /** One more run per client and proxy side at home with a CPU profiler on the proxy, summarised: V8's (--cpu-prof) or Linux perf's. */
+  profile?: 'v8' | 'perf' | undefined;
+  /** Measure RSS a minute after load (one more run, 2.34 at home). */
+  settle?: boolean;
+}
+
+type LinkKey = 'home' | 'gigabit' | 'wifi' | 'slow';
+type ProxySide = 'fresh' | 'running';
+
+interface LinkCase {
+  key: LinkKey;
+  what: string;
+  /** The link between Nix (or the proxy) and the cache; none at home. */
+  profile?: LinkProfile;
+  /** The cache is the Pi (a LAN cache) or, on the slow link, an upstream with no Pi. */
+  pi: boolean;
+  sides: ProxySide[];
+}
+
+const CASES: LinkCase[] = [
+  { key: 'home', what: "home: the Pi's nginx on loopback", pi: true, sides: ['running', 'fresh'] },
+  { key: 'gigabit', what: `Gigabit: the Pi behind a relay, ${LINKS.gigabit.latencyMs} ms each way, ${(LINKS.gigabit.downBytesPerSec * 8) / 1e9} Gbit/s shared`, profile: LINKS.gigabit, pi: true, sides: ['running', 'fresh'] },
+  { key: 'wifi', what: `Wi-Fi: the Pi behind a relay, ${LINKS.wifi.latencyMs} ms each way, ${(LINKS.wifi.downBytesPerSec * 8) / 1e6} Mbit/s shared`, profile: LINKS.wifi, pi: true, sides: ['fresh'] },
+  { key: 'slow', what: `slow link: no Pi, the upstream behind ${LINKS.slow.latencyMs} ms each way, ${LINKS.slow.downBytesPerSec / 1e6} MB/s shared`, profile: LINKS.slow, pi: false, sides: ['fresh'] },
+];
+
+interface Setup {
+  key: CacheKey;
+  closure: LayeredClosure;
+  /** Two other closures of the same shape: a running proxy serves them first. */
+  warmups: LayeredClosure[];
+  /** Bytes of the closure's xz files (FileSize of its narinfos). */
+  xzBytes: number;
+  pi: Nginx;
+  empty: Nginx;
+}
+
+interface ProxyRun {
+  s: number;
+  cpuMs: number;
+  xzMs: number;
+  rssMiB: number;
+  /** Connections the proxy opened through the link during the run (undefined at home). */
+  conns: number | undefined;
+}
+
+type Cell = { direct: number[]; runs: Record<ProxySide, ProxyRun[]> };
+
+let runs = 0;
+
+async function setUp(o: EveryNixOptions): Promise<Setup> {
+  const salt = `bench-every-nix-${Date.now()}`;
+  log(`case 14: building a ${o.shape.levels * o.shape.width + 1}-path closure and two more of the same shape with Nix, and an xz cache of them`);
+  const closure = await buildLayeredClosure(salt, o.shape);
+  const warmups = [await buildLayeredClosure(`${salt}-warm-1`, o.shape), await buildLayeredClosure(`${salt}-warm-2`, o.shape)];
+  const key = await generateKey(o.dir, 'pi.lan-1');
+  const cacheDir = join(o.dir, 'pi-cache');
+  const emptyDir = join(o.dir, 'empty-cache');
+  await mkdir(emptyDir, { recursive: true });
+  await writeFile(join(emptyDir, 'nix-cache-info'), 'StoreDir: /nix/store\n');
+  await makeStaticCache(cacheDir, [closure.root, ...warmups.map((w) => w.root)], key, 'xz');
+  let xzBytes = 0;
+  for (const p of closure.paths) {
+    const text = await readFile(join(cacheDir, `${basename(p).slice(0, 32)}.narinfo`), 'utf8');
+    xzBytes += Number(/^FileSize: (\d+)$/m.exec(text)![1]);
+  }
+  const nginx = async (root: string, name: string) => {
+    await mkdir(join(o.dir, name));
+    return Nginx.start({ root, workDir: join(o.dir, name) });
+  };
+  return { key, closure, warmups, xzBytes, pi: await nginx(cacheDir, 'pi-nginx'), empty: await nginx(emptyDir, 'empty-nginx') };
+}
+
+/** Real Nix (`client`, at its defaults) substitutes `root`'s closure into a fresh store through `substituter`; seconds. */
+async function nixRun(o: EveryNixOptions, s: Setup, client: NixClient, substituter: string, root = s.closure.root): Promise<number> {
+  const n = ++runs;
+  const store = join(o.dir, `client-${n}`);
+  const xdg = join(o.dir, `xdg-${n}`);
+  const res = await substitute(store, [root], substituter, { client, xdgCache: xdg, trustedKeys: [s.key.publicKey], timeoutMs: 300_000 });
+  if (res.code !== 0) throw new Error(`${client.name}: nix-store -r via ${substituter} failed (exit ${res.code}): ${res.stderr.slice(-400)}`);
+  await removeDir(store);
+  await removeDir(xdg);
+  return res.ms / 1000;
+}
+
+function proxyArgs(s: Setup, c: LinkCase, cacheUrl: string): string[] {
+  return ['--no-mdns', '--log-level', 'info', ...(c.pi ? ['--lan', cacheUrl, '--upstream', s.empty.url] : ['--upstream', cacheUrl]), '--trusted-public-key', s.key.publicKey];
+}
+
+/** A proxy for this link: fresh, or running (it has served the two other closures first). */
+async function proxyFor(o: EveryNixOptions, s: Setup, c: LinkCase, client: NixClient, side: ProxySide, cacheUrl: string, env?: NodeJS.ProcessEnv): Promise<ProxyProcess> {
+  const p = await startProxy(proxyArgs(s, c, cacheUrl), env ? { env } : {});
+  if (side === 'running') for (const w of s.warmups) await nixRun(o, s, client, p.url, w.root);
+  return p;
+}
+
+async function measured(o: EveryNixOptions, s: Setup, client: NixClient, p: ProxyProcess, link: Link | undefined): Promise<ProxyRun> {
+  const pid = p.child.pid!;
+  const conns0 = link?.connections();
+  const before = await cpuSnapshot(pid);
+  const t = await nixRun(o, s, client, p.url);
+  const cpu = cpuBetween(before, await cpuSnapshot(pid));
+  const paths = s.closure.paths.length;
+  return { s: t, cpuMs: cpu.self / paths, xzMs: cpu.children / paths, rssMiB: (await memoryOf(pid)).hwmMiB, conns: link && conns0 !== undefined ? link.connections() - conns0 : undefined };
+}
+
+/** The wire's limit: the closure's xz bytes at the link's rate, plus one round trip. */
+function wireLimit(s: Setup, c: LinkCase): number | undefined {
+  return c.profile ? s.xzBytes / c.profile.downBytesPerSec + (2 * c.profile.latencyMs) / 1000 : undefined;
+}
+
+export async function runEveryNix(o: EveryNixOptions): Promise<CaseReport[]> {
+  await mkdir(o.dir, { recursive: true });
+  const clients = NIX_CLIENTS.filter((c) => !o.clients?.length || o.clients.some((v) => c.version.startsWith(v)));
+  const cases = CASES.filter((c) => !o.links?.length || o.links.includes(c.key));
+  const s = await setUp(o);
+  const cells = new Map<string, Cell>();
+  const cell = (c: LinkCase, client: NixClient) => {
+    const k = `${c.key}|${client.version}`;
+    if (!cells.has(k)) cells.set(k, { direct: [], runs: { fresh: [], running: [] } });
+    return cells.get(k)!;
+  };
+  const extra: string[] = [];
+  try {
+    for (const c of cases) {
+      const link = c.profile ? await startLink({ target: { host: '127.0.0.1', port: s.pi.port }, ...c.profile }) : undefined;
+      const cacheUrl = link?.url ?? s.pi.url;
+      try {
+        for (let r = 1; r <= o.rounds; r++) {
+          for (const client of clients) {
+            const into = cell(c, client);
+            const d = await nixRun(o, s, client, cacheUrl);
+            into.direct.push(d);
+            const line = [`Nix alone ${d.toFixed(2)} s`];
+            for (const side of c.sides) {
+              const p = await proxyFor(o, s, c, client, side, cacheUrl);
+              try {
+                const m = await measured(o, s, client, p, link);
+                into.runs[side].push(m);
+                line.push(`${side} proxy ${m.s.toFixed(2)} s (${m.cpuMs.toFixed(2)} + xz ${m.xzMs.toFixed(2)} ms CPU/path, ${m.rssMiB.toFixed(0)} MiB${m.conns !== undefined ? `, ${m.conns} connections` : ''})`);
+              } finally {
+                await p.stop();
+              }
+            }
+            log(`  case 14 ${c.key} round ${r}/${o.rounds} ${client.name}: ${line.join('; ')}`);
+          }
+        }
+      } finally {
+        await link?.close();
+      }
+    }
+    if (o.profile) for (const client of clients) for (const side of ['running', 'fresh'] as const) extra.push(await profiled(o, s, client, side, o.profile));
+    if (o.settle) extra.push(await settled(o, s));
+  } finally {
+    await Promise.all([s.pi.stop(), s.empty.stop()]);
+  }
+  return [report(o, s, cases, clients, cells, extra)];
+}
+
+function report(o: EveryNixOptions, s: Setup, cases: LinkCase[], clients: readonly NixClient[], cells: Map<string, Cell>, extra: string[]): CaseReport {
+  const rows: string[][] = [];
+  const goals: string[] = [];
+  for (const c of cases) {
+    const limit = wireLimit(s, c);
+    for (const client of clients) {
+      const cl = cells.get(`${c.key}|${client.version}`);
+      if (!cl) continue;
+      const direct = median(cl.direct);
+      const vsWire = (x: number) => (limit ? `${(x / limit).toFixed(2)}×` : 'CPU-bound');
+      rows.push([c.key, client.version, 'Nix alone', summary(cl.direct), '1.00×', vsWire(direct), '', '', '', '']);
+      for (const side of c.sides) {
+        const rs = cl.runs[side];
+        if (!rs.length) continue;
+        const t = median(rs.map((x) => x.s));
+        const conns = rs.map((x) => x.conns).filter((x): x is number => x !== undefined);
+        rows.push([
+          c.key,
+          client.version,
+          `proxy, ${side}`,
+          summary(rs.map((x) => x.s)),
+          `${(t / direct).toFixed(2)}×`,
+          vsWire(t),
+          summary(rs.map((x) => x.cpuMs)),
+          summary(rs.map((x) => x.xzMs)),
+          summary(rs.map((x) => x.rssMiB), 0, ' MiB'),
+          conns.length ? summary(conns, 0) : '–',
+        ]);
+        const ok = limit ? (c.key === 'gigabit' ? t / direct <= 0.9 : t / limit <= 1.1) : t / direct <= 0.9;
+        const goal = limit && c.key !== 'gigabit' ? `≤ 1.1× the wire's limit (${limit.toFixed(2)} s): ${(t / limit).toFixed(2)}×` : `≤ 0.9× Nix alone: ${(t / direct).toFixed(2)}×`;
+        goals.push(`${c.key}, Nix ${client.version}, ${side} proxy: ${goal} — **${ok ? 'met' : 'NOT met'}**`);
+      }
+    }
+  }
+  const all = [...cells.values()].flatMap((cl) => [...cl.runs.fresh, ...cl.runs.running]);
+  const peak = all.length ? Math.max(...all.map((x) => x.rssMiB)) : 0;
+  const paths = s.closure.paths.length;
+  return {
+    title: '14. Every Nix on every link: Nix alone vs through the proxy',
+    markdown: [
+      `A ${paths}-path closure (${o.shape.levels} levels of ${o.shape.width}, each path referring to ${o.shape.fanout} of the level below, ${o.shape.bytes / 1000} kB of base64 text per path; ${(s.xzBytes / 1e6).toFixed(1)} MB of xz on the Pi), substituted by real Nix at its defaults into a fresh store with a fresh narinfo disk cache: Debian 12's Nix 2.8 (one substitution at a time) and trixie's 2.26 and sid's 2.34 (up to 16 at once). Links (\`test/helpers/link.ts\`, a relay on loopback; one shared rate, latency each way):`,
+      '',
+      ...cases.map((c) => `- **${c.key}**: ${c.what}.`),
+      '',
+      `**Nix alone** reads the cache directly (through the same link); the proxy sides are \`nix-lan-cache serve\` with the cache as its LAN cache (\`--lan\`, an empty upstream) or, on the slow link, as its upstream: **fresh**, started for the run; **running**, started for the round and used first to substitute two other closures of the same shape from the same cache (its code optimised by V8, its \`xz\` processes and connections up, nothing of this closure cached). ${o.rounds} rounds, sides alternating within each client. The wire's limit is the closure's xz bytes over the link's rate plus one round trip. CPU is the proxy process's (all threads: /proc/PID/stat utime + stime over the run) and its \`xz\` processes', per path served; peak RSS is VmHWM at the end of the run (a running proxy's includes its two earlier closures); connections are those the proxy opened through the link during the run.`,
+      '',
+      table(['link', 'Nix', 'side', 'seconds, median (min–max)', 'vs Nix alone', "vs the wire's limit", 'proxy CPU ms/path', 'xz CPU ms/path', 'peak RSS', 'connections'], rows),
+      '',
+      'Goals (issue 23): home and Gigabit, ≤ 0.9× Nix alone; Wi-Fi and slow link, ≤ 1.1× the wire\'s limit; peak RSS < 150 MiB.',
+      '',
+      ...goals.map((g) => `- ${g}`),
+      `- Peak RSS, highest of all runs: ${peak.toFixed(0)} MiB — **${peak < 150 ? 'met' : 'NOT met'}**`,
+      ...(extra.length ? ['', ...extra] : []),
+    ].join('\n'),
+  };
+}
+
+/**
+ * One more run through the proxy at home with a profiler on it. V8's
+ * (`--cpu-prof`, the main thread) is summarised over the samples taken while
+ * Nix ran (the proxy is stopped right after: its end marks the window);
+ * perf's (every thread, by CPU time) is recorded just around Nix's run.
+ */
+async function profiled(o: EveryNixOptions, s: Setup, client: NixClient, side: ProxySide, kind: 'v8' | 'perf'): Promise<string> {
+  const dir = join(o.dir, `cpu-profile-${++runs}`);
+  await mkdir(dir);
+  const home = CASES[0]!;
+  const p = await proxyFor(o, s, home, client, side, s.pi.url, { NODE_OPTIONS: kind === 'v8' ? `--cpu-prof --cpu-prof-dir=${dir}` : PERF_NODE_OPTIONS });
+  let t0 = 0;
+  let t1 = 0;
+  let cpu = { self: 0, children: 0 };
+  const perfFile = join(dir, 'perf.data');
+  try {
+    const recording = kind === 'perf' ? await perfRecord(p.child.pid!, perfFile) : undefined;
+    const before = await cpuSnapshot(p.child.pid!);
+    t0 = performance.now();
+    await nixRun(o, s, client, p.url);
+    t1 = performance.now();
+    cpu = cpuBetween(before, await cpuSnapshot(p.child.pid!));
+    await recording?.stop();
+  } finally {
+    await p.stop();
+  }
+  const stopped = performance.now();
+  const paths = s.closure.paths.length;
+  const head = `**CPU profile (${kind}), home, Nix ${client.version}, ${side} proxy** (${((t1 - t0) / 1000).toFixed(2)} s with the profiler on; the process ${(cpu.self / paths).toFixed(2)} ms CPU per path, its xz ${(cpu.children / paths).toFixed(2)}).`;
+  try {
+    if (kind === 'perf') {
+      if (process.env.BENCH_KEEP_PROFILES) await writeFile(join(process.env.BENCH_KEEP_PROFILES, `${client.version}-${side}-${Date.now()}.perf.data`), await readFile(perfFile));
+      return `${head}\n\n${describePerf(await perfTop(perfFile, 'sym', 30), await perfTop(perfFile, 'dso', 10), cpu.self / paths)}\n`;
+    }
+    const file = await mainThreadProfile(dir);
+    if (!file) return `${head} No profile was written.`;
+    const summary = await summariseProfile(file, { fromEndMs: stopped - t0, toEndMs: stopped - t1 });
+    if (process.env.BENCH_KEEP_PROFILES) await writeFile(join(process.env.BENCH_KEEP_PROFILES, `${client.version}-${side}-${Date.now()}.cpuprofile`), await readFile(file));
+    return `${head} ${describeProfile(summary, paths)}\n`;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** RSS of a proxy before, at the peak of, and a minute after substituting three closures with Nix 2.34 at home. */
+async function settled(o: EveryNixOptions, s: Setup): Promise<string> {
+  const client = NIX_CLIENTS.at(-1)!;
+  const p = await proxyFor(o, s, CASES[0]!, client, 'fresh', s.pi.url);
+  try {
+    const start = (await memoryOf(p.child.pid!)).rssMiB;
+    for (const root of [...s.warmups.map((w) => w.root), s.closure.root]) await nixRun(o, s, client, p.url, root);
+    const after = await memoryOf(p.child.pid!);
+    log('  case 14: waiting a minute for the proxy to settle');
+    await new Promise((r) => setTimeout(r, 60_000));
+    const later = (await memoryOf(p.child.pid!)).rssMiB;
+    const ok = later - start <= 20;
+    return `**Memory after load** (Nix ${client.version}, home, three closures through one fresh proxy): RSS ${start.toFixed(0)} MiB once listening, ${after.rssMiB.toFixed(0)} MiB right after (peak ${after.hwmMiB.toFixed(0)} MiB), ${later.toFixed(0)} MiB a minute later: ${(later - start).toFixed(0)} MiB above its start — **${ok ? 'met' : 'NOT met'}** (goal: within 20 MiB).`;
+  } finally {
+    await p.stop();
+  }
+}
