@@ -116,9 +116,14 @@ function proxyArgs(s: Setup, c: LinkCase, cacheUrl: string): string[] {
   return ['--no-mdns', '--log-level', 'info', ...(c.pi ? ['--lan', cacheUrl, '--upstream', s.empty.url] : ['--upstream', cacheUrl]), '--trusted-public-key', s.key.publicKey];
 }
 
-/** A proxy for this link: fresh, or running (it has served the two other closures first). */
+/**
+ * A proxy for this link: fresh, or running (it has served the two other
+ * closures first). BENCH_PROXY_CLI=.../dist/cli/main.js runs another build
+ * (e.g. the code before a change, for a before/after on the same machine).
+ */
 async function proxyFor(o: EveryNixOptions, s: Setup, c: LinkCase, client: NixClient, side: ProxySide, cacheUrl: string, env?: NodeJS.ProcessEnv): Promise<ProxyProcess> {
-  const p = await startProxy(proxyArgs(s, c, cacheUrl), env ? { env } : {});
+  const cli = process.env.BENCH_PROXY_CLI;
+  const p = await startProxy(proxyArgs(s, c, cacheUrl), { ...(env ? { env } : {}), ...(cli ? { cli } : {}) });
   if (side === 'running') for (const w of s.warmups) await nixRun(o, s, client, p.url, w.root);
   return p;
 }
