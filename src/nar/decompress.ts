@@ -52,7 +52,7 @@ const MAX_XZ_RATIO = 1024;
  * if known: a small xz file that decodes to more is not decoded further.
  */
 export function createDecompressor(compression: string, fileSize?: number, narSize?: number): Decompressor | undefined {
-  if (compression === 'xz' && fileSize !== undefined && fileSize <= SMALL_XZ_BYTES) return pooledXz(fileSize, narSize);
+  if (decodedWhole(compression, fileSize)) return pooledXz(fileSize, narSize);
   if (compression === 'none') {
     const pass = new PassThrough();
     return { input: pass, output: pass, destroy: () => pass.destroy() };
@@ -122,14 +122,35 @@ function spawned([cmd, ...args]: [string, ...string[]]): Decompressor {
   };
 }
 
-/** `narSize`, when known, is exactly what the file must decode to; without it, at most MAX_XZ_RATIO times its size. */
+/** Whether a file is small enough to be gathered whole and decoded in one go by the xz pool (nar/xz-pool.ts). */
+export function decodedWhole(compression: string, fileSize: number | undefined): fileSize is number {
+  return compression === 'xz' && fileSize !== undefined && fileSize <= SMALL_XZ_BYTES;
+}
+
+/**
+ * Decodes a whole small .xz file (the pieces it arrived in, in order) with
+ * the xz pool. `narSize`, when known, is exactly what the file must decode
+ * to; without it, at most MAX_XZ_RATIO times its size. A file that cannot be
+ * decoded ends in a DecompressError.
+ */
+export function decodeSmallXz(parts: readonly Buffer[], fileSize: number, narSize: number | undefined): { result: Promise<Buffer>; cancel(): void } {
+  const decoding = xzPool().decode(parts, narSize ?? fileSize * MAX_XZ_RATIO, narSize);
+  return {
+    result: decoding.result.then((r) => {
+      if (r.ok) return r.output;
+      throw r.corrupt ? new DecompressError(`xz: ${r.message}`) : new Error(r.message);
+    }),
+    cancel: decoding.cancel,
+  };
+}
+
+/** decodeSmallXz as a streaming Decompressor: the whole (small) file is gathered, then decoded in one go (a stalled origin never holds the decoder); past the size promised, stop and let verification fail. */
 function pooledXz(fileSize: number, narSize: number | undefined): Decompressor {
   const out = new PassThrough();
   const parts: Buffer[] = [];
   let received = 0;
-  let decoding: ReturnType<ReturnType<typeof xzPool>['decode']> | undefined;
+  let decoding: ReturnType<typeof decodeSmallXz> | undefined;
   const fail = (err: Error) => out.destroy(err instanceof DecompressError ? err : new DecompressError(`xz: ${err.message}`));
-  // The whole (small) file is gathered, then decoded in one go (a stalled origin never holds the decoder); past the size promised, stop and let verification fail.
   const input = new Writable({
     write(chunk: Buffer, _enc, done) {
       received += chunk.length;
@@ -138,14 +159,14 @@ function pooledXz(fileSize: number, narSize: number | undefined): Decompressor {
       done();
     },
     final(done) {
-      decoding = xzPool().decode(Buffer.concat(parts, received), narSize ?? fileSize * MAX_XZ_RATIO, narSize);
-      parts.length = 0;
-      decoding.result.then((r) => {
+      decoding = decodeSmallXz(parts.splice(0), fileSize, narSize);
+      decoding.result.then((output) => {
         if (out.destroyed) return;
-        if (!r.ok) return void out.destroy(r.corrupt ? new DecompressError(`xz: ${r.message}`) : new Error(r.message));
-        for (let at = 0; at < r.output.length; at += OUT_CHUNK) out.write(r.output.subarray(at, at + OUT_CHUNK));
+        for (let at = 0; at < output.length; at += OUT_CHUNK) out.write(output.subarray(at, at + OUT_CHUNK));
         out.end();
-      }, fail);
+      }, (err: Error) => {
+        if (!out.destroyed) out.destroy(err);
+      });
       done();
     },
   });

@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import { errorMessage } from '../errors.js';
 import { discard } from '../origins/body.js';
 import type { Origin } from '../origins/origin.js';
-import { createDecompressor, DecompressError } from './decompress.js';
+import { createDecompressor, decodedWhole, decodeSmallXz, DecompressError } from './decompress.js';
 
 /** Where one origin keeps a NAR: its narinfo's URL and Compression (unsigned fields: may be anything). */
 export interface NarFile {
@@ -56,21 +56,83 @@ export const FILL_HEADER = 'x-nix-lan-cache-fill';
 export type OpenResult = { ok: true; nar: OpenedNar } | { ok: false; error: SourceError };
 
 export async function openNar(origin: Origin, file: NarFile, signal: AbortSignal): Promise<OpenResult> {
-  const dec = createDecompressor(file.compression, file.fileSize, file.narSize);
-  if (!dec) return { ok: false, error: new SourceError('unsupported', `compression ${JSON.stringify(file.compression.slice(0, 40))} is not one the proxy reads`) };
+  const whole = decodedWhole(file.compression, file.fileSize);
+  const dec = whole ? undefined : createDecompressor(file.compression, file.fileSize, file.narSize);
+  if (!whole && !dec) return { ok: false, error: new SourceError('unsupported', `compression ${JSON.stringify(file.compression.slice(0, 40))} is not one the proxy reads`) };
   const fetched = await origin.fetchFile(file.url, { signal });
   if (fetched.status !== 'present') {
-    dec.destroy();
+    dec?.destroy();
     return fetched.status === 'absent'
       ? { ok: false, error: new SourceError('absent', `HTTP ${fetched.statusCode}`) }
       : { ok: false, error: new SourceError('unavailable', fetched.reason) };
   }
   if (fetched.statusCode !== 200) {
     discard(fetched.body);
-    dec.destroy();
+    dec?.destroy();
     return { ok: false, error: new SourceError('unavailable', `HTTP ${fetched.statusCode} where 200 was expected`) };
   }
-  return { ok: true, nar: new Piped(fetched.body, dec, fetched.headers[FILL_HEADER] === 'filled') };
+  const filled = fetched.headers[FILL_HEADER] === 'filled';
+  return { ok: true, nar: dec ? new Piped(fetched.body, dec, filled) : new Gathered(fetched.body, file.fileSize!, file.narSize, filled) };
+}
+
+/** Why an origin's body broke off: silence past the body-idle timeout is a stalled (slow) origin, anything else transport. */
+function bodyFailure(err: unknown): SourceError {
+  const stalled = (err as { code?: unknown } | null)?.code === 'UND_ERR_BODY_TIMEOUT';
+  return new SourceError(stalled ? 'slow' : 'transport', errorMessage(err));
+}
+
+/**
+ * A small xz file (most paths of a closure): its pieces are kept as they
+ * arrive and the whole file is decoded in one go by the xz pool, into one
+ * Buffer, the NAR. No stream stands between the origin's body and the pool.
+ */
+class Gathered implements OpenedNar {
+  inputBytes = 0;
+  private readonly parts: Buffer[] = [];
+  private readonly nar: Promise<Buffer>;
+  private decoding: ReturnType<typeof decodeSmallXz> | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly body: Readable,
+    fileSize: number,
+    narSize: number | undefined,
+    readonly filled: boolean,
+  ) {
+    this.nar = new Promise<Buffer>((resolve, reject) => {
+      body.on('data', (chunk: Buffer) => {
+        this.inputBytes += chunk.length;
+        if (this.inputBytes <= fileSize) return void this.parts.push(chunk);
+        // Larger than its narinfo's FileSize: not the file it describes.
+        this.parts.length = 0;
+        discard(body);
+        reject(new SourceError('content', `xz file larger than its FileSize (${fileSize})`));
+      });
+      body.on('error', (err) => reject(bodyFailure(err)));
+      body.on('end', () => {
+        if (this.closed) return;
+        this.decoding = decodeSmallXz(this.parts.splice(0), fileSize, narSize);
+        this.decoding.result.then(resolve, (err: unknown) => reject(err instanceof DecompressError ? new SourceError('content', err.message) : new SourceError('transport', errorMessage(err))));
+      });
+    });
+    this.nar.catch(() => {}); // the reader gets it; nobody may read (closed first)
+  }
+
+  get chunks(): AsyncIterable<Buffer> {
+    return this.iterate();
+  }
+
+  private async *iterate(): AsyncGenerator<Buffer> {
+    yield await this.nar;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.parts.length = 0;
+    discard(this.body);
+    this.decoding?.cancel();
+  }
 }
 
 class Piped implements OpenedNar {
@@ -87,8 +149,7 @@ class Piped implements OpenedNar {
     body.on('error', (err) => {
       this.transportError ??= errorMessage(err);
       // Silence past the body-idle timeout: the origin is alive but not sending (a stalled Pi).
-      const stalled = (err as { code?: unknown }).code === 'UND_ERR_BODY_TIMEOUT';
-      dec.output.destroy(new SourceError(stalled ? 'slow' : 'transport', this.transportError));
+      dec.output.destroy(bodyFailure(err));
     });
     // A body that ends before its Content-Length is an undici error above; one that just ends, ends the input.
     body.pipe(dec.input);

@@ -34,7 +34,7 @@ export interface Released {
  * are replayed (hashed, not released) and must hash the same.
  */
 export class NarCursor {
-  private readonly hash: Hash = createHash('sha256');
+  private hash: Hash = createHash('sha256');
   private read = 0;
   private held: Buffer | undefined;
 
@@ -74,9 +74,11 @@ export class NarCursor {
   finish(): Buffer {
     if (this.read !== this.narSize) throw new NarMismatch('too-short', `${this.read} bytes, NarSize says ${this.narSize}`);
     const last = this.held ?? Buffer.alloc(0);
-    const got = sha256FromBytes(this.hash.copy().update(last).digest());
+    // The held bytes are hashed once, into a copy that becomes the state only if the whole NAR matches.
+    const whole = this.hash.copy().update(last);
+    const got = sha256FromBytes(whole.copy().digest());
     if (got !== this.narHash) throw new NarMismatch('hash-mismatch', `NAR hashes to ${got}, NarHash says ${this.narHash}`);
-    this.hash.update(last);
+    this.hash = whole;
     this.held = undefined;
     return last;
   }

@@ -5,7 +5,7 @@ import { XzProcess, type XzProcessOptions } from './xz-process.js';
 export type XzResult = { ok: true; output: Buffer } | { ok: false; corrupt: boolean; message: string };
 
 interface Job {
-  input: Buffer;
+  input: Buffer | readonly Buffer[];
   maxOutput: number;
   cancelled: boolean;
   done(result: XzResult): void;
@@ -36,11 +36,11 @@ export class XzPool {
   }
 
   /**
-   * Decodes `input` (a whole .xz file) to at most `maxOutput` bytes; with
-   * `exactSize`, to exactly that many (else it fails verification later).
-   * Never rejects.
+   * Decodes `input` (a whole .xz file, one Buffer or its pieces in order) to
+   * at most `maxOutput` bytes; with `exactSize`, to exactly that many (else it
+   * fails verification later). Never rejects.
    */
-  decode(input: Buffer, maxOutput: number, exactSize?: number): { result: Promise<XzResult>; cancel(): void } {
+  decode(input: Buffer | readonly Buffer[], maxOutput: number, exactSize?: number): { result: Promise<XzResult>; cancel(): void } {
     let job!: Job;
     const result = new Promise<XzResult>((resolve) => {
       job = { input, maxOutput, cancelled: false, done: resolve };
@@ -89,7 +89,7 @@ export class XzPool {
     const job = (this.inProcess = this.queue.shift()!);
     // The in-process decoder (WebAssembly) is loaded on first use: most proxies never need it.
     import('./xz-decode.js')
-      .then(({ decodeWhole }) => decodeWhole(job.input, job.maxOutput))
+      .then(({ decodeWhole }) => decodeWhole(Buffer.isBuffer(job.input) ? job.input : Buffer.concat(job.input), job.maxOutput))
       .then(
         (output) => job.done({ ok: true, output }),
         (err: unknown) => job.done({ ok: false, corrupt: true, message: err instanceof Error ? err.message : String(err) }),

@@ -34,7 +34,8 @@ const MAX_FLUSHES = 4;
 const MARK_BYTES = 32;
 
 export interface StreamJob {
-  input: Buffer;
+  /** The whole .xz file, as one Buffer or the pieces it arrived in. */
+  input: Buffer | readonly Buffer[];
   /** The exact size the file decodes to (its NarSize). */
   size: number;
   /** The output; undefined when this process did not decode it (the caller decodes it alone to learn why). */
@@ -117,7 +118,8 @@ export class XzProcess {
     this.inFlight.push({ job, size: job.size, pad: this.padAfterFiles ? TAIL.pad : 0 });
     // One writev for the file and its tail.
     child.stdin.cork();
-    child.stdin.write(job.input);
+    if (Buffer.isBuffer(job.input)) child.stdin.write(job.input);
+    else for (const part of job.input) child.stdin.write(part);
     child.stdin.write(this.tail);
     child.stdin.uncork();
     this.flushTimer?.refresh();

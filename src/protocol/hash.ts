@@ -18,8 +18,9 @@ export function parseSha256(text: string): Sha256 | undefined {
     sri = true;
   } else return undefined;
   let bytes: Uint8Array | undefined;
-  if (!sri && body.length === 52) bytes = decodeNix32(body, SHA256_BYTES);
-  else if (!sri && /^[0-9a-f]{64}$/.test(body)) bytes = Buffer.from(body, 'hex');
+  // Nix's own form: valid nix32 of 32 bytes (no bits beyond them) is already canonical.
+  if (!sri && body.length === 52) return decodeNix32(body, SHA256_BYTES) ? (text as Sha256) : undefined;
+  if (!sri && /^[0-9a-f]{64}$/.test(body)) bytes = Buffer.from(body, 'hex');
   else if (/^[A-Za-z0-9+/]{43}=$/.test(body)) bytes = Buffer.from(body, 'base64');
   if (!bytes || bytes.length !== SHA256_BYTES) return undefined;
   return sha256FromBytes(bytes);

@@ -1,6 +1,9 @@
 // Nix's own base-32: a custom alphabet (no e, o, u, t) and bytes read from the end.
 const ALPHABET = '0123456789abcdfghijklmnpqrsvwxyz';
-const INDEX = new Map([...ALPHABET].map((c, i) => [c, i]));
+/** Char codes of the alphabet, and each ASCII code's digit (-1: not a digit): a hash is read and written per path, twice. */
+const CODES = Uint8Array.from(ALPHABET, (c) => c.charCodeAt(0));
+const INDEX = new Int8Array(128).fill(-1);
+CODES.forEach((code, i) => (INDEX[code] = i));
 
 export const NIX32_CHARS = ALPHABET;
 
@@ -10,16 +13,16 @@ export function nix32Length(byteLength: number): number {
 
 export function encodeNix32(bytes: Uint8Array): string {
   const len = nix32Length(bytes.length);
-  let out = '';
-  for (let n = len - 1; n >= 0; n--) {
+  const out = new Array<number>(len);
+  for (let n = len - 1, k = 0; n >= 0; n--, k++) {
     const b = n * 5;
     const i = b >> 3;
     const j = b & 7;
     const lo = bytes[i]! >> j;
     const hi = i + 1 < bytes.length ? bytes[i + 1]! << (8 - j) : 0;
-    out += ALPHABET[(lo | hi) & 0x1f];
+    out[k] = CODES[(lo | hi) & 0x1f]!;
   }
-  return out;
+  return String.fromCharCode(...out);
 }
 
 /** Returns undefined for text that is not valid nix32 of the expected size. */
@@ -27,8 +30,9 @@ export function decodeNix32(text: string, byteLength: number): Uint8Array | unde
   if (text.length !== nix32Length(byteLength)) return undefined;
   const out = new Uint8Array(byteLength);
   for (let n = 0; n < text.length; n++) {
-    const digit = INDEX.get(text[text.length - n - 1]!);
-    if (digit === undefined) return undefined;
+    const code = text.charCodeAt(text.length - n - 1);
+    const digit = code < 128 ? INDEX[code]! : -1;
+    if (digit < 0) return undefined;
     const b = n * 5;
     const i = b >> 3;
     const j = b & 7;
