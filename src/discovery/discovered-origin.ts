@@ -1,5 +1,5 @@
 import type { HttpOrigin } from '../origins/http-origin.js';
-import type { FetchOptions, FileFetch, NarInfoLookup, Origin } from '../origins/origin.js';
+import type { BodyFetch, BodyFetchOptions, FetchOptions, FileFetch, NarInfoLookup, Origin } from '../origins/origin.js';
 
 /**
  * A discovered cache's origin: an HttpOrigin that only counts signatures by
@@ -55,6 +55,10 @@ export class DiscoveredOrigin implements Origin {
 
   fetchFile(path: string, options?: FetchOptions): Promise<FileFetch> {
     return this.http.fetchFile(path, options);
+  }
+
+  fetchBody(path: string, options: BodyFetchOptions): Promise<BodyFetch> {
+    return this.http.fetchBody(path, options);
   }
 
   reportFailure(reason: string): void {

@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import { errorMessage } from '../errors.js';
 import { discard } from '../origins/body.js';
+import { TooLarge, type CollectedBody } from '../origins/collect.js';
 import type { Origin } from '../origins/origin.js';
 import { createDecompressor, decodedWhole, decodeSmallXz, DecompressError } from './decompress.js';
 
@@ -56,23 +57,35 @@ export const FILL_HEADER = 'x-nix-lan-cache-fill';
 export type OpenResult = { ok: true; nar: OpenedNar } | { ok: false; error: SourceError };
 
 export async function openNar(origin: Origin, file: NarFile, signal: AbortSignal): Promise<OpenResult> {
-  const whole = decodedWhole(file.compression, file.fileSize);
-  const dec = whole ? undefined : createDecompressor(file.compression, file.fileSize, file.narSize);
-  if (!whole && !dec) return { ok: false, error: new SourceError('unsupported', `compression ${JSON.stringify(file.compression.slice(0, 40))} is not one the proxy reads`) };
+  if (decodedWhole(file.compression, file.fileSize)) return openWhole(origin, file.url, file.fileSize, file.narSize, signal);
+  const dec = createDecompressor(file.compression, file.fileSize, file.narSize);
+  if (!dec) return { ok: false, error: new SourceError('unsupported', `compression ${JSON.stringify(file.compression.slice(0, 40))} is not one the proxy reads`) };
   const fetched = await origin.fetchFile(file.url, { signal });
   if (fetched.status !== 'present') {
-    dec?.destroy();
-    return fetched.status === 'absent'
-      ? { ok: false, error: new SourceError('absent', `HTTP ${fetched.statusCode}`) }
-      : { ok: false, error: new SourceError('unavailable', fetched.reason) };
+    dec.destroy();
+    return { ok: false, error: notServed(fetched) };
   }
   if (fetched.statusCode !== 200) {
     discard(fetched.body);
-    dec?.destroy();
+    dec.destroy();
     return { ok: false, error: new SourceError('unavailable', `HTTP ${fetched.statusCode} where 200 was expected`) };
   }
-  const filled = fetched.headers[FILL_HEADER] === 'filled';
-  return { ok: true, nar: dec ? new Piped(fetched.body, dec, filled) : new Gathered(fetched.body, file.fileSize!, file.narSize, filled) };
+  return { ok: true, nar: new Piped(fetched.body, dec, fetched.headers[FILL_HEADER] === 'filled') };
+}
+
+function notServed(fetched: { status: 'absent'; statusCode: number } | { status: 'unknown'; reason: string }): SourceError {
+  return fetched.status === 'absent' ? new SourceError('absent', `HTTP ${fetched.statusCode}`) : new SourceError('unavailable', fetched.reason);
+}
+
+/** A small xz file, read whole (no more than its FileSize) and decoded in one go. */
+async function openWhole(origin: Origin, url: string, fileSize: number, narSize: number | undefined, signal: AbortSignal): Promise<OpenResult> {
+  const fetched = await origin.fetchBody(url, { signal, limit: fileSize });
+  if (fetched.status !== 'present') return { ok: false, error: notServed(fetched) };
+  if (fetched.statusCode !== 200) {
+    fetched.body.abort();
+    return { ok: false, error: new SourceError('unavailable', `HTTP ${fetched.statusCode} where 200 was expected`) };
+  }
+  return { ok: true, nar: new Gathered(fetched.body, fileSize, narSize, fetched.headers[FILL_HEADER] === 'filled') };
 }
 
 /** Why an origin's body broke off: silence past the body-idle timeout is a stalled (slow) origin, anything else transport. */
@@ -82,40 +95,39 @@ function bodyFailure(err: unknown): SourceError {
 }
 
 /**
- * A small xz file (most paths of a closure): its pieces are kept as they
- * arrive and the whole file is decoded in one go by the xz pool, into one
- * Buffer, the NAR. No stream stands between the origin's body and the pool.
+ * A small xz file (most paths of a closure): the pieces undici hands over
+ * are kept as they come (no stream: origins/collect.ts) and the whole file is
+ * decoded in one go by the xz pool into one Buffer, the NAR.
  */
 class Gathered implements OpenedNar {
-  inputBytes = 0;
-  private readonly parts: Buffer[] = [];
   private readonly nar: Promise<Buffer>;
   private decoding: ReturnType<typeof decodeSmallXz> | undefined;
   private closed = false;
 
   constructor(
-    private readonly body: Readable,
+    private readonly body: CollectedBody,
     fileSize: number,
     narSize: number | undefined,
     readonly filled: boolean,
   ) {
-    this.nar = new Promise<Buffer>((resolve, reject) => {
-      body.on('data', (chunk: Buffer) => {
-        this.inputBytes += chunk.length;
-        if (this.inputBytes <= fileSize) return void this.parts.push(chunk);
+    this.nar = body.whole.then(
+      (pieces) => {
+        if (this.closed) throw new SourceError('transport', 'closed');
+        this.decoding = decodeSmallXz(pieces, fileSize, narSize);
+        return this.decoding.result.catch((err: unknown) => {
+          throw err instanceof DecompressError ? new SourceError('content', err.message) : new SourceError('transport', errorMessage(err));
+        });
+      },
+      (err: unknown) => {
         // Larger than its narinfo's FileSize: not the file it describes.
-        this.parts.length = 0;
-        discard(body);
-        reject(new SourceError('content', `xz file larger than its FileSize (${fileSize})`));
-      });
-      body.on('error', (err) => reject(bodyFailure(err)));
-      body.on('end', () => {
-        if (this.closed) return;
-        this.decoding = decodeSmallXz(this.parts.splice(0), fileSize, narSize);
-        this.decoding.result.then(resolve, (err: unknown) => reject(err instanceof DecompressError ? new SourceError('content', err.message) : new SourceError('transport', errorMessage(err))));
-      });
-    });
+        throw err instanceof TooLarge ? new SourceError('content', `xz file larger than its FileSize (${fileSize})`) : bodyFailure(err);
+      },
+    );
     this.nar.catch(() => {}); // the reader gets it; nobody may read (closed first)
+  }
+
+  get inputBytes(): number {
+    return this.body.bytes;
   }
 
   get chunks(): AsyncIterable<Buffer> {
@@ -129,8 +141,7 @@ class Gathered implements OpenedNar {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.parts.length = 0;
-    discard(this.body);
+    this.body.abort();
     this.decoding?.cancel();
   }
 }

@@ -15,10 +15,15 @@ export function discard(body: Readable): void {
   body.destroy();
 }
 
+/** Whether an unwanted body is worth reading to its end to keep its connection: it says it is small. */
+export function drainable(headers: Record<string, string | string[] | undefined>): boolean {
+  const length = Number(headers['content-length']);
+  return Number.isInteger(length) && length >= 0 && length <= DRAIN_AT_MOST;
+}
+
 /** A body nobody wants: drained if it is small and says so, so its connection is reused; destroyed otherwise. */
 export function drop(body: Readable, headers: Record<string, string | string[] | undefined>): void {
-  const length = Number(headers['content-length']);
-  if (!(Number.isInteger(length) && length >= 0 && length <= DRAIN_AT_MOST)) return discard(body);
+  if (!drainable(headers)) return discard(body);
   let read = 0;
   body.on('error', () => {});
   body.on('data', (chunk: Buffer) => {

@@ -1,4 +1,4 @@
-import { request, type Dispatcher } from 'undici';
+import { request, sharedAgent, type Dispatcher } from './undici.js';
 import { errorMessage } from '../errors.js';
 import { drop } from './body.js';
 import type { OriginTimeouts } from './timeouts.js';
@@ -16,13 +16,15 @@ export async function checkCacheInfo(
   dispatcher?: Dispatcher,
 ): Promise<string | undefined> {
   try {
-    const res = await request(new URL('nix-cache-info', baseUrl), {
+    const url = new URL('nix-cache-info', baseUrl);
+    const res = await request(dispatcher ?? sharedAgent(), {
+      origin: url.origin,
+      path: url.pathname + url.search,
       method: 'GET',
       headers: { 'user-agent': 'nix-lan-cache' },
       headersTimeout: timeouts.firstByteMs,
       bodyTimeout: timeouts.firstByteMs,
       signal: AbortSignal.timeout(timeouts.connectMs + timeouts.firstByteMs),
-      ...(dispatcher ? { dispatcher } : {}),
     });
     if (res.statusCode !== 200) {
       drop(res.body, res.headers);

@@ -1,14 +1,14 @@
-import type { Readable } from 'node:stream';
-import { Agent, type Dispatcher } from 'undici';
+import { Agent, request } from './undici.js';
 import type { Logger } from 'pino';
 import { errorMessage } from '../errors.js';
 import { NarInfoError, parseNarInfo } from '../protocol/narinfo.js';
 import { sigKeyName as keyName, type TrustedKeys } from '../protocol/signing.js';
-import { drop } from './body.js';
+import { drainable, drop } from './body.js';
+import { collect } from './collect.js';
 import { Breaker } from './breaker.js';
 import { checkCacheInfo } from './cache-info.js';
 import { normaliseBaseUrl, originId } from './base-url.js';
-import type { FetchOptions, FileFetch, NarInfoLookup, Origin, OriginKind } from './origin.js';
+import type { BodyFetch, BodyFetchOptions, FailureCause, FetchOptions, FileFetch, NarInfoLookup, Origin, OriginKind } from './origin.js';
 import type { OriginTimeouts } from './timeouts.js';
 
 const MAX_NARINFO_BYTES = 1 << 20;
@@ -32,6 +32,11 @@ export interface HttpOriginOptions {
   fills?: boolean;
   log: Logger;
 }
+
+type Headers = Record<string, string | string[] | undefined>;
+/** A response head and its body (streamed or collected), and how to throw the body away. */
+type Exchanged<B> = { statusCode: number; headers: Headers; body: B; drop(): void };
+type Fetched<B> = { status: 'present'; statusCode: number; headers: Headers; body: B } | { status: 'absent'; statusCode: number } | { status: 'unknown'; cause: FailureCause; reason: string };
 
 /** A binary cache reached over HTTP: a static LAN cache (the Pi) or an upstream. */
 export class HttpOrigin implements Origin {
@@ -101,13 +106,14 @@ export class HttpOrigin implements Origin {
   }
 
   async lookupNarInfo(storeHash: string): Promise<NarInfoLookup> {
-    const res = await this.fetchFile(`${storeHash}.narinfo`);
+    const res = await this.fetchBody(`${storeHash}.narinfo`, { limit: MAX_NARINFO_BYTES });
     if (res.status !== 'present') {
       return res.status === 'absent' ? { status: 'absent', reason: 'not-found' } : res;
     }
     let text: string;
     try {
-      text = await readBounded(res.body, MAX_NARINFO_BYTES);
+      const pieces = await res.body.whole;
+      text = (pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces)).toString('utf8');
     } catch (err) {
       const reason = `reading narinfo failed: ${errorMessage(err)}`;
       this.reportFailure(reason);
@@ -142,6 +148,33 @@ export class HttpOrigin implements Origin {
   }
 
   async fetchFile(path: string, options: FetchOptions = {}): Promise<FileFetch> {
+    return this.exchange(path, options, (url, headers) =>
+      request(this.agent, { origin: url.origin, path: url.pathname + url.search, method: options.method ?? 'GET', headers, signal: options.signal }).then((res) => ({
+        statusCode: res.statusCode,
+        headers: res.headers,
+        body: res.body,
+        drop: () => drop(res.body, res.headers),
+      })),
+    );
+  }
+
+  async fetchBody(path: string, options: BodyFetchOptions): Promise<BodyFetch> {
+    return this.exchange(path, options, (url, headers) =>
+      collect(this.agent, { origin: url.origin, path: url.pathname + url.search, method: 'GET', headers }, options.limit, options.signal).then((res) => ({
+        statusCode: res.statusCode,
+        headers: res.headers,
+        body: res.body,
+        drop: () => res.drop(drainable(res.headers)),
+      })),
+    );
+  }
+
+  /**
+   * One request for a file under the base URL, following redirects that stay
+   * under it, with the breaker told what happened; `send` makes the request
+   * (a streamed or a collected body).
+   */
+  private async exchange<B>(path: string, options: FetchOptions, send: (url: URL, headers: Record<string, string>) => Promise<Exchanged<B>>): Promise<Fetched<B>> {
     if (this.breaker.isOpen) return { status: 'unknown', cause: 'circuit-open', reason: 'circuit open' };
     const resolved = this.resolve(path);
     if (!resolved) {
@@ -151,16 +184,10 @@ export class HttpOrigin implements Origin {
     let url: URL = resolved;
     const headers: Record<string, string> = { 'user-agent': 'nix-lan-cache' };
     if (options.range) headers.range = options.range;
-    let res: Dispatcher.ResponseData;
+    let res: Exchanged<B>;
     for (let redirects = 0; ; redirects++) {
       try {
-        res = await this.agent.request({
-          origin: url.origin,
-          path: url.pathname + url.search,
-          method: options.method ?? 'GET',
-          headers,
-          signal: options.signal,
-        });
+        res = await send(url, headers);
       } catch (err) {
         if (options.signal?.aborted) return { status: 'unknown', cause: 'aborted', reason: 'client went away' };
         const reason = errorMessage(err);
@@ -173,7 +200,7 @@ export class HttpOrigin implements Origin {
       if (!REDIRECT_STATUSES.has(res.statusCode)) break;
       // A redirect is followed only on this origin and under its base path, a few times: never to another
       // host (a LAN cache must not make us call the laptop's loopback, link-local or any other address).
-      drop(res.body, res.headers);
+      res.drop();
       this.breaker.success();
       const location = res.headers.location;
       const next: URL | undefined = typeof location === 'string' && redirects < MAX_REDIRECTS ? this.underBase(location, url) : undefined;
@@ -188,7 +215,7 @@ export class HttpOrigin implements Origin {
       this.breaker.success();
       return { status: 'present', statusCode: res.statusCode, headers: res.headers, body: res.body };
     }
-    drop(res.body, res.headers); // drained if small, so the connection is reused
+    res.drop(); // drained if small, so the connection is reused
     if (ABSENT_STATUSES.has(res.statusCode) || res.statusCode === 416) {
       this.breaker.success();
       return { status: 'absent', statusCode: res.statusCode };
@@ -222,20 +249,4 @@ export class HttpOrigin implements Origin {
 function isTimeout(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
   return code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT';
-}
-
-/** The whole body as text, at most `limit` bytes (a body larger than that is destroyed and rejected); events, not an async iterator: a narinfo is one or two chunks. */
-function readBounded(body: Readable, limit: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    body.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size <= limit) return void chunks.push(chunk);
-      body.destroy();
-      reject(new Error(`body larger than ${limit} bytes`));
-    });
-    body.once('error', reject);
-    body.once('end', () => resolve(chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks, size).toString('utf8')));
-  });
 }

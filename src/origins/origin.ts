@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { CollectedBody } from './collect.js';
 import type { NarInfo } from '../protocol/narinfo.js';
 import type { CircuitState } from './breaker.js';
 
@@ -45,6 +46,23 @@ export interface FetchOptions {
   signal?: AbortSignal;
 }
 
+/** A file read whole (a narinfo, a small compressed NAR): its body as the pieces it came in, no stream. */
+export type BodyFetch =
+  | {
+      status: 'present';
+      statusCode: number;
+      headers: Record<string, string | string[] | undefined>;
+      body: CollectedBody;
+    }
+  | { status: 'absent'; statusCode: number }
+  | { status: 'unknown'; cause: FailureCause; reason: string };
+
+export interface BodyFetchOptions {
+  /** A body longer than this is cut off (its `whole` rejects with TooLarge). */
+  limit: number;
+  signal?: AbortSignal;
+}
+
 /** What callers see of an origin's circuit: its state and changes. Only the origin itself reports successes and failures. */
 export interface CircuitView {
   readonly isOpen: boolean;
@@ -77,6 +95,8 @@ export interface Origin {
   lookupNarInfo(storeHash: string): Promise<NarInfoLookup>;
   /** Fetches a file relative to the origin's root. */
   fetchFile(path: string, options?: FetchOptions): Promise<FileFetch>;
+  /** The same for a file read whole (GET): resolves at the response head, the body collects into `body.whole`. */
+  fetchBody(path: string, options: BodyFetchOptions): Promise<BodyFetch>;
   /** Called by a streaming caller when the body failed after the first byte. */
   reportFailure(reason: string): void;
   close(): Promise<void>;

@@ -41,6 +41,9 @@ function origin(name: string, kind: OriginKind, has: Set<string> | 'all', delayM
     async fetchFile() {
       return { status: 'unknown', cause: 'unreachable', reason: 'not used' };
     },
+    async fetchBody() {
+      return { status: 'unknown', cause: 'unreachable', reason: 'not used' };
+    },
     reportFailure() {},
     async close() {
       breaker.close();

@@ -38,6 +38,9 @@ function fakeOrigin(name: string, kind: OriginKind, answer: NarInfoLookup['statu
     async fetchFile() {
       return { status: 'unknown', cause: 'unreachable', reason: 'not used' };
     },
+    async fetchBody() {
+      return { status: 'unknown', cause: 'unreachable', reason: 'not used' };
+    },
     reportFailure() {},
     async close() {
       breaker.close();
