@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { ConfigError, errorMessage } from '../errors.js';
+import { useCompileCache } from './compile-cache.js';
 import { ensureMemorySettings } from './memory.js';
 
 /** Each command lives in its own module and is loaded only when it runs. */
@@ -38,7 +39,10 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   // The services run for days: their memory settings are theirs to set (cli/memory.ts); this may re-execute.
-  if (command.service) ensureMemorySettings();
+  if (command.service) {
+    ensureMemorySettings();
+    useCompileCache();
+  }
   return (await command.load()).run(rest);
 }
 

@@ -5,12 +5,15 @@ import { storedXzStream } from './xz-format.js';
 
 /**
  * .xz streams that decode to zero bytes (`head -c N /dev/zero | xz -0
- * --check=none`), 16 KiB and 64 KiB. `xz -dc` writes its output a buffer at a
+ * --check=none`), 8 KiB and 64 KiB. `xz -dc` writes its output a buffer at a
  * time (8 KiB in xz 5.4) and keeps the rest until more comes: the pad after
  * every file pushes the file's last bytes (and the mark after them) out of xz.
+ * 8 KiB is the least that does (checked with xz 5.4.1 for files of 1 byte to
+ * 100 kB); it was 16 KiB, and each file's pad costs its bytes through both
+ * pipes and into the proxy's memory.
  */
-const PAD_16K = Buffer.from(
-  '/Td6WFoAAAD/EtlBAgAhAQwAAACPmEGc4D//ADVdAABv/f//o7f/Rz5IFXI5YVG4kijmo4YH+e7kHoLTL8U6PAFLsX7JiopNL6MN2X+m44tIWB4AAAAAAAABSYCAAQAA5+N/tqgACvwCAAAAAABZWg==',
+const PAD_8K = Buffer.from(
+  '/Td6WFoAAAD/EtlBAgAhAQwAAACPmEGc4B//ACddAABv/f//o7f/Rz5IFXI5YVG4kijmo4YH+e7kHoLTL8U6PAFFmN5/AAAAAAE7gEAAAAAcyxqHqAAK/AIAAAAAAFla',
   'base64',
 );
 const PAD_64K = Buffer.from(
@@ -22,7 +25,7 @@ const PAD_64K = Buffer.from(
  * pad it follows: `xz` reads its input a buffer at a time and waits for a
  * full one, so a file and its pad are read only once enough bytes follow.
  */
-const TAIL = { pad: 16384, stream: PAD_16K };
+const TAIL = { pad: 8192, stream: PAD_8K };
 /**
  * When a file's output has not come whole `FLUSH_MS` after the last byte in
  * or out (an xz with larger buffers than 5.4's), a flush follows: an empty

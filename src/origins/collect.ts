@@ -31,7 +31,7 @@ export interface CollectedResponse {
 class Collector implements Dispatcher.DispatchHandler, CollectedBody {
   bytes = 0;
   readonly whole: Promise<Buffer[]>;
-  private readonly pieces: Buffer[] = [];
+  private pieces: Buffer[] = [];
   private controller: Dispatcher.DispatchController | undefined;
   private started = false;
   private ended = false;
@@ -107,11 +107,14 @@ class Collector implements Dispatcher.DispatchHandler, CollectedBody {
     if (this.ended) return;
     this.ended = true;
     this.signal?.removeEventListener('abort', this.onAbort);
+    // A body held a while (a NAR fetched ahead) keeps nothing of undici's request alive.
+    this.controller = undefined;
     if (!this.started) {
       this.rejectHead(err ?? new Error('response ended before its head'));
       this.rejectWhole(err ?? new Error('no response'));
     } else if (err) this.rejectWhole(err);
     else this.resolveWhole(this.pieces);
+    this.pieces = [];
   }
 }
 

@@ -5,7 +5,7 @@ import { Nginx } from '../helpers/nginx.js';
 import { generateKey } from '../helpers/nix.js';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
-import { run, startProcess, stopProcess } from '../helpers/proc.js';
+import { memoryOf, run, startProcess, stopProcess } from '../helpers/proc.js';
 import { startProxy, type ProxyProcess } from '../helpers/proxy.js';
 import { loadSecretKey, writeBigNar, writeNarInfos } from './gen.js';
 import { startPeer, type Peer } from './peer.js';
@@ -51,6 +51,9 @@ async function setUp(o: HomeOptions): Promise<Home> {
   const peer = await startPeer(join(o.dir, 'peer-nginx'), pi.url, upstream.url);
   return { pi, upstream, peer, publicKey: key.publicKey, big, hashes };
 }
+
+/** BENCH_PROXY_CLI=.../dist/cli/main.js runs another build of the proxy (a before/after on the same machine). */
+const cliOption = () => (process.env.BENCH_PROXY_CLI ? { cli: process.env.BENCH_PROXY_CLI } : {});
 
 function proxyArgs(h: Home): string[] {
   return ['--no-mdns', '--log-level', 'info', '--lan', h.pi.url, '--upstream', h.upstream.url, '--trusted-public-key', h.publicKey];
@@ -122,7 +125,7 @@ export async function runHome(o: HomeOptions): Promise<CaseReport[]> {
   const reports: CaseReport[] = [];
   try {
     // ---- 1. NAR throughput ----
-    const p1 = await startProxy(proxyArgs(h));
+    const p1 = await startProxy(proxyArgs(h), cliOption());
     const rssIdle = await peakRssMiB(p1.child.pid!);
     const thr: Record<ThrSide, number[]> = { proxy: [], 'nginx direct': [], 'nginx peer': [], 'bare Node pipe': [] };
     let rss1 = 0;
@@ -165,7 +168,9 @@ export async function runHome(o: HomeOptions): Promise<CaseReport[]> {
     });
 
     // ---- 2. narinfo load ----
-    const p2 = await startProxy(proxyArgs(h));
+    const p2 = await startProxy(proxyArgs(h), cliOption());
+    const rssStart2 = (await memoryOf(p2.child.pid!)).rssMiB;
+    let rssAfter2 = 0;
     const cached: Record<Side, LoadRun[]> = { proxy: [], 'nginx direct': [], 'nginx peer': [] };
     const uncached: Record<Side, LoadRun[]> = { proxy: [], 'nginx direct': [], 'nginx peer': [] };
     let rss2 = 0;
@@ -186,6 +191,10 @@ export async function runHome(o: HomeOptions): Promise<CaseReport[]> {
         }
       }
       rss2 = await peakRssMiB(p2.child.pid!);
+      // Issue 23: back near where it started a minute after the load.
+      log('  case 2: waiting a minute after the load for the proxy to settle');
+      await new Promise((r) => setTimeout(r, 60_000));
+      rssAfter2 = (await memoryOf(p2.child.pid!)).rssMiB;
     } finally {
       await p2.stop();
     }
@@ -233,6 +242,8 @@ export async function runHome(o: HomeOptions): Promise<CaseReport[]> {
         table(['when', 'peak RSS'], [['just started (idle)', `${rssIdle.toFixed(0)} MiB`], ['1. NAR throughput', `${rss1.toFixed(0)} MiB`], ['2. narinfo load', `${rss2.toFixed(0)} MiB`]]),
         '',
         `Goal: under 150 MB (143 MiB): **${Math.max(rss1, rss2) * 1.048576 < 150 ? 'met' : 'NOT met'}**.`,
+        '',
+        `After the narinfo load (issue 23): RSS ${rssStart2.toFixed(0)} MiB once listening, ${rssAfter2.toFixed(0)} MiB a minute after the last request: ${(rssAfter2 - rssStart2).toFixed(0)} MiB above its start. Goal: within 20 MiB: **${rssAfter2 - rssStart2 <= 20 ? 'met' : 'NOT met'}**.`,
       ].join('\n'),
     });
   } finally {
