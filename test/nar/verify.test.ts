@@ -27,6 +27,25 @@ describe('NarCursor: a NAR verified as it streams, its last bytes held back', ()
     expect(Buffer.concat(out).equals(nar)).toBe(true);
   });
 
+  it.each([1000, nar.length])('hashes every byte of the NAR once, the held-back last chunk too (chunks of %i); its state after finish is the whole NAR\'s', (size) => {
+    const proto = Object.getPrototypeOf(createHash('sha256')) as { update(this: unknown, data: Buffer): unknown };
+    const update = proto.update;
+    let hashed = 0;
+    proto.update = function (this: unknown, data: Buffer) {
+      hashed += data.length;
+      return update.call(this, data);
+    };
+    try {
+      const cursor = new NarCursor(narHash, nar.length, none);
+      feed(cursor, nar, size);
+      cursor.finish();
+      expect(hashed).toBe(nar.length);
+      expect(cursor.releasedState()).toEqual({ length: nar.length, digest: createHash('sha256').update(nar).digest() });
+    } finally {
+      proto.update = update;
+    }
+  });
+
   it('refuses bytes that do not start like a NAR, even one byte at a time', () => {
     const html = Buffer.from('<html>captive portal</html>');
     expect(() => feed(new NarCursor(narHash, nar.length, none), html, 1)).toThrow(NarMismatch);

@@ -1,7 +1,7 @@
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { XzPool } from '../../src/nar/xz-pool.js';
 import { storedXzStream } from '../../src/nar/xz-format.js';
 import { decodeWhole } from '../../src/nar/xz-decode.js';
@@ -34,6 +34,34 @@ describe('small xz files: long-lived xz processes, in process when they cannot',
     const more = await Promise.all(decodeAll(pool, [text(5000)]));
     expect(more[0]!.ok).toBe(true);
     expect(children(pool)[0]!.pid).toBe(pid);
+  });
+
+  it('the pad after each file is 8 KiB (and its framing), and brings every file out by itself: no flush, no fallback', async () => {
+    pool = new XzPool(1);
+    const inputs = Array.from({ length: 20 }, (_, i) => text(1 + i * 5003));
+    const proc = (pool as unknown as { processes: Array<{ flush(c: unknown): void }> }).processes[0]!;
+    proc.flush = () => {}; // only the pads may push output out of xz
+    const fallback = vi.spyOn(pool as unknown as { enqueue(job: unknown): void }, 'enqueue');
+    const results = decodeAll(pool, inputs);
+    const child = children(pool)[0]!;
+    // What one more file costs through the pipe: its bytes, then the mark, the pad's stream and 8 KiB of stream padding.
+    let written = 0;
+    const stdin = child.stdin!;
+    const write = stdin.write.bind(stdin) as (...a: unknown[]) => boolean;
+    stdin.write = ((chunk: Buffer, ...rest: unknown[]) => {
+      written += chunk.length;
+      return write(chunk, ...rest);
+    }) as typeof stdin.write;
+    const last = text(40_000);
+    const lastFile = xz(last);
+    const lastResult = pool.decode(lastFile, last.length, last.length).result;
+    (await Promise.all(results)).forEach((r, i) => expect(r.ok && r.output.equals(inputs[i]!)).toBe(true));
+    const r = await lastResult;
+    expect(r.ok && r.output.equals(last)).toBe(true);
+    expect(fallback).not.toHaveBeenCalled();
+    expect(children(pool)[0]!.pid).toBe(child.pid);
+    expect(written - lastFile.length).toBeGreaterThanOrEqual(8192);
+    expect(written - lastFile.length).toBeLessThanOrEqual(8192 + 512);
   });
 
   it('with no pad after each file (an xz that holds back more than 5.4 does), flushes bring every file out, exact', async () => {
