@@ -22,6 +22,7 @@ describe('the memory settings of a proxy that runs for days', () => {
     const env = await environOf(pid);
     expect(env).toMatchObject({ MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072' });
     expect(await cmdlineOf(pid)).toContain('--max-semi-space-size=4');
+    expect(await cmdlineOf(pid)).toContain('--heap-growing-percent=100');
     expect((await fetch(`${proxy.url}/nix-cache-info`)).status).toBe(200);
   });
 
@@ -33,7 +34,7 @@ describe('the memory settings of a proxy that runs for days', () => {
   });
 
   it('nothing is missing: no re-execution', () => {
-    expect(missingMemorySettings({ MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '1' }, ['--max-semi-space-size=2'])).toEqual({ env: {}, flags: [] });
-    expect(missingMemorySettings({}, [])).toEqual({ env: { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072' }, flags: ['--max-semi-space-size=4'] });
+    expect(missingMemorySettings({ MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '1' }, ['--max-semi-space-size=2', '--heap-growing-percent=50'])).toEqual({ env: {}, flags: [] });
+    expect(missingMemorySettings({}, [])).toEqual({ env: { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072' }, flags: ['--max-semi-space-size=4', '--heap-growing-percent=100'] });
   });
 });
