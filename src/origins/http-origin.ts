@@ -8,7 +8,7 @@ import { collect } from './collect.js';
 import { Breaker } from './breaker.js';
 import { checkCacheInfo } from './cache-info.js';
 import { normaliseBaseUrl, originId } from './base-url.js';
-import type { BodyFetch, BodyFetchOptions, FailureCause, FetchOptions, FileFetch, NarInfoLookup, Origin, OriginKind } from './origin.js';
+import type { BodyFetch, BodyFetchOptions, FetchOptions, Fetched, FileFetch, NarInfoLookup, Origin, OriginKind } from './origin.js';
 import type { OriginTimeouts } from './timeouts.js';
 
 const MAX_NARINFO_BYTES = 1 << 20;
@@ -36,7 +36,6 @@ export interface HttpOriginOptions {
 type Headers = Record<string, string | string[] | undefined>;
 /** A response head and its body (streamed or collected), and how to throw the body away. */
 type Exchanged<B> = { statusCode: number; headers: Headers; body: B; drop(): void };
-type Fetched<B> = { status: 'present'; statusCode: number; headers: Headers; body: B } | { status: 'absent'; statusCode: number } | { status: 'unknown'; cause: FailureCause; reason: string };
 
 /** A binary cache reached over HTTP: a static LAN cache (the Pi) or an upstream. */
 export class HttpOrigin implements Origin {

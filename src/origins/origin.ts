@@ -29,15 +29,18 @@ export type NarInfoLookup =
   | { status: 'absent'; reason: 'not-found' | 'untrusted' | 'invalid'; forged?: boolean }
   | { status: 'unknown'; cause: FailureCause; reason: string };
 
-export type FileFetch =
+/** One file from an origin: there (its head and body), not there, or not asked (why). */
+export type Fetched<B> =
   | {
       status: 'present';
       statusCode: number;
       headers: Record<string, string | string[] | undefined>;
-      body: Readable;
+      body: B;
     }
   | { status: 'absent'; statusCode: number }
   | { status: 'unknown'; cause: FailureCause; reason: string };
+
+export type FileFetch = Fetched<Readable>;
 
 export interface FetchOptions {
   /** A `Range` header value to forward. */
@@ -47,15 +50,7 @@ export interface FetchOptions {
 }
 
 /** A file read whole (a narinfo, a small compressed NAR): its body as the pieces it came in, no stream. */
-export type BodyFetch =
-  | {
-      status: 'present';
-      statusCode: number;
-      headers: Record<string, string | string[] | undefined>;
-      body: CollectedBody;
-    }
-  | { status: 'absent'; statusCode: number }
-  | { status: 'unknown'; cause: FailureCause; reason: string };
+export type BodyFetch = Fetched<CollectedBody>;
 
 export interface BodyFetchOptions {
   /** A body longer than this is cut off (its `whole` rejects with TooLarge). */

@@ -1,12 +1,13 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Nginx } from '../helpers/nginx.js';
-import { generateKey, makeStaticCache, removeDir, substitute, type CacheKey } from '../helpers/nix.js';
+import { removeDir, substitute, type CacheKey } from '../helpers/nix.js';
 import { startProxy, type ProxyProcess } from '../helpers/proxy.js';
-import { buildLayeredClosure, type LayeredClosure, type LayeredShape } from '../helpers/closure.js';
+import type { LayeredClosure, LayeredShape } from '../helpers/closure.js';
 import { startLink } from '../helpers/link.js';
 import { readdir, readFile } from 'node:fs/promises';
 import { log, median, peakRssMiB, ratio, summary, table, type CaseReport } from './util.js';
+import { layeredCaches } from './gen.js';
 
 export interface FasterOptions {
   dir: string;
@@ -61,14 +62,7 @@ async function threadCpu(pid: number): Promise<Map<string, number>> {
 async function setUp(o: FasterOptions): Promise<Setup> {
   const salt = `bench-faster-${Date.now()}`;
   log(`cases 7–9: building a ${o.shape.levels * o.shape.width + 1}-path closure (${o.shape.levels} levels of ${o.shape.width}, ${o.shape.bytes / 1000} kB of text each) with Nix, and an xz cache of it`);
-  const closure = await buildLayeredClosure(salt, o.shape);
-  const warmups = o.only.has('9') ? [await buildLayeredClosure(`${salt}-warm-1`, o.shape), await buildLayeredClosure(`${salt}-warm-2`, o.shape)] : [];
-  const key = await generateKey(o.dir, 'pi.lan-1');
-  const cacheDir = join(o.dir, 'pi-cache');
-  const emptyDir = join(o.dir, 'empty-cache');
-  await mkdir(emptyDir, { recursive: true });
-  await writeFile(join(emptyDir, 'nix-cache-info'), 'StoreDir: /nix/store\n');
-  await makeStaticCache(cacheDir, [closure.root, ...warmups.map((w) => w.root)], key, 'xz');
+  const { closure, warmups, key, cacheDir, emptyDir } = await layeredCaches(o.dir, salt, o.shape, o.only.has('9'));
   const nginx = async (root: string, name: string) => {
     await mkdir(join(o.dir, name));
     // A second access log with times, for when Nix asked what (case 9's breakdown).

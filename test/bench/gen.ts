@@ -8,6 +8,8 @@ import { parseStorePath } from '../../src/protocol/storepath.js';
 import { NIX32_CHARS } from '../../src/protocol/nix32.js';
 import { parseSecretKey, signNarInfo, type SecretKey } from '../../src/protocol/signing.js';
 import { run } from '../helpers/proc.js';
+import { buildLayeredClosure, type LayeredClosure, type LayeredShape } from '../helpers/closure.js';
+import { generateKey, makeStaticCache, type CacheKey } from '../helpers/nix.js';
 
 export async function loadSecretKey(file: string): Promise<SecretKey> {
   return parseSecretKey(await readFile(file, 'utf8'));
@@ -96,4 +98,22 @@ export async function writeBigNar(dir: string, bytes: number, key: SecretKey): P
   const size = mib * (1 << 20);
   await writeFile(join(dir, `${storeHash}.narinfo`), serialiseNarInfo(narInfoFor(storeHash, 'bench-big-nar', narHash, size, url, 'none', [], key)));
   return { storeHash, narPath: url, size };
+}
+
+/**
+ * A layered closure built by real Nix (and, with `warm`, two more of its
+ * shape: what a running proxy serves first), in an xz cache signed by the
+ * Pi's key in `dir/pi-cache`, and an empty cache in `dir/empty-cache` (an
+ * upstream that has nothing).
+ */
+export async function layeredCaches(dir: string, salt: string, shape: LayeredShape, warm: boolean): Promise<{ closure: LayeredClosure; warmups: LayeredClosure[]; key: CacheKey; cacheDir: string; emptyDir: string }> {
+  const closure = await buildLayeredClosure(salt, shape);
+  const warmups = warm ? [await buildLayeredClosure(`${salt}-warm-1`, shape), await buildLayeredClosure(`${salt}-warm-2`, shape)] : [];
+  const key = await generateKey(dir, 'pi.lan-1');
+  const cacheDir = join(dir, 'pi-cache');
+  const emptyDir = join(dir, 'empty-cache');
+  await mkdir(emptyDir, { recursive: true });
+  await writeFile(join(emptyDir, 'nix-cache-info'), 'StoreDir: /nix/store\n');
+  await makeStaticCache(cacheDir, [closure.root, ...warmups.map((w) => w.root)], key, 'xz');
+  return { closure, warmups, key, cacheDir, emptyDir };
 }

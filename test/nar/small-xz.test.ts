@@ -1,15 +1,11 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { once } from 'node:events';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
-import pino from 'pino';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { openNar, SourceError, type OpenedNar } from '../../src/nar/nar-source.js';
 import { XzPool } from '../../src/nar/xz-pool.js';
-import { HttpOrigin } from '../../src/origins/http-origin.js';
-import { DEFAULT_TIMEOUTS } from '../../src/origins/timeouts.js';
-import { TrustedKeys } from '../../src/protocol/signing.js';
+import type { HttpOrigin } from '../../src/origins/http-origin.js';
+import { scriptedOrigin } from '../helpers/origin-server.js';
 
 const xz = (data: Buffer) => execFileSync('xz', ['-c', '-6'], { input: data });
 const NAR = Buffer.from(randomBytes(30_000).toString('base64'));
@@ -29,29 +25,12 @@ async function chunksOf(nar: OpenedNar): Promise<Buffer[]> {
  * needs it (content: quarantine; transport and slow: fail over).
  */
 describe('a small xz NAR, read whole and decoded in one go', () => {
-  let server: Server | undefined;
-  let origin: HttpOrigin | undefined;
-  const sockets = new Set<Socket>();
+  const origin = scriptedOrigin();
   afterEach(async () => {
     vi.restoreAllMocks();
-    await origin?.close();
-    for (const s of sockets) s.destroy();
-    sockets.clear();
-    if (server) await new Promise((r) => server!.close(r));
-    server = origin = undefined;
+    await origin.close();
   });
-
-  async function serve(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<HttpOrigin> {
-    server = createServer(handler);
-    server.on('connection', (s) => {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-    });
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    origin = new HttpOrigin({ url: `http://127.0.0.1:${(server.address() as { port: number }).port}/`, kind: 'lan', timeouts: { ...DEFAULT_TIMEOUTS.lan, bodyIdleMs: 500 }, trusted: TrustedKeys.parse([]), log: pino({ level: 'silent' }) });
-    return origin;
-  }
+  const serve = (handler: Parameters<typeof origin.serve>[0]) => origin.serve(handler);
 
   /** The file in three writes a moment apart (three pieces at the proxy). */
   const inPieces = (file: Buffer, length = file.length) => (_req: IncomingMessage, res: ServerResponse) => {
@@ -103,9 +82,7 @@ describe('a small xz NAR, read whole and decoded in one go', () => {
     let opened = await open(quiet);
     if (!opened.ok) throw opened.error;
     await expect(chunksOf(opened.nar)).rejects.toMatchObject({ failure: 'slow' });
-    await origin!.close();
-    for (const s of sockets) s.destroy();
-    await new Promise((r) => server!.close(r));
+    await origin.close();
     const reset = await serve((req, res) => {
       res.writeHead(200, { 'content-length': FILE.length });
       res.write(FILE.subarray(0, 1000), () => req.socket.destroy());
@@ -138,9 +115,7 @@ describe('a small xz NAR, read whole and decoded in one go', () => {
     const opened = await open(o);
     expect(opened.ok).toBe(false);
     if (!opened.ok) expect(opened.error.failure).toBe('absent');
-    await origin!.close();
-    for (const s of sockets) s.destroy();
-    await new Promise((r) => server!.close(r));
+    await origin.close();
     const partial = await serve((_req, res) => res.writeHead(206, { 'content-length': 3 }).end('abc'));
     const p = await open(partial);
     expect(p.ok).toBe(false);

@@ -1,12 +1,6 @@
-import { once } from 'node:events';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
-import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { HttpOrigin } from '../../src/origins/http-origin.js';
 import { TooLarge } from '../../src/origins/collect.js';
-import { DEFAULT_TIMEOUTS } from '../../src/origins/timeouts.js';
-import { TrustedKeys } from '../../src/protocol/signing.js';
+import { scriptedOrigin } from '../helpers/origin-server.js';
 
 /**
  * Narinfos and small compressed NARs are read whole through undici's
@@ -16,29 +10,9 @@ import { TrustedKeys } from '../../src/protocol/signing.js';
  * redirects and statuses count as they do for any fetch.
  */
 describe('a body read whole (Origin.fetchBody)', () => {
-  let server: Server | undefined;
-  let origin: HttpOrigin | undefined;
-  const sockets = new Set<Socket>();
-  afterEach(async () => {
-    await origin?.close();
-    for (const s of sockets) s.destroy();
-    sockets.clear();
-    if (server) await new Promise((r) => server!.close(r));
-    server = origin = undefined;
-  });
-
-  async function serve(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<HttpOrigin> {
-    server = createServer(handler);
-    server.on('connection', (s) => {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-    });
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    const port = (server.address() as { port: number }).port;
-    origin = new HttpOrigin({ url: `http://127.0.0.1:${port}/cache/`, kind: 'lan', timeouts: { ...DEFAULT_TIMEOUTS.lan, bodyIdleMs: 500 }, trusted: TrustedKeys.parse([]), log: pino({ level: 'silent' }) });
-    return origin;
-  }
+  const origin = scriptedOrigin();
+  afterEach(() => origin.close());
+  const serve = (handler: Parameters<typeof origin.serve>[0]) => origin.serve(handler, '/cache/');
 
   it('the pieces as they came, counted while they arrive; one request, one connection kept for the next', async () => {
     let connections = 0;
@@ -49,7 +23,7 @@ describe('a body read whole (Origin.fetchBody)', () => {
       const next = () => (n++ < 3 ? res.write(Buffer.alloc(1000, 0x61 + n), () => setTimeout(next, 20)) : res.end());
       next();
     });
-    server!.on('connection', () => connections++);
+    origin.server.on('connection', () => connections++);
     const res = await o.fetchBody('file', { limit: 10_000 });
     expect(res.status).toBe('present');
     if (res.status !== 'present') return;
