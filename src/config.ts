@@ -40,9 +40,13 @@ export interface ServeConfig {
   peering: { order: PeerOrder; fanout: number; missTtlSeconds: number };
   /**
    * prefetchConcurrency: narinfo lookups ahead of Nix at once (0: off); prefetchDepth: levels of references;
-   * narPrefetchBytes: decompressed NAR bytes held in memory ahead of Nix (0: NAR prefetch off); narPrefetchConcurrency: NAR fetches ahead at once.
+   * narPrefetchBytes: decompressed NAR bytes held in memory, fetched ahead of Nix or held back until verified (0: NAR prefetch off, holds only spooled);
+   * narPrefetchConcurrency: NAR fetches ahead at once;
+   * spoolDir: where a NAR held back until verified goes when it does not fit in memory ('': nowhere, such NARs are streamed; unset: $CACHE_DIRECTORY/spool,
+   * else $XDG_CACHE_HOME or ~/.cache, /nix-lan-cache/spool); spoolBytes: bytes spooled at once, at most;
+   * holdMaxSeconds: a NAR held longer is sent and the rest streamed (0: NARs are never held back).
    */
-  cache: { maxEntries: number; hitTtlSeconds: number; missTtlSeconds: number; prefetchConcurrency: number; prefetchDepth: number; narPrefetchBytes: number; narPrefetchConcurrency: number };
+  cache: { maxEntries: number; hitTtlSeconds: number; missTtlSeconds: number; prefetchConcurrency: number; prefetchDepth: number; narPrefetchBytes: number; narPrefetchConcurrency: number; spoolDir?: string; spoolBytes: number; holdMaxSeconds: number };
 }
 
 export function defaultConfig(): ServeConfig {
@@ -58,7 +62,7 @@ export function defaultConfig(): ServeConfig {
     stateDir: undefined,
     timeouts: { lan: { ...DEFAULT_TIMEOUTS.lan }, lanFill: { ...DEFAULT_TIMEOUTS.lanFill }, peer: { ...DEFAULT_TIMEOUTS.peer }, upstream: { ...DEFAULT_TIMEOUTS.upstream } },
     // A whole NixOS system is a few thousand paths; Nix keeps its own 30-day narinfo cache on disk.
-    cache: { maxEntries: 4096, hitTtlSeconds: 3600, missTtlSeconds: 30, prefetchConcurrency: 16, prefetchDepth: 1, narPrefetchBytes: 32 * 1024 * 1024, narPrefetchConcurrency: 8 },
+    cache: { maxEntries: 4096, hitTtlSeconds: 3600, missTtlSeconds: 30, prefetchConcurrency: 16, prefetchDepth: 1, narPrefetchBytes: 32 * 1024 * 1024, narPrefetchConcurrency: 8, spoolBytes: 4 * 1024 ** 3, holdMaxSeconds: 60 },
     share: defaultShare(),
     peer: [],
     peering: { order: 'before-upstream', fanout: 4, missTtlSeconds: 10 },
@@ -108,6 +112,9 @@ const fileShape = object({
     prefetchDepth: int(1, 4),
     narPrefetchBytes: int(0, 4 * 1024 * 1024 * 1024),
     narPrefetchConcurrency: int(1, 64),
+    spoolDir: str,
+    spoolBytes: int(0, 1024 ** 4),
+    holdMaxSeconds: int(0, 240),
   }),
 });
 
@@ -196,6 +203,7 @@ export function resolveServeConfig(flags: ServeFlags, readFile: (p: string) => s
   config.stateDir = flags['state-dir'] ?? file.stateDir ?? config.stateDir;
   for (const kind of ['lan', 'lanFill', 'peer', 'upstream'] as const) Object.assign(config.timeouts[kind], file.timeouts?.[kind]);
   Object.assign(config.cache, file.cache);
+  if (config.cache.spoolDir && !config.cache.spoolDir.startsWith('/')) throw new ConfigError(`cache.spoolDir must be an absolute path (or "" for no spool), got ${JSON.stringify(config.cache.spoolDir)}`);
   resolveSharing(config, flags, file);
 
   checkCacheUrls('--lan', config.lan);

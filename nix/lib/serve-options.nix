@@ -174,6 +174,13 @@ rec {
         prefetchConcurrency = nullOrInt 0 256 "Narinfo lookups of the references of what Nix asked, ahead of Nix, at once (0: off; built-in 16).";
         narPrefetchBytes = nullOrInt 0 4294967296 "Bytes of uncompressed NAR fetched into memory ahead of Nix for the narinfos it asked for (0: off; built-in 32 MiB).";
         narPrefetchConcurrency = nullOrInt 1 64 "NAR fetches ahead of Nix at once (built-in 8).";
+        holdMaxSeconds = nullOrInt 0 240 "A LAN cache's or peer's NAR that another origin could serve is held back until verified, at most this long (0: never held; built-in 60).";
+        spoolDir = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          description = "Where NARs held back that do not fit in memory are spooled (\"\": nowhere, they are streamed; built-in: the service's CacheDirectory).";
+        };
+        spoolBytes = nullOrInt 0 1099511627776 "Bytes of NAR spooled at once, at most (built-in 4 GiB).";
       };
       share = {
         maxInFlight = nullOrInt 1 10000 "Requests to the share in flight at once, all clients together (built-in 64).";

@@ -150,6 +150,9 @@ in
         DynamicUser = true;
         StateDirectory = "nix-lan-cache";
         StateDirectoryMode = "0700";
+        # NARs held back until verified that do not fit in memory are spooled here (unlinked files).
+        CacheDirectory = "nix-lan-cache";
+        CacheDirectoryMode = "0700";
         UMask = "0077";
         WorkingDirectory = stateDir;
 

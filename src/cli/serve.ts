@@ -12,6 +12,7 @@ import { OriginSet } from '../origins/origin-set.js';
 import { TrustedKeys } from '../protocol/signing.js';
 import { RECOMMENDED_NEGATIVE_TTL } from '../doctor/nix-checks.js';
 import { NAR_PREFETCH_LIMITS } from '../nar/nar-prefetch.js';
+import { defaultSpoolDir } from '../nar/nar-hold.js';
 import { buildApp } from '../server/app.js';
 import { NarInfoResolver } from '../server/narinfo-resolver.js';
 import { openStats } from '../stats/setup.js';
@@ -78,7 +79,7 @@ export async function startProxy(config: ServeConfig, log: Logger): Promise<Runn
   try {
     stats.attachOrigins(origins);
     const hedgeMs = { lan: config.timeouts.lan.hedgeMs, peer: config.timeouts.peer.hedgeMs, upstream: config.timeouts.upstream.hedgeMs };
-    const { prefetchConcurrency, prefetchDepth, narPrefetchBytes, narPrefetchConcurrency, ...cache } = config.cache;
+    const { prefetchConcurrency, prefetchDepth, narPrefetchBytes, narPrefetchConcurrency, spoolDir, spoolBytes, holdMaxSeconds, ...cache } = config.cache;
     const resolver = new NarInfoResolver(origins, { ...cache, hedgeMs, prefetch: { concurrency: prefetchConcurrency, depth: prefetchDepth }, peers: { fanout: config.peering.fanout, missTtlSeconds: config.peering.missTtlSeconds } }, stats, log);
     // mDNS discovery (docs/discovery.md): loaded only when browsing is on, started only once the proxy listens.
     const mdns = config.mdns ? await import('../discovery/index.js') : undefined;
@@ -87,7 +88,7 @@ export async function startProxy(config: ServeConfig, log: Logger): Promise<Runn
     peerDiscovery = mdns?.createPeerDiscovery({ origins, trusted, timeouts: config.timeouts.peer, log, isSelf: mdns.ownShare(() => share?.port) });
     const narPrefetch = { ...NAR_PREFETCH_LIMITS, budgetBytes: narPrefetchBytes, concurrency: narPrefetchConcurrency };
     const shareView = { snapshot: () => share?.snapshot() ?? { enabled: false } };
-    app = buildApp({ config, origins, resolver, stats, log, discovery, peerDiscovery, share: shareView, narPrefetch, lanNarHeadMs: config.timeouts.lan.hedgeMs });
+    app = buildApp({ config, origins, resolver, stats, log, discovery, peerDiscovery, share: shareView, narPrefetch, narHold: holdMaxSeconds > 0 ? { spoolDir: spoolDir ?? defaultSpoolDir(), spoolBytes, maxHoldMs: holdMaxSeconds * 1000 } : undefined, lanNarHeadMs: config.timeouts.lan.hedgeMs });
     try {
       await app.listen({ host: config.listen.host, port: config.listen.port });
     } catch (err) {

@@ -48,6 +48,8 @@ export interface OpenedNar {
   close(): void;
   /** A filling LAN cache fetched this file from upstream for this request (`x-nix-lan-cache-fill: filled`), rather than having it already. */
   readonly filled?: boolean;
+  /** Every byte is (or will be) in memory already, under a budget's reservation: a NAR fetched ahead (nar-prefetch.ts). */
+  readonly inMemory?: boolean;
 }
 
 /** The header `nix-lan-cache fill` marks the NARs it streams from upstream with; nginx's hits carry none. */
