@@ -23,11 +23,21 @@ export interface Hold {
   discard(): void;
 }
 
+/**
+ * NARs larger than this are spooled rather than held in memory: a held NAR's
+ * Buffers live long enough to reach V8's old generation and stay in RSS until
+ * a full collection, while a spool file's reads die young (docs/benchmarks.md,
+ * "Holding NARs back").
+ */
+export const MEMORY_HOLD_MAX = 2 * 1024 * 1024;
+
 export interface HoldOptions {
   /** Where NARs too large for the memory budget are spooled ('' or undefined: nowhere; they are streamed). */
   spoolDir?: string | undefined;
   /** Bytes spooled at once, at most. */
   spoolBytes: number;
+  /** The largest NAR held in memory (default MEMORY_HOLD_MAX); larger ones are spooled. */
+  memoryMaxBytes?: number;
   /** Free space a spool file must leave on its filesystem. */
   spoolReserveBytes?: number;
   /** A spool file could not be made (the NAR is then streamed as it comes). */
@@ -107,7 +117,7 @@ class SpoolHold implements Hold {
   }
 }
 
-/** Where NARs are held back: the memory budget first, then the spool, else nowhere (streamed as they come). */
+/** Where NARs are held back: small ones in the memory budget, then the spool, else nowhere (streamed as they come). */
 export class Holds {
   private spooled = 0;
 
@@ -118,7 +128,7 @@ export class Holds {
 
   /** A hold for `bytes` of response, or undefined when there is room nowhere. */
   async open(bytes: number): Promise<Hold | undefined> {
-    if (this.memory.tryReserve(bytes)) return new MemoryHold(() => this.memory.release(bytes));
+    if (bytes <= (this.options.memoryMaxBytes ?? MEMORY_HOLD_MAX) && this.memory.tryReserve(bytes)) return new MemoryHold(() => this.memory.release(bytes));
     return this.spool(bytes);
   }
 

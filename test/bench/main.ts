@@ -9,6 +9,7 @@
  *   npm run bench -- --quick           # small sizes, for checking the script itself
  *   npm run bench -- --only 7 --write  # run some cases and replace only their sections in docs/benchmarks.md
  *   npm run bench -- --only 13         # a house without a Pi: one laptop fetches from another's share (issue 24)
+ *   npm run bench -- --only hold       # what holding a Pi's NAR back until verified costs (issue 22)
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
@@ -21,6 +22,7 @@ import { runFillBench } from './fill.js';
 import { runFaster } from './faster.js';
 import { runLeaving } from './leaving.js';
 import { runHome } from './home.js';
+import { runHoldBench } from './hold.js';
 import { runNarCompressed } from './nar-compressed.js';
 import { describeMachine } from './machine.js';
 import { PEER_DIRECTIVES } from './peer.js';
@@ -63,7 +65,7 @@ const { values } = parseArgs({
     'no-write': { type: 'boolean' },
   },
 });
-const only = new Set((values.only ?? '1,2,3,4,5,6,7,8,9,10,11,12,13').split(',').map((s) => s.trim()));
+const only = new Set((values.only ?? '1,2,3,4,5,6,7,8,9,10,11,12,13,hold').split(',').map((s) => s.trim()));
 const quick = values.quick === true;
 const write = values['no-write'] ? false : values.write === true || (values.only === undefined && !quick);
 
@@ -142,6 +144,9 @@ try {
   if (only.has('12')) reports.push(await runLeaving({ rounds: quick ? 1 : 3, commands: 3, gapsMs: [2000, 0] }));
   if (only.has('13')) {
     reports.push(await runSharing({ dir: `${dir}/sharing`, shape: quick ? { levels: 3, width: 5, fanout: 2, bytes: 40_000 } : { levels: 10, width: 30, fanout: 3, bytes: 40_000 }, rounds: quick ? 1 : 3 }));
+  }
+  if (only.has('hold')) {
+    reports.push(await runHoldBench({ dir: `${dir}/hold`, large: { count: quick ? 1 : 4, bytes: 16 * 2 ** 20 }, small: { count: quick ? 5 : 40, bytes: 40_000 }, rounds: quick ? 1 : 3 }));
   }
   if (only.has('4')) reports.push(PEER_NOTES);
   const minutes = (performance.now() - started) / 60_000;

@@ -211,6 +211,12 @@ describe('Holds: the choice of memory, disk or nothing', () => {
     expect(String(errors[0])).toMatch(/free space/);
   });
 
+  it('a NAR larger than memoryMaxBytes goes to the spool even with the budget free', async () => {
+    const holds = new Holds(new ByteBudget(1000), { spoolDir: join(tmp(), 'spool'), spoolBytes: 1000, spoolReserveBytes: 0, memoryMaxBytes: 100 });
+    expect((await holds.open(100))?.where).toBe('memory');
+    expect((await holds.open(101))?.where).toBe('disk');
+  });
+
   it('a spool file gives back exactly what was added, in order, in pieces of any size', async () => {
     const holds = new Holds(new ByteBudget(0), { spoolDir: join(tmp(), 'spool'), spoolBytes: 10 * 1024 * 1024, spoolReserveBytes: 0 });
     const hold = (await holds.open(3 * 1024 * 1024))!;
