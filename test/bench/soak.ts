@@ -54,6 +54,9 @@ export async function runSoak(o: SoakBenchOptions): Promise<CaseReport> {
   const lateMin = Math.min(...afterFive.map((m) => m.min));
   const fiveMax = minutes.find((m) => m.minute === 5)?.max ?? NaN;
   const under = peak < GOAL_MIB && hwm < GOAL_MIB;
+  // The bars span from the lowest minute (rounded down to 10 MiB) to the goal or the peak, whichever is higher.
+  const floor = Math.floor(Math.min(...minutes.map((m) => m.min)) / 10) * 10;
+  const top = Math.max(GOAL_MIB, Math.ceil(peak));
   const flat = afterFive.length === 0 ? 'n/a (a run of 5 minutes or less)' : lateMax - fiveMax <= 10 ? 'met' : 'NOT met';
   log(`case 14: ${r.commands} commands, ${r.failed} failed, proxy ${r.alive ? 'alive' : 'DEAD'}; RSS ${r.startRssMiB.toFixed(0)} → peak ${peak.toFixed(0)} MiB, VmHWM ${hwm.toFixed(0)} MiB`);
   return {
@@ -74,7 +77,7 @@ export async function runSoak(o: SoakBenchOptions): Promise<CaseReport> {
         ],
       ),
       '',
-      `RSS per minute (maximum; each bar is one minute, on a scale of 0–${Math.max(GOAL_MIB, Math.ceil(peak))} MiB): \`${sparkline(minutes.map((m) => m.max), Math.max(GOAL_MIB, peak))}\``,
+      `RSS per minute (maximum; each bar is one minute, ▁ = ${floor} MiB, █ = ${top} MiB): \`${sparkline(minutes.map((m) => m.max), floor, top)}\``,
       '',
       table(
         ['minute', 'commands', 'failed', 'RSS min–max (MiB)', 'VmHWM (MiB)'],
@@ -117,6 +120,6 @@ function perMinute(samples: MemorySample[], atStart: { commands: number; failed:
   return out;
 }
 
-function sparkline(values: number[], top: number): string {
-  return values.map((v) => BARS[Math.min(BARS.length - 1, Math.max(0, Math.round((v / top) * (BARS.length - 1))))]).join('');
+function sparkline(values: number[], floor: number, top: number): string {
+  return values.map((v) => BARS[Math.min(BARS.length - 1, Math.max(0, Math.round(((v - floor) / (top - floor)) * (BARS.length - 1))))]).join('');
 }
