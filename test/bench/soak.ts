@@ -56,7 +56,7 @@ export async function runSoak(o: SoakBenchOptions): Promise<CaseReport> {
   const under = peak < GOAL_MIB && hwm < GOAL_MIB;
   // The bars span from the lowest minute (rounded down to 10 MiB) to the goal or the peak, whichever is higher.
   const floor = Math.floor(Math.min(...minutes.map((m) => m.min)) / 10) * 10;
-  const top = Math.max(GOAL_MIB, Math.ceil(peak));
+  const top = Math.max(GOAL_MIB, Math.ceil(peak), floor + 10);
   const flat = afterFive.length === 0 ? 'n/a (a run of 5 minutes or less)' : lateMax - fiveMax <= 10 ? 'met' : 'NOT met';
   log(`case 14: ${r.commands} commands, ${r.failed} failed, proxy ${r.alive ? 'alive' : 'DEAD'}; RSS ${r.startRssMiB.toFixed(0)} → peak ${peak.toFixed(0)} MiB, VmHWM ${hwm.toFixed(0)} MiB`);
   return {
