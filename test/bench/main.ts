@@ -10,6 +10,8 @@
  *   npm run bench -- --only 7 --write  # run some cases and replace only their sections in docs/benchmarks.md
  *   npm run bench -- --only 13         # a house without a Pi: one laptop fetches from another's share (issue 24)
  *   npm run bench -- --only hold       # what holding a Pi's NAR back until verified costs (issue 22)
+ *   npm run bench -- --only soak       # case 14: 30 minutes of a flapping link, the proxy's RSS over time (issue 26);
+ *                                      # NLC_SOAK_MS sets the duration, NLC_SOAK_CLIENTS=bookworm,trixie,sid rotates Nix clients (default sid)
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
@@ -22,12 +24,12 @@ import { runFillBench } from './fill.js';
 import { runFaster } from './faster.js';
 import { runLeaving } from './leaving.js';
 import { runHome } from './home.js';
-import { runHoldBench } from './hold.js';
 import { runNarCompressed } from './nar-compressed.js';
 import { describeMachine } from './machine.js';
 import { PEER_DIRECTIVES } from './peer.js';
 import { runPush } from './push.js';
 import { runSharing } from './sharing.js';
+import { runSoak } from './soak.js';
 import { log, table, type CaseReport } from './util.js';
 
 const PEER_NOTES: CaseReport = {
@@ -65,7 +67,7 @@ const { values } = parseArgs({
     'no-write': { type: 'boolean' },
   },
 });
-const only = new Set((values.only ?? '1,2,3,4,5,6,7,8,9,10,11,12,13,hold').split(',').map((s) => s.trim()));
+const only = new Set((values.only ?? '1,2,3,4,5,6,7,8,9,10,11,12,13,14,hold').split(',').map((s) => (s.trim() === 'soak' ? '14' : s.trim())));
 const quick = values.quick === true;
 const write = values['no-write'] ? false : values.write === true || (values.only === undefined && !quick);
 
@@ -146,7 +148,17 @@ try {
     reports.push(await runSharing({ dir: `${dir}/sharing`, shape: quick ? { levels: 3, width: 5, fanout: 2, bytes: 40_000 } : { levels: 10, width: 30, fanout: 3, bytes: 40_000 }, rounds: quick ? 1 : 3 }));
   }
   if (only.has('hold')) {
+    const { runHoldBench } = await import('./hold.js');
     reports.push(await runHoldBench({ dir: `${dir}/hold`, large: { count: quick ? 1 : 4, bytes: 16 * 2 ** 20 }, small: { count: quick ? 5 : 40, bytes: 40_000 }, rounds: quick ? 1 : 3 }));
+  }
+  if (only.has('14')) {
+    // Imported here: the Nix client chroots are looked for only by the cases that use them.
+    const { NIX_CLIENTS } = await import('../helpers/nix-clients.js');
+    const suites = (process.env.NLC_SOAK_CLIENTS ?? 'sid').split(',').map((s) => s.trim());
+    const clients = NIX_CLIENTS.filter((c) => suites.includes(c.suite));
+    if (clients.length !== suites.length) throw new Error(`NLC_SOAK_CLIENTS=${suites.join(',')}: the Nix clients are ${NIX_CLIENTS.map((c) => c.suite).join(', ')}`);
+    const durationMs = Number(process.env.NLC_SOAK_MS ?? (quick ? 60_000 : 30 * 60_000));
+    reports.push(await runSoak({ durationMs, sampleEveryMs: 10_000, clients }));
   }
   if (only.has('4')) reports.push(PEER_NOTES);
   const minutes = (performance.now() - started) / 60_000;
