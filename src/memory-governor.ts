@@ -39,11 +39,12 @@ export class MemoryGovernor {
     setFlagsFromString('--expose-gc');
     this.gc = runInNewContext('gc') as Gc;
     this.floor = process.memoryUsage().arrayBuffers;
-    this.timer = setInterval(() => this.tick(), options.everyMs);
+    this.timer = setInterval(() => this.check(), options.everyMs);
     this.timer.unref();
   }
 
-  private tick(): void {
+  /** Looks at memory now (the timer does this every `everyMs`); starts a collection if Buffers piled up. */
+  check(): void {
     const held = process.memoryUsage().arrayBuffers;
     this.floor = Math.min(this.floor, held);
     const now = Date.now();
