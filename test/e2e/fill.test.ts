@@ -6,7 +6,7 @@ import { checkCache, cli } from '../helpers/cache.js';
 import { Nginx } from '../helpers/nginx.js';
 import { buildClosure, generateKey, makeStaticCache, removeDir, substitute, tempDir, type CacheKey, type Closure } from '../helpers/nix.js';
 import { startFill, startPiNginx, type FillProcess, type PiNginx } from '../helpers/pi-fill.js';
-import { NIX_CLIENTS, type NixClient } from '../helpers/nix-clients.js';
+import { HOST_NIX, NIX_CLIENTS, type NixClient } from '../helpers/nix-clients.js';
 import { run, runOk, stopAll } from '../helpers/proc.js';
 import { startProxy, type ProxyProcess } from '../helpers/proxy.js';
 import { until } from '../helpers/wait.js';
@@ -23,9 +23,9 @@ describe('fill: what one laptop fetched, the next gets from the Pi', () => {
   let otherKey: CacheKey;
   // Closures of their own per Nix (by suite), so that each Nix meets a Pi that does not hold them yet.
   const mainOf: Record<string, Closure> = {};
-  const corruptOf: Record<string, Closure> = {};
   const bigOf: Record<string, Closure> = {};
   let untrusted: Closure;
+  let corrupt: Closure;
   let upstream: Nginx;
   let corruptUpstream: Nginx;
   let goodCopy: Nginx;
@@ -44,7 +44,7 @@ describe('fill: what one laptop fetched, the next gets from the Pi', () => {
   ];
 
   /** A laptop running `client`: its own proxy (LAN: the Pi; upstream: `upstreamUrl`) and a fresh store and narinfo cache; realises `closure`. */
-  async function laptop(client: NixClient, closure: Closure, upstreamUrl = upstream.url) {
+  async function laptop(closure: Closure, upstreamUrl = upstream.url, client: NixClient = HOST_NIX) {
     const n = ++laptops;
     const proxy = await startProxy(['--no-mdns', '--lan', pi.url, '--upstream', upstreamUrl, '--trusted-public-key', upKey.publicKey, '--trusted-public-key', otherKey.publicKey, '--config', laptopConfig]);
     proxies.push(proxy);
@@ -64,10 +64,10 @@ describe('fill: what one laptop fetched, the next gets from the Pi', () => {
     const salt = `fill-${process.pid}`;
     for (const { suite } of NIX_CLIENTS) {
       mainOf[suite] = await buildClosure(`${salt}-main-${suite}`, [{ name: 'a', size: 30_000 }, { name: 'b', size: 200_000 }, { name: 'c', size: 1_000_000 }]);
-      corruptOf[suite] = await buildClosure(`${salt}-corrupt-${suite}`, [{ name: 'm', size: 300_000 }]);
       bigOf[suite] = await buildClosure(`${salt}-big-${suite}`, [{ name: 'big', size: 40_000_000 }]);
     }
     untrusted = await buildClosure(`${salt}-untrusted`, [{ name: 'u', size: 20_000 }]);
+    corrupt = await buildClosure(`${salt}-corrupt`, [{ name: 'm', size: 300_000 }]);
     const all = (c: Record<string, Closure>) => Object.values(c).flatMap((x) => x.paths);
 
     const upDir = join(dir, 'upstream');
@@ -77,7 +77,7 @@ describe('fill: what one laptop fetched, the next gets from the Pi', () => {
 
     // The same signed paths twice: a good copy, and one whose NAR has a byte flipped half way.
     const goodDir = join(dir, 'good-copy');
-    await makeStaticCache(goodDir, all(corruptOf), upKey);
+    await makeStaticCache(goodDir, corrupt.paths, upKey);
     const badDir = join(dir, 'corrupt-upstream');
     await cp(goodDir, badDir, { recursive: true });
     for (const name of await readdir(join(badDir, 'nar'))) {
@@ -113,7 +113,7 @@ describe('fill: what one laptop fetched, the next gets from the Pi', () => {
     const main = mainOf[client.suite]!;
     const upstreamMark = (await upstream.narHits()).length;
     const filledBefore = ((await (await fetch(`${fill.url}/_/stats`)).json()) as Record<string, number>).pathsFilled ?? 0;
-    const a = await laptop(client, main);
+    const a = await laptop(main, upstream.url, client);
     expect(a.code, a.stderr).toBe(0);
     expect(a.has(main)).toBe(true);
 
@@ -131,7 +131,7 @@ describe('fill: what one laptop fetched, the next gets from the Pi', () => {
     await upstream.stop();
     try {
       const piBefore = (await pi.log()).length;
-      const b = await laptop(client, main);
+      const b = await laptop(main, upstream.url, client);
       expect(b.code, b.stderr).toBe(0);
       expect(b.has(main)).toBe(true);
       // Every NAR laptop B got, nginx served from the cache directory.
@@ -147,22 +147,21 @@ describe('fill: what one laptop fetched, the next gets from the Pi', () => {
 
   for (const client of NIX_CLIENTS) it(`${client.name}: a closure upstream signs with a key fill does not trust: the Pi answers 404 and stores nothing; the laptop gets it from upstream`, async () => {
     const mark = fill.logs.length;
-    const c = await laptop(client, untrusted);
+    const c = await laptop(untrusted, upstream.url, client);
     expect(c.code, c.stderr).toBe(0);
     expect(c.has(untrusted)).toBe(true);
     expect(untrusted.paths.some((p) => existsSync(narinfoOf(p)))).toBe(false);
     expect(fill.logs.slice(mark).some((l) => l.event === 'untrusted-narinfo')).toBe(true);
   });
 
-  for (const client of NIX_CLIENTS) it(`${client.name}: a NAR that does not match its signed narinfo: the Pi publishes nothing and aborts the stream; the next laptop gets the path from another cache`, async () => {
-    const corrupt = corruptOf[client.suite]!;
-    const mark = fill.logs.length;
+  // A corrupt NAR on the first try is the hold-back work (issue 22 item 4): left as it was, with Nix 2.8.
+  it('a NAR that does not match its signed narinfo: the Pi publishes nothing and aborts the stream; the next laptop gets the path from another cache', async () => {
     // Nix unpacks as it downloads: the flipped byte fails its xz decoder before the end, as it would straight from that upstream.
-    const first = await laptop(client, corrupt, goodCopy.url);
+    const first = await laptop(corrupt, goodCopy.url);
     if (first.code !== 0) expect(first.stderr).toMatch(/Corrupted input data|hash mismatch|transfer/i);
-    await until('fill logged the mismatch', 30_000, () => fill.logs.slice(mark).some((l) => l.event === 'fill-hash-mismatch'));
+    await until('fill logged the mismatch', 30_000, () => fill.logs.some((l) => l.event === 'fill-hash-mismatch'));
     // For a while the Pi answers that path as a miss, so the next laptop takes it from elsewhere.
-    const second = await laptop(client, corrupt, goodCopy.url);
+    const second = await laptop(corrupt, goodCopy.url);
     expect(second.code, second.stderr).toBe(0);
     expect(second.has(corrupt)).toBe(true);
     expect(corrupt.paths.some((p) => existsSync(narinfoOf(p)))).toBe(false);
@@ -173,7 +172,7 @@ describe('fill: what one laptop fetched, the next gets from the Pi', () => {
   for (const client of NIX_CLIENTS) it(`${client.name}: fill killed with SIGKILL in the middle of a 40 MB NAR: no narinfo without its NAR; the restarted fill removes the dead temporary and the next request fills it again`, async () => {
     const big = bigOf[client.suite]!;
     const leaf = big.paths.find((p) => p !== big.root)!;
-    const first = laptop(client, big); // runs on: its proxy has nowhere else to go once the Pi breaks off
+    const first = laptop(big, upstream.url, client); // runs on: its proxy has nowhere else to go once the Pi breaks off
     await until('fill has written 8 MB of the big NAR', 60_000, async () => {
       for (const t of await temps()) {
         const size = (await readFile(join(piCache, t)).catch(() => Buffer.alloc(0))).length;
@@ -191,7 +190,7 @@ describe('fill: what one laptop fetched, the next gets from the Pi', () => {
     expect(await temps()).toEqual([]);
     await first; // however it ended, it must end
 
-    const again = await laptop(client, big);
+    const again = await laptop(big, upstream.url, client);
     expect(again.code, again.stderr).toBe(0);
     await until('the Pi published the big closure', 60_000, () => piHas(big));
     expect((await checkCache(piCache)).problems).toEqual([]);
