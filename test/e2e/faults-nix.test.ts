@@ -7,7 +7,7 @@ import { behave, startFakeCache, type Behaviour, type FakeCache } from '../helpe
 import { NIX_CLIENTS } from '../helpers/nix-clients.js';
 import { buildClosure, generateKey, makeStaticCache, nixEnv, removeDir, substitute, tempDir, type CacheKey, type Closure } from '../helpers/nix.js';
 import { freePort } from '../helpers/ports.js';
-import { run, stopAll } from '../helpers/proc.js';
+import { run, stopAll, type RunResult } from '../helpers/proc.js';
 import { startProxy, type ProxyProcess } from '../helpers/proxy.js';
 
 /**
@@ -105,6 +105,19 @@ describe('faults met by real Nix through the proxy: the Pi (xz) and the upstream
         const res = await substitute(store, [closure.root], p.url, { client, xdgCache: join(dir, `xdg-${n}`), trustedKeys: [piKey.publicKey, upKey.publicKey], timeoutMs });
         return { ...res, store };
       }
+      /**
+       * Nix gave up by itself (not killed by the test's timeout): a failing
+       * exit status after its final error. Nix 2.34.8 sometimes dies of
+       * SIGSEGV right after printing that error, when a substitution fails
+       * while others are in flight (3 of 15 runs here; also seen against a
+       * plain static server, without the proxy): that is its own bug, and
+       * counts here when the error came first.
+       */
+      function expectFailedByItself(res: RunResult): void {
+        if (res.signal === 'SIGSEGV' && client.release[0] === 2 && client.release[1] >= 34) return void expect(res.stderr).toMatch(/^error: /m);
+        expect(res.signal, res.stderr).toBeNull();
+        expect(res.code, res.stderr).not.toBe(0);
+      }
       /** Whether `path` is a valid path of `store`, as this Nix sees it (a failed import may leave files behind, never a valid path). */
       async function valid(store: string, path: string): Promise<boolean> {
         const [cmd, ...args] = client.wrap(['nix-store', '--store', store, '--check-validity', path]);
@@ -161,8 +174,7 @@ describe('faults met by real Nix through the proxy: the Pi (xz) and the upstream
           const p = await proxy();
           const started = Date.now();
           const res = await nix(p, 60_000);
-          expect(res.code, res.stderr).not.toBe(0);
-          expect(res.code).not.toBeNull(); // ended by itself, not by the test's timeout
+          expectFailedByItself(res);
           expect(Date.now() - started).toBeLessThan(30_000);
           const big = closure.paths.find((x) => x.endsWith('-big'))!;
           expect(res.stderr).toContain(big.slice(11));
@@ -208,8 +220,7 @@ describe('faults met by real Nix through the proxy: the Pi (xz) and the upstream
           const started = Date.now();
           const res = await nix(p, 60_000);
           const ms = Date.now() - started;
-          expect(res.code, res.stderr).not.toBe(0);
-          expect(res.code).not.toBeNull();
+          expectFailedByItself(res);
           expect(res.stderr).not.toMatch(/HTTP error (429|503)|retrying/i);
           expect(ms).toBeLessThan(boundMs);
           expect(await valid(res.store, closure.root), res.stderr).toBe(false);
@@ -226,8 +237,7 @@ describe('faults met by real Nix through the proxy: the Pi (xz) and the upstream
         const p = await proxy({ config: shortUpstreamWait });
         const started = Date.now();
         const res = await nix(p, 60_000);
-        expect(res.code, res.stderr).not.toBe(0);
-        expect(res.code).not.toBeNull();
+        expectFailedByItself(res);
         expect(Date.now() - started).toBeLessThan(15_000);
         expect(p.child.exitCode).toBeNull();
       });
