@@ -11,6 +11,8 @@ export interface NarFile {
   fileSize?: number | undefined;
   /** The NarSize, when known: bounds what a small file may decode to. */
   narSize?: number | undefined;
+  /** Ask the origin although its circuit is open: no other origin could serve this NAR (nar/candidates.ts). */
+  evenIfOpen?: boolean;
 }
 
 /**
@@ -60,7 +62,7 @@ export type OpenResult = { ok: true; nar: OpenedNar } | { ok: false; error: Sour
 export async function openNar(origin: Origin, file: NarFile, signal: AbortSignal): Promise<OpenResult> {
   const dec = createDecompressor(file.compression, file.fileSize, file.narSize);
   if (!dec) return { ok: false, error: new SourceError('unsupported', `compression ${JSON.stringify(file.compression.slice(0, 40))} is not one the proxy reads`) };
-  const fetched = await origin.fetchFile(file.url, { signal });
+  const fetched = await origin.fetchFile(file.url, { signal, ...(file.evenIfOpen ? { evenIfOpen: true } : {}) });
   if (fetched.status !== 'present') {
     dec.destroy();
     return fetched.status === 'absent'

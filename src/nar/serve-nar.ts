@@ -128,8 +128,9 @@ export async function serveNar(req: NarRequest, res: ServerResponse, deps: NarDe
 
 /** Streams one origin's NAR into the response; `done` once the whole planned response is out and verified. */
 async function pump(c: Candidate, cursor: NarCursor, plan: Extract<ResponsePlan, { start: number }>, res: ServerResponse, signal: AbortSignal, storeHash: string, deps: NarDeps): Promise<Served> {
-  // LAN caches and peers (any origin on the LAN, not an upstream) get the head deadline, the slow rule and the hold.
-  const onLan = c.origin.kind !== 'upstream' && hasAlternative(c.origin, storeHash, deps);
+  // LAN caches and peers (any origin on the LAN, not an upstream) get the head deadline, the slow rule and the hold,
+  // while another origin might serve; an open circuit asked as the last resort has none left.
+  const onLan = c.origin.kind !== 'upstream' && !c.facts.evenIfOpen && hasAlternative(c.origin, storeHash, deps);
   const opened = await openWithin(deps.open ?? openNar, c.origin, c.facts, signal, onLan && !c.origin.fills ? deps.lanHeadMs : undefined);
   if (!opened.ok) return { done: false, failure: opened.error.failure, reason: opened.error.message };
   const nar = opened.nar;

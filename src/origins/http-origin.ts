@@ -142,7 +142,7 @@ export class HttpOrigin implements Origin {
   }
 
   async fetchFile(path: string, options: FetchOptions = {}): Promise<FileFetch> {
-    if (this.breaker.isOpen) return { status: 'unknown', cause: 'circuit-open', reason: 'circuit open' };
+    if (this.breaker.isOpen && !options.evenIfOpen) return { status: 'unknown', cause: 'circuit-open', reason: 'circuit open' };
     const resolved = this.resolve(path);
     if (!resolved) {
       this.log.warn({ event: 'path-refused', path: path.slice(0, 300) }, "not fetching a path outside the origin's base URL");

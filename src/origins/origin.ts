@@ -43,6 +43,8 @@ export interface FetchOptions {
   range?: string;
   method?: 'GET' | 'HEAD';
   signal?: AbortSignal;
+  /** Ask even though the circuit is open: the caller has nowhere else to go (an on-demand probe). */
+  evenIfOpen?: boolean;
 }
 
 /** What callers see of an origin's circuit: its state and changes. Only the origin itself reports successes and failures. */

@@ -5,6 +5,7 @@ import { rootFileName } from '../../src/push/roots.js';
 import { checkCache, cli } from '../helpers/cache.js';
 import { Nginx } from '../helpers/nginx.js';
 import { buildClosure, generateKey, removeDir, substitute, tempDir, type CacheKey, type Closure } from '../helpers/nix.js';
+import { NIX_CLIENTS } from '../helpers/nix-clients.js';
 import { stopAll } from '../helpers/proc.js';
 
 const salt = `gc-${process.pid}-${Date.now()}`;
@@ -46,7 +47,7 @@ async function age(paths: string[], rootDir: string, days: number): Promise<void
 }
 
 describe('gc with two roots of which the older expires', () => {
-  it('keeps the newer root closure substitutable and removes the older one\'s unique files', async () => {
+  it(`keeps the newer root closure substitutable (${NIX_CLIENTS.map((c) => c.name).join(', ')}) and removes the older one's unique files`, async () => {
     const sharedLeaf = older.paths.find((p) => p.endsWith('-shared'))!;
     expect((await cli(['push', '--to', cache, '--key-file', key.secretFile, '--root', 'pi', older.root])).code).toBe(0);
     await age(older.paths, join(cache, 'roots', 'pi'), 20);
@@ -74,10 +75,12 @@ describe('gc with two roots of which the older expires', () => {
 
     const nginx = await Nginx.start({ root: cache, workDir: join(work, 'nginx') });
     try {
-      const ok = await substitute(join(work, 'client-new'), [newer.root, sharedLeaf], nginx.url, { xdgCache: join(work, 'xdg1'), trustedKeys: [key.publicKey] });
-      expect(ok.code).toBe(0);
-      const gone = await substitute(join(work, 'client-old'), [older.root], nginx.url, { xdgCache: join(work, 'xdg2'), trustedKeys: [key.publicKey] });
-      expect(gone.code).not.toBe(0);
+      for (const client of NIX_CLIENTS) {
+        const ok = await substitute(join(work, `client-new-${client.suite}`), [newer.root, sharedLeaf], nginx.url, { client, xdgCache: join(work, `xdg1-${client.suite}`), trustedKeys: [key.publicKey] });
+        expect(ok.code, `${client.name}: ${ok.stderr}`).toBe(0);
+        const gone = await substitute(join(work, `client-old-${client.suite}`), [older.root], nginx.url, { client, xdgCache: join(work, `xdg2-${client.suite}`), trustedKeys: [key.publicKey] });
+        expect(gone.code, client.name).not.toBe(0);
+      }
     } finally {
       await nginx.stop();
     }
