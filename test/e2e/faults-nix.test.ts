@@ -51,6 +51,8 @@ describe('faults met by real Nix through the proxy: the Pi (xz) and the upstream
   let bigAt: { pi: string; upstream: string };
   let shortUpstreamWait: string;
   let noNarPrefetch: string;
+  /** No NAR prefetch, and NARs streamed as they come rather than held back until verified. */
+  let streamed: string;
   const proxies: ProxyProcess[] = [];
   let n = 0;
 
@@ -69,6 +71,8 @@ describe('faults met by real Nix through the proxy: the Pi (xz) and the upstream
     await writeFile(shortUpstreamWait, JSON.stringify({ timeouts: { upstream: { firstByteMs: 2000 } } }));
     noNarPrefetch = join(dir, 'no-nar-prefetch.json');
     await writeFile(noNarPrefetch, JSON.stringify({ cache: { narPrefetchBytes: 0 } }));
+    streamed = join(dir, 'streamed.json');
+    await writeFile(streamed, JSON.stringify({ cache: { narPrefetchBytes: 0, holdMaxSeconds: 0 } }));
   }, 600_000);
 
   afterEach(async () => {
@@ -144,7 +148,28 @@ describe('faults met by real Nix through the proxy: the Pi (xz) and the upstream
         });
       });
 
-      it('the Pi breaks off once in the middle of a NAR nobody else has: Nix resumes it (Range) through the proxy, and the command succeeds', async () => {
+      it('the Pi breaks off once in the middle of a NAR nobody else has, held back (spooled): the proxy reads the Pi again from byte 0 and Nix sees no break', async () => {
+        let first = true;
+        pi.files.get(bigAt.pi)!.behaviour = (req, res, body) => {
+          const fault = first ? behave.resetAfter(Math.floor(body.length / 2)) : behave.ok();
+          first = false;
+          return fault(req, res, body);
+        };
+        upstream.every(behave.status(404));
+        upstream.fallback = behave.status(404);
+        // No NAR fetched ahead: Nix's own request meets the break, while the NAR is held (in a spool file: no memory budget).
+        const p = await proxy({ config: noNarPrefetch });
+        const mark = pi.requests.length;
+        const res = await nix(p);
+        expect(res.code, res.stderr).toBe(0);
+        expect(closure.paths.every((x) => has(res.store, x))).toBe(true);
+        expect(p.logs.some((l) => l.event === 'nar-aborted')).toBe(false);
+        const narRequests = p.logs.filter((l) => l.msg === 'request' && typeof l.url === 'string' && l.url.startsWith('/nar/'));
+        expect(narRequests.some((l) => l.status === 206), JSON.stringify(narRequests)).toBe(false); // no resume was needed
+        expect(pi.requests.slice(mark).filter((r) => r.url === bigAt.pi && r.method === 'GET').length).toBe(2); // the break, then the whole file again
+      });
+
+      it('the Pi breaks off once in the middle of a NAR nobody else has, streamed (holdMaxSeconds 0): Nix resumes it (Range) through the proxy, and the command succeeds', async () => {
         let first = true;
         pi.files.get(bigAt.pi)!.behaviour = (req, res, body) => {
           const fault = first ? behave.resetAfter(Math.floor(body.length / 2)) : behave.ok();
@@ -154,7 +179,7 @@ describe('faults met by real Nix through the proxy: the Pi (xz) and the upstream
         upstream.every(behave.status(404));
         upstream.fallback = behave.status(404);
         // No NAR fetched ahead: Nix's own request meets the break.
-        const p = await proxy({ config: noNarPrefetch });
+        const p = await proxy({ config: streamed });
         const res = await nix(p);
         expect(res.code, res.stderr).toBe(0);
         expect(closure.paths.every((x) => has(res.store, x))).toBe(true);
