@@ -1,0 +1,135 @@
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import type { ChildProcess } from 'node:child_process';
+import { CreateBucketCommand, PutBucketPolicyCommand, S3Client } from '@aws-sdk/client-s3';
+import { freePort } from './ports.js';
+import { removeDir, tempDir } from './nix.js';
+import { runOk, startProcess, stopProcess } from './proc.js';
+
+/**
+ * A real S3 engine for a test file: Ceph's radosgw from Debian unstable,
+ * standalone (DBStore + POSIX driver), on 127.0.0.1 on a free port, with its
+ * data in a temp dir, from the chroot `.ci/s3-engine` makes and keeps. A
+ * missing engine is an error at start, with the reason: no test is skipped.
+ */
+export interface S3Engine {
+  /** http://127.0.0.1:PORT */
+  endpoint: string;
+  port: number;
+  accessKeyId: string;
+  secretAccessKey: string;
+  /** The engine's files (objects under posix/). */
+  dir: string;
+  /** AWS_* variables that give a command this engine's credentials. */
+  env: Record<string, string>;
+  /** Nix's URL for a bucket on this engine. */
+  url(bucket: string, extra?: string): string;
+  /** Makes a bucket; `publicReadWrite` lets anyone get, put and list (for Nix 2.34, which is built without AWS and sends unsigned requests). */
+  createBucket(name: string, opts?: { publicReadWrite?: boolean }): Promise<void>;
+  client(): S3Client;
+  stop(): Promise<void>;
+}
+
+const SCRIPT = fileURLToPath(new URL('../../.ci/s3-engine', import.meta.url));
+
+function engineRoot(): string {
+  let out: string;
+  try {
+    out = execFileSync('bash', [SCRIPT, '--check'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    const e = err as { stderr?: string };
+    throw new Error(`the S3 engine the tests need is not there (make it with: bash .ci/s3-engine):\n${e.stderr ?? ''}`);
+  }
+  const m = /^s3-engine radosgw (\S+) (\S+)$/m.exec(out);
+  if (!m) throw new Error(`unexpected output of .ci/s3-engine --check:\n${out}`);
+  return m[2]!;
+}
+
+/** The command run inside the engine's chroot, with /tmp (the test's files) bound. */
+function inChroot(root: string, cmd: string[]): string[] {
+  const script = 'r=$1; shift; mount --bind /tmp "$r/tmp" && mount -t proc proc "$r/proc" && mount --rbind /dev "$r/dev" && exec chroot "$r" "$@"';
+  return ['unshare', '-m', '--propagation', 'private', 'sh', '-c', script, 'sh', root, ...cmd];
+}
+
+export async function startS3Engine(): Promise<S3Engine> {
+  const root = engineRoot();
+  const dir = await tempDir('rgw');
+  const port = await freePort();
+  for (const d of ['posix', 'db', 'run']) await mkdir(`${dir}/${d}`);
+  const conf = `${dir}/ceph.conf`;
+  await writeFile(
+    conf,
+    [
+      '[global]',
+      'fsid = 00000000-0000-4000-8000-000000000025',
+      'auth_cluster_required = none',
+      'auth_service_required = none',
+      'auth_client_required = none',
+      '[client.rgw]',
+      'rgw backend store = dbstore',
+      'rgw config store = dbstore',
+      'rgw filter = posix',
+      `rgw posix base path = ${dir}/posix`,
+      `rgw posix database root = ${dir}/db`,
+      `dbstore db dir = ${dir}/db`,
+      `dbstore config uri = file:${dir}/db/config.db`,
+      `rgw frontends = beast endpoint=127.0.0.1:${port}`,
+      `log file = ${dir}/rgw.log`,
+      `run dir = ${dir}/run`,
+      `admin socket = ${dir}/run/rgw.asok`,
+      '',
+    ].join('\n'),
+  );
+  const accessKeyId = `NLC${randomBytes(8).toString('hex').toUpperCase()}`;
+  const secretAccessKey = randomBytes(24).toString('base64url');
+  const admin = inChroot(root, ['radosgw-admin', '--no-mon-config', '-c', conf, '-n', 'client.rgw', 'user', 'create', '--uid', 'nlc', '--display-name', 'nix-lan-cache tests', '--access-key', accessKeyId, '--secret-key', secretAccessKey]);
+  await runOk(admin[0]!, admin.slice(1), { timeoutMs: 60_000 });
+  const cmd = inChroot(root, ['radosgw', '-f', '-c', conf, '--no-mon-config', '-n', 'client.rgw']);
+  const child: ChildProcess = startProcess(cmd[0]!, cmd.slice(1));
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+  child.stdout?.resume();
+  const endpoint = `http://127.0.0.1:${port}`;
+  // Ready when it answers S3 (an anonymous ListBuckets); bounded in time and count.
+  const deadline = Date.now() + 30_000;
+  for (let i = 0; ; i++) {
+    if (child.exitCode !== null) throw new Error(`radosgw exited ${child.exitCode}: ${stderr}`);
+    const ok = await fetch(endpoint, { signal: AbortSignal.timeout(1000) }).then((r) => r.status < 500, () => false);
+    if (ok) break;
+    if (Date.now() > deadline || i > 600) {
+      await stopProcess(child);
+      throw new Error(`radosgw did not answer on ${endpoint} within 30 s: ${stderr}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  let client: S3Client | undefined;
+  const makeClient = () =>
+    (client ??= new S3Client({ region: 'us-east-1', endpoint, forcePathStyle: true, credentials: { accessKeyId, secretAccessKey }, requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' }));
+  return {
+    endpoint,
+    port,
+    accessKeyId,
+    secretAccessKey,
+    dir,
+    env: { AWS_ACCESS_KEY_ID: accessKeyId, AWS_SECRET_ACCESS_KEY: secretAccessKey },
+    url: (bucket, extra) => `s3://${bucket}?endpoint=${endpoint}&region=us-east-1${extra ? `&${extra}` : ''}`,
+    async createBucket(name, opts = {}) {
+      await makeClient().send(new CreateBucketCommand({ Bucket: name }));
+      if (opts.publicReadWrite) {
+        const policy = {
+          Version: '2012-10-17',
+          Statement: [{ Effect: 'Allow', Principal: '*', Action: ['s3:GetObject', 's3:PutObject', 's3:ListBucket', 's3:GetBucketLocation'], Resource: [`arn:aws:s3:::${name}`, `arn:aws:s3:::${name}/*`] }],
+        };
+        await makeClient().send(new PutBucketPolicyCommand({ Bucket: name, Policy: JSON.stringify(policy) }));
+      }
+    },
+    client: makeClient,
+    async stop() {
+      client?.destroy();
+      await stopProcess(child);
+      await removeDir(dir);
+    },
+  };
+}
