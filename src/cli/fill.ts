@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { requireCacheDir } from './args.js';
 import { createLogger } from '../log.js';
-import { HttpOrigin } from '../origins/http-origin.js';
+import { createOrigin } from '../origins/s3-origin.js';
 import { TrustedKeys } from '../protocol/signing.js';
 import { LocalTarget } from '../push/local-target.js';
 import { buildFillApp } from '../fill/app.js';
@@ -45,7 +45,7 @@ export async function startFill(config: FillConfig, log: Logger): Promise<Runnin
   const stale = await removeDeadFillTemps(target.root);
   if (stale.length) log.info({ event: 'fill-temps-removed', files: stale }, `removed ${stale.length} temporary files of a fill that died`);
   const trusted = TrustedKeys.parse(config.trustedPublicKeys);
-  const upstreams = config.upstream.map((url) => new HttpOrigin({ url, kind: 'upstream', timeouts: config.timeouts, trusted, log }));
+  const upstreams = await Promise.all(config.upstream.map((url) => createOrigin({ url, kind: 'upstream', timeouts: config.timeouts, trusted, log })));
   const stats = new FillStats();
   const size = new CacheSize(target.root);
   await size.start(5 * 60_000);
