@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import type { Bucket } from '../s3/bucket.js';
 import { abortStaleUploads } from '../s3/upload.js';
 import type { CacheFile, CacheFiles, InUse } from './files.js';
-import { LEASE_PREFIX, LEASE_TTL_MS, readLeases } from './leases.js';
+import { readLeases, removeDeadLeases } from './leases.js';
 
 /**
  * A binary cache in a bucket, as gc and verify read it: objects for files,
@@ -53,15 +53,10 @@ export class S3Files implements CacheFiles {
     return readLeases(this.bucket, now);
   }
 
-  /** Unfinished multipart uploads started before `before`, and leases of pushes that stopped refreshing them. */
+  /** Leases of pushes that died (and the multipart uploads they name), and unfinished multipart uploads started before `before` where the engine lists them. */
   async removeStale(before: number, dryRun: boolean): Promise<string[]> {
-    const out = (await abortStaleUploads(this.bucket, before, dryRun)).map((k) => `${k} (unfinished multipart upload)`);
-    const { objects } = await this.bucket.list(LEASE_PREFIX);
-    for (const o of objects) {
-      if (o.mtimeMs >= Math.min(before, Date.now() - LEASE_TTL_MS)) continue;
-      if (!dryRun) await this.bucket.remove(o.key);
-      out.push(`${o.key} (lease of a push that stopped)`);
-    }
+    const out = await removeDeadLeases(this.bucket, Date.now(), dryRun);
+    for (const k of await abortStaleUploads(this.bucket, before, dryRun)) out.push(`${k} (unfinished multipart upload)`);
     return out;
   }
 

@@ -1,8 +1,9 @@
-import { mkdtemp, open, rm, stat, unlink } from 'node:fs/promises';
+import { mkdtemp, open, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { errorMessage } from '../errors.js';
+import { processAlive } from '../process-alive.js';
 import type { Bucket } from '../s3/bucket.js';
 import { uploadFile } from '../s3/upload.js';
 import { Lease } from './leases.js';
@@ -46,7 +47,12 @@ export class S3Target implements CacheTarget {
   async open(dryRun: boolean): Promise<void> {
     await this.bucket.check();
     if (dryRun) return;
-    this.spool = await mkdtemp(join(this.spoolParent, 'nlc-s3-spool-'));
+    // Spool files of pushes that were killed (kill -9, a power cut) go first.
+    for (const name of await readdir(this.spoolParent).catch(() => [] as string[])) {
+      const pid = /^nlc-s3-spool-(\d+)-/.exec(name)?.[1];
+      if (pid && Number(pid) !== process.pid && !processAlive(Number(pid))) await rm(join(this.spoolParent, name), { recursive: true, force: true });
+    }
+    this.spool = await mkdtemp(join(this.spoolParent, `nlc-s3-spool-${process.pid}-`));
     if (!(await this.bucket.head('nix-cache-info'))) await this.bucket.put('nix-cache-info', CACHE_INFO, 'text/x-nix-cache-info');
   }
 
@@ -84,7 +90,7 @@ export class S3Target implements CacheTarget {
         throw new TargetError(`spool file ${temp}: ${errorMessage(err)}`);
       });
       // Named by its FileHash: an object of that name and size is this file (an interrupted push sent it).
-      if (!there || there.size !== size) await uploadFile(this.bucket, final, temp, 'application/x-nix-nar');
+      if (!there || there.size !== size) await uploadFile(this.bucket, final, temp, 'application/x-nix-nar', undefined, this.lease.watch(final));
     } finally {
       await unlink(temp).catch(() => {});
     }

@@ -16,7 +16,13 @@ const MAX_PARTS = 10_000;
  * Multipart needs a key without '.' on radosgw's POSIX driver (the engine
  * the tests run; docs/lab.md): callers name NARs accordingly.
  */
-export async function uploadFile(bucket: Bucket, key: string, path: string, contentType: string, partSize = DEFAULT_PART_SIZE): Promise<{ size: number; parts: number }> {
+export interface UploadWatch {
+  /** A multipart upload began: record its id where a later gc finds it if this process dies. */
+  started(uploadId: string): Promise<void>;
+  ended(uploadId: string): void;
+}
+
+export async function uploadFile(bucket: Bucket, key: string, path: string, contentType: string, partSize = DEFAULT_PART_SIZE, watch?: UploadWatch): Promise<{ size: number; parts: number }> {
   const fh = await open(path, 'r');
   const readAt = async (position: number, length: number): Promise<Buffer> => {
     const body = Buffer.alloc(length);
@@ -43,6 +49,7 @@ export async function uploadFile(bucket: Bucket, key: string, path: string, cont
     );
     if (!UploadId) throw bucket.fail('starting a multipart upload of', key, new Error('no UploadId in the answer'));
     try {
+      await watch?.started(UploadId);
       const done: Array<{ PartNumber: number; ETag: string }> = [];
       for (let i = 0; i < count; i++) {
         const length = Math.min(part, size - i * part);
@@ -56,9 +63,11 @@ export async function uploadFile(bucket: Bucket, key: string, path: string, cont
       await bucket.send('completing the multipart upload of', key, (s) =>
         new s.CompleteMultipartUploadCommand({ Bucket: bucket.loc.bucket, Key: key, UploadId, MultipartUpload: { Parts: done } }),
       );
+      watch?.ended(UploadId);
       return { size, parts: count };
     } catch (err) {
-      await bucket.send('aborting the multipart upload of', key, (s) => new s.AbortMultipartUploadCommand({ Bucket: bucket.loc.bucket, Key: key, UploadId })).catch(() => {});
+      await abortUpload(bucket, key, UploadId).catch(() => {});
+      watch?.ended(UploadId);
       throw err;
     }
   } finally {
@@ -66,8 +75,14 @@ export async function uploadFile(bucket: Bucket, key: string, path: string, cont
   }
 }
 
-/** Aborts multipart uploads started before `before` (ms since the epoch): those of writers that died. Returns their keys. */
+export async function abortUpload(bucket: Bucket, key: string, uploadId: string): Promise<void> {
+  await bucket.send('aborting the multipart upload of', key, (s) => new s.AbortMultipartUploadCommand({ Bucket: bucket.loc.bucket, Key: key, UploadId: uploadId }));
+}
+
+/**
+ * Aborts multipart uploads started before `before` (ms since the epoch): those of writers that died. Returns their keys. */
 export async function abortStaleUploads(bucket: Bucket, before: number, dryRun: boolean): Promise<string[]> {
+  // Not every engine lists uploads (radosgw's POSIX driver lists none): push leases name theirs too (push/leases.ts).
   type Out = import('@aws-sdk/client-s3').ListMultipartUploadsCommandOutput;
   const aborted: string[] = [];
   let keyMarker: string | undefined;

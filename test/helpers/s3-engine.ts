@@ -3,7 +3,10 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
-import { CreateBucketCommand, PutBucketPolicyCommand, S3Client } from '@aws-sdk/client-s3';
+import { createHash } from 'node:crypto';
+import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command, PutBucketPolicyCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { sha256FromBytes } from '../../src/protocol/hash.js';
+import { parseNarInfo, type NarInfo } from '../../src/protocol/narinfo.js';
 import { freePort } from './ports.js';
 import { removeDir, tempDir } from './nix.js';
 import { runOk, startProcess, stopProcess } from './proc.js';
@@ -132,4 +135,62 @@ export async function startS3Engine(): Promise<S3Engine> {
       await removeDir(dir);
     },
   };
+}
+
+/** Every key in a bucket (under `prefix`), straight from the engine. */
+export async function listKeys(engine: S3Engine, bucket: string, prefix = ''): Promise<Array<{ key: string; size: number }>> {
+  const out: Array<{ key: string; size: number }> = [];
+  let token: string | undefined;
+  for (let page = 0; page < 1000; page++) {
+    const res = await engine.client().send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }));
+    for (const o of res.Contents ?? []) out.push({ key: o.Key!, size: o.Size ?? 0 });
+    if (!res.IsTruncated) break;
+    token = res.NextContinuationToken;
+  }
+  return out;
+}
+
+export async function getObject(engine: S3Engine, bucket: string, key: string): Promise<Buffer | undefined> {
+  try {
+    const res = await engine.client().send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    return Buffer.from(await res.Body!.transformToByteArray());
+  } catch (err) {
+    if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return undefined;
+    throw err;
+  }
+}
+
+export async function putObject(engine: S3Engine, bucket: string, key: string, body: Buffer | string): Promise<void> {
+  await engine.client().send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body }));
+}
+
+/**
+ * Independent of the code under test (apart from the narinfo parser): every
+ * narinfo in the bucket has its NAR with its FileSize and FileHash, and
+ * every reference has a narinfo. A bucket that passes serves complete closures.
+ */
+export async function checkBucket(engine: S3Engine, bucket: string): Promise<{ narinfos: Map<string, NarInfo>; problems: string[]; keys: string[] }> {
+  const keys = (await listKeys(engine, bucket)).map((o) => o.key);
+  const narinfos = new Map<string, NarInfo>();
+  const problems: string[] = [];
+  for (const key of keys.filter((k) => /^[0-9a-z]{32}\.narinfo$/.test(k))) {
+    try {
+      narinfos.set(key.slice(0, 32), parseNarInfo((await getObject(engine, bucket, key))!.toString('utf8')));
+    } catch (err) {
+      problems.push(`${key}: ${String(err)}`);
+    }
+  }
+  for (const [hash, info] of narinfos) {
+    const nar = await getObject(engine, bucket, info.url);
+    if (!nar) {
+      problems.push(`${hash}: NAR ${info.url} missing`);
+      continue;
+    }
+    if (nar.length !== info.fileSize) problems.push(`${hash}: NAR size ${nar.length} != ${info.fileSize}`);
+    const got = sha256FromBytes(createHash('sha256').update(nar).digest());
+    if (got !== info.fileHash) problems.push(`${hash}: NAR hash ${got} != ${info.fileHash}`);
+    for (const ref of info.references) if (!narinfos.has(ref.slice(0, 32))) problems.push(`${hash}: reference ${ref} has no narinfo`);
+  }
+  if (narinfos.size > 0 && !(await getObject(engine, bucket, 'nix-cache-info'))?.toString().includes('StoreDir: /nix/store')) problems.push('nix-cache-info missing or wrong');
+  return { narinfos, problems, keys };
 }
