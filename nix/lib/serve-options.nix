@@ -20,8 +20,9 @@ let
       description = "Nix public key NAME:BASE64 (as written by nix-store --generate-binary-cache-key, e.g. pi.lan-1:AbC…=)";
     };
 
-  urlType = types.strMatching "https?://[^ ]+" // {
-    description = "http:// or https:// URL";
+  # An S3 bucket (s3://BUCKET?endpoint=URL&region=R) is read with signed requests; its credentials: docs/lab.md.
+  urlType = types.strMatching "(https?://[^ ]+|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\\?[^ ]*)?)" // {
+    description = "http:// or https:// URL, or an S3 bucket s3://BUCKET?endpoint=URL&region=R";
   };
 
   nullOrInt = min: max: description: mkOption {
