@@ -8,6 +8,7 @@
  *   npm run bench -- --only 7,8,9,10   # faster than Nix alone (issue 15): home, slow link, wrong guesses, leaving home
  *   npm run bench -- --quick           # small sizes, for checking the script itself
  *   npm run bench -- --only 7 --write  # run some cases and replace only their sections in docs/benchmarks.md
+ *   npm run bench -- --only 13,14      # a lab's cache in an S3 bucket (radosgw) vs Nix 2.34's own s3:// store
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
@@ -24,6 +25,7 @@ import { runNarCompressed } from './nar-compressed.js';
 import { describeMachine } from './machine.js';
 import { PEER_DIRECTIVES } from './peer.js';
 import { runPush } from './push.js';
+import { runS3Bench } from './s3.js';
 import { log, table, type CaseReport } from './util.js';
 
 const PEER_NOTES: CaseReport = {
@@ -61,7 +63,7 @@ const { values } = parseArgs({
     'no-write': { type: 'boolean' },
   },
 });
-const only = new Set((values.only ?? '1,2,3,4,5,6,7,8,9,10,11,12').split(',').map((s) => s.trim()));
+const only = new Set((values.only ?? '1,2,3,4,5,6,7,8,9,10,11,12,13,14').split(',').map((s) => s.trim()));
 const quick = values.quick === true;
 const write = values['no-write'] ? false : values.write === true || (values.only === undefined && !quick);
 
@@ -138,6 +140,9 @@ try {
     );
   }
   if (only.has('12')) reports.push(await runLeaving({ rounds: quick ? 1 : 3, commands: 3, gapsMs: [2000, 0] }));
+  if (only.has('13') || only.has('14')) {
+    reports.push(...(await runS3Bench({ dir: `${dir}/s3`, smallLeaves: quick ? 15 : 296, largeLeaves: quick ? 1 : 4, largeBytes: 8 * 2 ** 20, rounds: quick ? 1 : 3, only })));
+  }
   if (only.has('4')) reports.push(PEER_NOTES);
   const minutes = (performance.now() - started) / 60_000;
   const order = (r: CaseReport) => r.title;
