@@ -31,7 +31,8 @@ options:
   --key-file FILE        Nix secret key file (as for secret-key-files) to sign with
   --compression xz|zstd  NAR compression (default xz)
   --root NAME            record the pushed closure as roots/NAME/<timestamp> for gc
-  --jobs N               NARs compressed and sent at a time (default: CPU count)
+  --jobs N               NARs compressed and sent at a time (default: CPU count;
+                         to a bucket at least 8)
   --ssh-opt OPTS         extra ssh options, split on spaces, repeatable (NIX_SSHOPTS is read too)
   --dry-run              say what would be sent, write nothing
   --quiet                no progress output
@@ -91,7 +92,8 @@ export async function run(argv: string[]): Promise<number> {
   if (positionals.length === 0) throw new ConfigError('push: give at least one store path or out-link to push');
   const compression = (values.compression ?? 'xz') as Compression;
   if (!(compression in COMPRESSIONS)) throw new ConfigError(`push: --compression must be xz or zstd, got ${JSON.stringify(values.compression)}`);
-  const jobs = parseCount('push', 'jobs', values.jobs, availableParallelism(), 1);
+  // A bucket is a network away: more NARs in flight than cores keep it busy while small ones compress.
+  const jobs = parseCount('push', 'jobs', values.jobs, isS3Url(values.to) ? Math.max(8, availableParallelism()) : availableParallelism(), 1);
   // Read the key before touching the target: a bad key must not leave anything behind.
   const key = values['key-file'] ? await loadKey(values['key-file']) : undefined;
   const progress = new Progress(process.stderr, values.quiet === true);

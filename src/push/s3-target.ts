@@ -12,6 +12,8 @@ import { CACHE_INFO, TargetError, tempName, type CacheTarget } from './target.js
 
 /** A NAR whose object is older than this when its narinfo is published is named in the push's lease first. */
 const FRESH_MS = 5 * 60_000;
+/** Below this a NAR is sent without first asking whether it is there: a HEAD costs about what the PUT does. */
+const HEAD_FIRST_BYTES = 1 << 20;
 
 /**
  * A binary cache in an S3 bucket. A NAR is compressed into a local spool
@@ -27,6 +29,8 @@ const FRESH_MS = 5 * 60_000;
 export class S3Target implements CacheTarget {
   private spool: string | undefined;
   private readonly lease: Lease;
+  /** NARs this push put in place, and when: their narinfo needs no HEAD to know they are there and fresh. */
+  private readonly placed = new Map<string, number>();
 
   constructor(
     readonly bucket: Bucket,
@@ -85,12 +89,15 @@ export class S3Target implements CacheTarget {
 
   async commit(temp: string, final: string): Promise<void> {
     try {
-      const there = await this.bucket.head(final);
       const { size } = await stat(temp).catch((err: unknown) => {
         throw new TargetError(`spool file ${temp}: ${errorMessage(err)}`);
       });
       // Named by its FileHash: an object of that name and size is this file (an interrupted push sent it).
-      if (!there || there.size !== size) await uploadFile(this.bucket, final, temp, 'application/x-nix-nar', undefined, this.lease.watch(final));
+      const there = size >= HEAD_FIRST_BYTES ? await this.bucket.head(final) : undefined;
+      if (!there || there.size !== size) {
+        await uploadFile(this.bucket, final, temp, 'application/x-nix-nar', undefined, this.lease.watch(final));
+        this.placed.set(final, Date.now());
+      }
     } finally {
       await unlink(temp).catch(() => {});
     }
@@ -101,7 +108,9 @@ export class S3Target implements CacheTarget {
   }
 
   async publishNarInfo(hash: string, text: string, narFile: string): Promise<void> {
-    const nar = await this.bucket.head(narFile);
+    const placedAt = this.placed.get(narFile);
+    // A NAR this push put in place moments ago is there and young (gc keeps it for its grace period); any other is looked at.
+    const nar = placedAt !== undefined && Date.now() - placedAt < FRESH_MS ? { mtimeMs: placedAt } : await this.bucket.head(narFile);
     if (!nar) throw new TargetError(`NAR ${narFile} is missing from ${this.description}; not publishing ${hash}.narinfo`);
     if (Date.now() - nar.mtimeMs > FRESH_MS) await this.lease.hold([hash], [narFile]);
     else await this.lease.refresh(FRESH_MS);

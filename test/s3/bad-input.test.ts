@@ -1,4 +1,7 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Socket } from 'node:net';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,6 +12,7 @@ import type { HttpOrigin } from '../../src/origins/http-origin.js';
 import { TrustedKeys } from '../../src/protocol/signing.js';
 import { Bucket, S3Error } from '../../src/s3/bucket.js';
 import { bucketBaseUrl, formatS3Url, parseS3Url } from '../../src/s3/url.js';
+import { uploadFile } from '../../src/s3/upload.js';
 
 const SECRET = 'test-secret-never-shown-0123456789';
 
@@ -65,7 +69,7 @@ describe('s3:// URLs, in Nix syntax', () => {
 });
 
 /** An S3 engine that misbehaves as told, recording what it was sent. */
-type Behaviour = 'ok' | '500' | '403' | '404' | 'hang';
+type Behaviour = 'ok' | '500' | '403' | '404' | 'hang' | 'parts-fail';
 let behaviour: Behaviour = 'ok';
 const seen: IncomingMessage[] = [];
 let server: Server;
@@ -80,6 +84,19 @@ beforeAll(async () => {
     seen.push(req);
     req.resume();
     if (behaviour === 'hang') return;
+    if (behaviour === 'parts-fail') {
+      // Starts a multipart upload, fails every part, and accepts the abort.
+      if (req.method === 'POST' && req.url?.includes('uploads')) {
+        res.writeHead(200, { 'content-type': 'application/xml' });
+        res.end('<?xml version="1.0" encoding="UTF-8"?><InitiateMultipartUploadResult><Bucket>lab-cache</Bucket><Key>nar/big</Key><UploadId>upload-1</UploadId></InitiateMultipartUploadResult>');
+      } else if (req.method === 'DELETE') {
+        res.writeHead(204).end();
+      } else {
+        res.writeHead(500, { 'content-type': 'application/xml' });
+        res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>disk on fire</Message></Error>');
+      }
+      return;
+    }
     if (behaviour === 'ok') {
       res.writeHead(200, { 'content-type': 'text/plain' });
       res.end(req.url?.endsWith('nix-cache-info') ? 'StoreDir: /nix/store\n' : '');
@@ -176,6 +193,27 @@ describe('push, gc and verify against a misbehaving bucket (in process)', () => 
       } finally {
         bucket.close();
       }
+    }
+  });
+});
+
+describe('a multipart upload that fails', () => {
+  it('is aborted, so no parts are left to be billed, and the error says which part of what failed', async () => {
+    behaviour = 'parts-fail';
+    const dir = mkdtempSync(join(tmpdir(), 'nlc-s3-upload-'));
+    const file = join(dir, 'nar');
+    writeFileSync(file, Buffer.alloc(6 * 1024 * 1024, 7));
+    const bucket = new Bucket(parseS3Url(`s3://lab-cache?endpoint=${endpoint}`), { connectMs: 500, idleMs: 2000 });
+    try {
+      seen.length = 0;
+      const err = await uploadFile(bucket, 'nar/big', file, 'application/x-nix-nar', 5 * 1024 * 1024).then(() => undefined, (e: unknown) => e);
+      expect((err as Error).message).toMatch(/^uploading part 1 of nar\/big in s3:\/\/lab-cache\?endpoint=.* failed: HTTP 500 InternalError/);
+      const abort = new URL(seen.find((r) => r.method === 'DELETE')?.url ?? '/', endpoint);
+      expect(abort.pathname).toBe('/lab-cache/nar/big');
+      expect(abort.searchParams.get('uploadId')).toBe('upload-1');
+    } finally {
+      bucket.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
