@@ -44,14 +44,11 @@ buildNpmPackage {
   npmPackFlags = [ "--ignore-scripts" ];
 
   nativeBuildInputs = [ makeWrapper ];
-  # MALLOC_ARENA_MAX: glibc gives every thread that mallocs its own arena and
-  # keeps what it freed: ~20 MiB of peak RSS for nothing (docs/benchmarks.md,
-  # case 11b). Set only if unset. --max-semi-space-size=4: V8's young
-  # generation grows to 16 MiB semi-spaces under a closure's burst of
-  # requests; 4 MiB took ~13 MiB off the peak at the same speed (case 11b).
-  # Put first, so a NODE_OPTIONS of the user's own comes after and wins.
+  # The decompressors on PATH. The services' memory settings (glibc's arenas
+  # and mmap threshold, V8's young generation) are set by the CLI itself
+  # however it is started (src/cli/memory.ts), not here.
   postInstall = ''
-    wrapProgram $out/bin/${binName} --prefix PATH : ${lib.makeBinPath runtimeTools} --set-default MALLOC_ARENA_MAX 2 --prefix NODE_OPTIONS ' ' --max-semi-space-size=4
+    wrapProgram $out/bin/${binName} --prefix PATH : ${lib.makeBinPath runtimeTools}
   '';
 
   meta = {

@@ -12,6 +12,19 @@ export interface HealthResponse {
   ok: boolean;
   origins: HealthOrigin[];
   narPrefetch: NarPrefetchStatus;
+  memory: MemoryStatus;
+}
+
+/** The process's memory now, in bytes (Node's process.memoryUsage()): what `stats` and the status page show. */
+export interface MemoryStatus {
+  /** Resident set size: what the OS counts. */
+  rss: number;
+  /** V8's heap: in use, and reserved. */
+  heapUsed: number;
+  heapTotal: number;
+  /** Memory outside V8's heap held by JavaScript objects (Buffers among it). */
+  external: number;
+  arrayBuffers: number;
 }
 
 /** NARs held in memory ahead of Nix right now (docs/architecture.md, "NAR prefetch"). */

@@ -140,9 +140,9 @@ in
       unitConfig.StartLimitIntervalSec = 0;
       serviceConfig = hardening // {
         ExecStart = "${lib.getExe cfg.package} serve --config ${configFile}";
-        # Nix has no other substituter: the proxy always comes back.
+        # Nix has no other substituter: the proxy always comes back, within a second.
         Restart = "always";
-        RestartSec = 2;
+        RestartSec = "500ms";
         TimeoutStopSec = 15;
 
         DynamicUser = true;

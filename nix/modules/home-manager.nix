@@ -63,8 +63,9 @@ in
       Service = {
         ExecStart = "${lib.getExe cfg.package} serve --config ${configFile} --state-dir %S/nix-lan-cache";
         StateDirectory = "nix-lan-cache";
+        # Back within a second if it ever dies (the fatal error is in the journal).
         Restart = "always";
-        RestartSec = 2;
+        RestartSec = "500ms";
         TimeoutStopSec = 15;
         NoNewPrivileges = true;
         LockPersonality = true;

@@ -93,14 +93,17 @@ in
       before = [ "nginx.service" ];
       restartTriggers = [ configFile ];
       environment = s3.environment fcfg.s3;
+      # No start-rate limit: a fill that crashed five times in a row still restarts.
+      unitConfig.StartLimitIntervalSec = 0;
       serviceConfig = hardening // {
         ExecStart = "${lib.getExe pkg} fill --config ${configFile}";
         User = cfg.user;
         Group = cfg.group;
         UMask = "0022";
         ReadWritePaths = [ cfg.cacheDir ];
+        # Back within a second if it ever dies: nginx answers from the cache meanwhile.
         Restart = "always";
-        RestartSec = 2;
+        RestartSec = "500ms";
         RestrictAddressFamilies = [ "AF_INET" "AF_INET6" "AF_UNIX" ];
       } // lib.optionalAttrs (bucket != null) ({
         # Downloads are checked here before they are uploaded.

@@ -1,16 +1,17 @@
 #!/usr/bin/env node
 import { ConfigError, errorMessage } from '../errors.js';
+import { ensureMemorySettings } from './memory.js';
 
 /** Each command lives in its own module and is loaded only when it runs. */
-type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number> }> };
+type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number> }>; service?: boolean };
 
 const COMMANDS: Record<string, Command> = {
-  serve: { summary: 'run the localhost substituter proxy', load: () => import('./serve.js') },
+  serve: { summary: 'run the localhost substituter proxy', load: () => import('./serve.js'), service: true },
   announce: { summary: 'announce a static binary cache on the LAN with mDNS (for a Pi without Avahi)', load: () => import('./announce.js') },
   stats: { summary: 'show hit rates, bytes per origin and origin health of a running proxy', load: () => import('./stats.js') },
   doctor: { summary: 'check that Nix, the proxy and the caches fit together; print fixes', load: () => import('./doctor.js') },
   push: { summary: 'push closures into a static binary cache (dir or ssh://)', load: () => import('./push.js') },
-  fill: { summary: 'on the Pi, behind nginx: fill the static cache from upstream on a miss', load: () => import('./fill.js') },
+  fill: { summary: 'on the Pi, behind nginx: fill the static cache from upstream on a miss', load: () => import('./fill.js'), service: true },
   gc: { summary: 'delete what no kept root needs from a static binary cache', load: () => import('./gc.js') },
   verify: { summary: 'check a static binary cache: NARs, hashes, signatures, orphans', load: () => import('./verify.js') },
 };
@@ -36,6 +37,8 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`nix-lan-cache: unknown command ${JSON.stringify(name)}\n\n${usage()}`);
     return 2;
   }
+  // The services run for days: their memory settings are theirs to set (cli/memory.ts); this may re-execute.
+  if (command.service) ensureMemorySettings();
   return (await command.load()).run(rest);
 }
 

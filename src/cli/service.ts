@@ -11,7 +11,10 @@ export const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
  * right after. A rejected promise nobody handled is a bug: it is logged at
  * fatal, the service stops gracefully (counters saved) and the process exits
  * 1, so the bug is seen and systemd restarts it. A service that cannot start
- * is logged and its error thrown.
+ * is logged and its error thrown. An uncaught exception (a bug, or a
+ * dependency's: undici 7 died so on a flapping link) is logged at fatal with
+ * its stack before Node ends the process with status 1; nothing catches it,
+ * so nothing carries on in an unknown state (the units restart it at once).
  */
 export async function runService<S extends { close(): Promise<void> }>(log: Logger, what: string, start: () => Promise<S>, onStarted: (service: S) => void = () => {}): Promise<number> {
   let requested: { why: string; code: number } | undefined;
@@ -21,12 +24,19 @@ export async function runService<S extends { close(): Promise<void> }>(log: Logg
     log.fatal({ err, event: 'bug' }, `unhandled promise rejection: this is a bug in nix-lan-cache; stopping ${what}`);
     requestStop('unhandled promise rejection', 1);
   };
+  // An exception nothing caught ends the process as Node ends it (status 1; systemd restarts it): this only
+  // says why first, with its stack, in the service's own log (stderr is synchronous: the line is out before exit).
+  const onCrash = (err: Error, origin: string) => {
+    log.fatal({ err, event: 'crash', origin }, `${what} is dying of an uncaught exception: ${errorMessage(err)}`);
+  };
   const detach = () => {
     for (const s of STOP_SIGNALS) process.off(s, onSignal);
     process.off('unhandledRejection', onRejection);
+    process.off('uncaughtExceptionMonitor', onCrash);
   };
   for (const s of STOP_SIGNALS) process.on(s, onSignal);
   process.on('unhandledRejection', onRejection);
+  process.on('uncaughtExceptionMonitor', onCrash);
   let service: S;
   try {
     service = await start();

@@ -3,7 +3,7 @@ import type { NarInfoLookup, Origin } from '../origins/origin.js';
 import type { OriginSet } from '../origins/origin-set.js';
 import type { NarFile } from './nar-source.js';
 import type { Quarantine } from './quarantine.js';
-import type { SlowMarks } from './rate-watch.js';
+import type { SlowMarks } from './slow-marks.js';
 
 /** What the NAR path needs to know of one origin's narinfo. */
 export interface NarFacts extends NarFile {

@@ -11,6 +11,11 @@ type Open = (origin: Origin, file: NarFile, signal: AbortSignal) => Promise<Open
  * quiet (a laptop that just left home, a Pi that accepts and never answers)
  * costs `ms`, not its whole first-byte timeout, before the NAR goes on from
  * the next origin. A late answer is closed unread; its request is aborted.
+ *
+ * Quiet means quiet: while the origin answers other requests (a busy Wi-Fi
+ * link carries its other NARs ahead of this head), the deadline moves on by
+ * `ms` at a time, up to the origin's own first-byte timeout. Only a whole
+ * `ms` in which it answered nothing at all gives up on it.
  */
 export async function openWithin(open: Open, origin: Origin, file: NarFile, signal: AbortSignal, ms: number | undefined): Promise<OpenResult> {
   if (!ms || ms <= 0) return open(origin, file, signal);
@@ -19,15 +24,23 @@ export async function openWithin(open: Open, origin: Origin, file: NarFile, sign
   if (signal.aborted) own.abort();
   else signal.addEventListener('abort', follow, { once: true });
   const opening = open(origin, file, own.signal);
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
-  const first = await Promise.race([opening, late]);
-  clearTimeout(timer);
+  let first: OpenResult | undefined;
+  for (let windowStart = Date.now(); ; ) {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
+    first = await Promise.race([opening, late]);
+    clearTimeout(timer);
+    // Bounded: each window must see an answer from the origin, and its first-byte timeout ends the request.
+    if (first || origin.breaker.lastSuccessAt < windowStart) break;
+    if (signal.aborted) return opening; // the client went away: the aborted request ends at once
+    windowStart = Date.now();
+  }
   if (first) return first; // the abort link stays: the client going away still stops this origin's body
+  if (signal.aborted) return opening;
   signal.removeEventListener('abort', follow);
   own.abort();
   void opening.then((r) => {
     if (r.ok) r.nar.close();
   });
-  return { ok: false, error: new SourceError('slow', `no response head within ${ms} ms`) };
+  return { ok: false, error: new SourceError('slow', `no response head within ${ms} ms, and no other answer from the origin meanwhile`) };
 }

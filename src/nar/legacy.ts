@@ -9,7 +9,7 @@ import type { Origin } from '../origins/origin.js';
 import type { OriginSet } from '../origins/origin-set.js';
 import type { NarStats } from './nar-stats.js';
 import type { NarInfoAccess } from './candidates.js';
-import { discard } from './nar-source.js';
+import { discard } from '../origins/body.js';
 
 export interface LegacyNarDeps {
   origins: OriginSet;

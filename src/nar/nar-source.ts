@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import { errorMessage } from '../errors.js';
+import { discard } from '../origins/body.js';
 import type { Origin } from '../origins/origin.js';
 import { createDecompressor, DecompressError } from './decompress.js';
 
@@ -70,12 +71,6 @@ export async function openNar(origin: Origin, file: NarFile, signal: AbortSignal
     return { ok: false, error: new SourceError('unavailable', `HTTP ${fetched.statusCode} where 200 was expected`) };
   }
   return { ok: true, nar: new Piped(fetched.body, dec, fetched.headers[FILL_HEADER] === 'filled') };
-}
-
-/** Throws a body away without an unhandled 'error' (undici's body errors when destroyed unread). */
-export function discard(body: Readable): void {
-  body.on('error', () => {});
-  body.destroy();
 }
 
 class Piped implements OpenedNar {

@@ -69,22 +69,3 @@ export class RateWatch {
     this.restart();
   }
 }
-
-/** Origins that were left for being too slow: tried last for the next NARs, for a while. */
-export class SlowMarks {
-  private readonly until = new Map<string, number>();
-
-  constructor(private readonly forMs = 60_000) {}
-
-  mark(origin: { id: string }): void {
-    this.until.set(origin.id, Date.now() + this.forMs);
-  }
-
-  has(origin: { id: string }): boolean {
-    const t = this.until.get(origin.id);
-    if (t === undefined) return false;
-    if (t > Date.now()) return true;
-    this.until.delete(origin.id);
-    return false;
-  }
-}

@@ -178,7 +178,7 @@ function record(c: Candidate, result: Extract<Served, { done: false }>, offset: 
       return;
     case 'slow':
       deps.stats.narError(origin.name);
-      deps.slow.mark(origin);
+      deps.slow.mark(origin, c.facts.url);
       log.warn(ctx, 'NAR transfer from origin stalled or too slow; going on from the next origin');
       return;
     case 'content':

@@ -1,5 +1,6 @@
 import { request, type Dispatcher } from 'undici';
 import { errorMessage } from '../errors.js';
+import { drop } from './body.js';
 import type { OriginTimeouts } from './timeouts.js';
 import type { RequestSigner } from '../s3/signer.js';
 
@@ -28,7 +29,7 @@ export async function checkCacheInfo(
       ...(dispatcher ? { dispatcher } : {}),
     });
     if (res.statusCode !== 200) {
-      res.body.resume();
+      drop(res.body, res.headers);
       return `its nix-cache-info answered HTTP ${res.statusCode}`;
     }
     let size = 0;

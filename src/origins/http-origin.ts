@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { errorMessage } from '../errors.js';
 import { NarInfoError, parseNarInfo } from '../protocol/narinfo.js';
 import type { TrustedKeys } from '../protocol/signing.js';
+import { drop } from './body.js';
 import { Breaker } from './breaker.js';
 import { checkCacheInfo } from './cache-info.js';
 import { normaliseBaseUrl, originId } from './base-url.js';
@@ -16,6 +17,8 @@ const ABSENT_STATUSES = new Set([403, 404, 410]);
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 /** Redirects followed per request; each must stay on the origin's host and under its base path. */
 const MAX_REDIRECTS = 3;
+/** How long closing an origin waits for its requests in flight before it destroys their connections. */
+const CLOSE_GRACE_MS = 2000;
 
 export interface HttpOriginOptions {
   url: string;
@@ -167,7 +170,7 @@ export class HttpOrigin implements Origin {
       if (!REDIRECT_STATUSES.has(res.statusCode)) break;
       // A redirect is followed only on this origin and under its base path, a few times: never to another
       // host (a LAN cache must not make us call the laptop's loopback, link-local or any other address).
-      res.body.resume();
+      drop(res.body, res.headers);
       this.breaker.success();
       const location = res.headers.location;
       const next: URL | undefined = typeof location === 'string' && redirects < MAX_REDIRECTS ? this.underBase(location, url) : undefined;
@@ -182,7 +185,7 @@ export class HttpOrigin implements Origin {
       this.breaker.success();
       return { status: 'present', statusCode: res.statusCode, headers: res.headers, body: res.body };
     }
-    res.body.resume(); // drain so the connection is reused
+    drop(res.body, res.headers); // drained if small, so the connection is reused
     const refused = res.statusCode === 403 && this.options.signer !== undefined;
     if ((ABSENT_STATUSES.has(res.statusCode) && !refused) || res.statusCode === 416) {
       this.breaker.success();
@@ -203,9 +206,14 @@ export class HttpOrigin implements Origin {
     return (await checkCacheInfo(this.baseUrl, this.options.timeouts, this.agent, this.options.signer)) === undefined;
   }
 
+  /** Lets requests in flight finish for a moment, then destroys what is left: a wedged connection never holds up a stop. */
   async close(): Promise<void> {
     this.breaker.close();
-    await this.agent.close().catch(() => this.agent.destroy());
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), CLOSE_GRACE_MS)));
+    const closed = await Promise.race([this.agent.close().then(() => 'closed' as const, () => 'failed' as const), late]);
+    clearTimeout(timer);
+    if (closed !== 'closed') await this.agent.destroy().catch(() => {});
   }
 }
 

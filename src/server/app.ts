@@ -1,11 +1,16 @@
 import type { FastifyInstance } from 'fastify';
-import type { HealthResponse } from '../api.js';
+import type { HealthResponse, MemoryStatus } from '../api.js';
 import { baseApp } from '../http/base-app.js';
 import type { AppDeps } from './deps.js';
 import { registerCacheRoutes } from './routes.js';
 import { registerStatsRoutes } from './stats-routes.js';
 
 export type { AppDeps } from './deps.js';
+
+function memory(): MemoryStatus {
+  const { rss, heapUsed, heapTotal, external, arrayBuffers } = process.memoryUsage();
+  return { rss, heapUsed, heapTotal, external, arrayBuffers };
+}
 
 /** The proxy's HTTP app, not yet listening: tests start it on port 0. */
 export function buildApp(deps: AppDeps): FastifyInstance {
@@ -16,6 +21,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     ok: true,
     origins: deps.origins.ordered().map((o) => ({ name: o.name, kind: o.kind, url: o.baseUrl, state: o.breaker.state, since: new Date(o.breaker.changedAt).toISOString(), reason: o.breaker.lastReason })),
     narPrefetch: narPrefetch(),
+    memory: memory(),
   }));
   app.get('/_/discovery', async () => deps.discovery?.snapshot() ?? { enabled: false });
   registerStatsRoutes(app, deps);

@@ -9,6 +9,7 @@ import { outcomeOf, type Stats } from '../stats/recorder.js';
 import { type LookupOutcome } from '../stats/model.js';
 import { NarInfoPrefetcher, type PrefetchOptions } from './narinfo-prefetch.js';
 import { servedNarInfo } from './served-narinfo.js';
+import { LookupSlowness } from './lookup-slowness.js';
 import { firstDefined, settledWithin } from './settle.js';
 
 export type Resolution =
@@ -24,13 +25,6 @@ export type Resolution =
   | { status: 'unavailable'; unknown: string[] };
 
 const MAX_CACHE_BYTES = 8 * 1024 * 1024;
-/**
- * A LAN cache that has not answered anything for this long is checked (its
- * nix-cache-info, within the hedge delay) before its cached answers are
- * served: a laptop that just left home must not hand Nix NAR URLs on a Pi
- * that no longer answers.
- */
-const QUIET_MS = 1000;
 
 export interface ResolverOptions {
   maxEntries: number;
@@ -38,7 +32,7 @@ export interface ResolverOptions {
   missTtlSeconds: number;
   /** Per kind of origin: after this long without an answer, the next origins are asked alongside (0: never). */
   hedgeMs: Record<OriginKind, number>;
-  /** A LAN cache quiet this long is checked before its cached answers are served (default 1000). */
+  /** A LAN cache quiet this long is checked before its cached answers are served (default QUIET_MS, 1000). */
   quietMs?: number;
   /** Asking for the references' narinfos before Nix does (docs/architecture.md); off when absent. */
   prefetch?: Omit<PrefetchOptions, 'maxQueued'> & { maxQueued?: number };
@@ -66,14 +60,8 @@ type Unclaimed = { fallback?: { to: string; lan: Trail['lanSaid'] } };
 export class NarInfoResolver {
   private readonly cache: LRUCache<string, Resolution>;
   private readonly inflight = new Map<string, Promise<Resolution>>();
-  /**
-   * Origins whose last lookup outlived the hedge delay: until one of their
-   * answers arrives, lookups ask the next origins alongside at once instead
-   * of waiting the delay again (their circuit opens at the first-byte timeout).
-   */
-  private readonly slow = new Set<Origin>();
-  /** A running liveness check per quiet LAN cache (see QUIET_MS). */
-  private readonly checking = new Map<Origin, Promise<boolean>>();
+  /** Origins slow to answer lookups, and the check of a quiet LAN cache (lookup-slowness.ts). */
+  private readonly slow: LookupSlowness;
   /** Prefetched answers in the cache that no client has asked for yet. */
   private readonly unclaimed = new Map<string, Unclaimed>();
   /** Prefetch lookups in flight that no client has joined yet. */
@@ -88,6 +76,7 @@ export class NarInfoResolver {
     private readonly stats: Stats,
     private readonly log: Logger,
   ) {
+    this.slow = new LookupSlowness(log, options.quietMs);
     // Bounded by count and by bytes: a narinfo is ~0.5-2 KB of text, big closures list many references.
     this.cache = new LRUCache({
       max: options.maxEntries,
@@ -104,7 +93,7 @@ export class NarInfoResolver {
         failed: (storeHash, err) => log.error({ err, storeHash, event: 'bug' }, 'narinfo prefetch failed'),
       },
     );
-    const forget = () => {
+    const forget = (this.forget = () => {
       this.slow.clear();
       this.generation++;
       this.cache.clear();
@@ -112,16 +101,29 @@ export class NarInfoResolver {
       this.unclaimed.clear();
       this.prefetching.clear();
       this.prefetcher.clear();
-    };
+    });
     origins.on('up', forget);
     origins.on('added', forget);
     origins.on('removed', forget);
   }
 
+  /** Drops every cached answer (an origin came back, or the set changed). */
+  private readonly forget: () => void;
+
+  /**
+   * A LAN cache that was left for being too slow with NARs proved itself
+   * again (nar/slow-marks.ts): like a circuit that closes, the answers found
+   * elsewhere while it was away are forgotten, so its paths come from it again.
+   */
+  originBack(origin: Origin): void {
+    this.log.info({ event: 'origin-back', origin: origin.name }, `origin ${origin.name} serves NARs in time again`);
+    this.forget();
+  }
+
   /** One client request for a narinfo: answered from memory or the origins, and its references prefetched. */
   async resolve(storeHash: string): Promise<Resolution> {
     let cached = this.cache.get(storeHash);
-    const suspect = cached?.status === 'found' ? this.suspect(cached.origin) : false;
+    const suspect = cached?.status === 'found' ? this.slow.suspect(cached.origin, this.origins.ordered().at(-1) === cached.origin, this.options.hedgeMs[cached.origin.kind]) : false;
     if (suspect === true || (suspect !== false && (await suspect))) {
       // Its origin stopped answering: ask again (the next origins at once) rather than hand out its NAR URL.
       if (this.cache.get(storeHash) === cached) this.cache.delete(storeHash);
@@ -170,42 +172,6 @@ export class NarInfoResolver {
     this.stats.narinfoPrefetch('lookups');
     this.prefetching.add(storeHash);
     return this.start(storeHash, true).then((r) => (r.status === 'found' ? r.refs : undefined));
-  }
-
-  /**
-   * Whether a cached answer from `origin` should not be served as is: its
-   * circuit is open, it was marked slow, or it is a LAN cache that has been
-   * quiet for a while and does not answer its nix-cache-info within the
-   * hedge delay (then it is marked slow). Only when an origin after it could
-   * answer instead. Synchronous unless a check has to run.
-   */
-  private suspect(origin: Origin): boolean | Promise<boolean> {
-    const ordered = this.origins.ordered();
-    if (ordered[ordered.length - 1] === origin) return false;
-    if (origin.breaker.isOpen || this.slow.has(origin)) return true;
-    const hedgeMs = this.options.hedgeMs[origin.kind];
-    if (hedgeMs <= 0 || origin.kind !== 'lan' || Date.now() - origin.breaker.lastSuccessAt < (this.options.quietMs ?? QUIET_MS)) return false;
-    let check = this.checking.get(origin);
-    if (!check) {
-      check = this.checkAlive(origin, hedgeMs).finally(() => this.checking.delete(origin));
-      this.checking.set(origin, check);
-    }
-    return check.then((alive) => !alive);
-  }
-
-  /** True if the origin answers its nix-cache-info within `hedgeMs`; otherwise it is marked slow until it answers. */
-  private async checkAlive(origin: Origin, hedgeMs: number): Promise<boolean> {
-    const asking = origin.fetchFile('nix-cache-info').then((res) => {
-      if (res.status === 'present') res.body.resume();
-      const answered = res.status !== 'unknown';
-      if (answered) this.slow.delete(origin);
-      return answered;
-    });
-    const early = await settledWithin(asking, hedgeMs);
-    if (early) return early.value;
-    this.slow.add(origin);
-    this.log.info({ event: 'origin-slow', origin: origin.name, ms: hedgeMs }, `origin ${origin.name} did not answer within ${hedgeMs} ms; asking the next origins alongside`);
-    return false;
   }
 
   /** The cached answer, if any, without counting it (the NAR path asks which origin it came from). */
@@ -263,7 +229,7 @@ export class NarInfoResolver {
       const hedged = hedgeMs > 0 && i + 1 < origins.length;
       const early = !hedged ? { value: await asking } : this.slow.has(origin) ? undefined : await settledWithin(asking, hedgeMs);
       if (!early) {
-        this.slow.add(origin);
+        this.slow.mark(origin);
         return firstDefined(asking, this.firstPresent(origins, i + 1, storeHash, trail));
       }
       if (early.value) return early.value;
@@ -287,7 +253,7 @@ export class NarInfoResolver {
   async askOrigin(origin: Origin, storeHash: string): Promise<NarInfoLookup> {
     const started = performance.now();
     const result = await origin.lookupNarInfo(storeHash);
-    if (result.status !== 'unknown') this.slow.delete(origin);
+    if (result.status !== 'unknown') this.slow.answered(origin);
     this.stats.narinfoLookup(origin.name, outcomeOf(result), performance.now() - started);
     return result;
   }

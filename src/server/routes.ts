@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../errors.js';
 import { NAR_PREFETCH_LIMITS, NarPrefetcher } from '../nar/nar-prefetch.js';
 import { Quarantine } from '../nar/quarantine.js';
-import { SlowMarks } from '../nar/rate-watch.js';
+import { SlowMarks } from '../nar/slow-marks.js';
 import { parseNarUrl } from '../protocol/narurl.js';
 import type { Origin } from '../origins/origin.js';
 import type { NarPrefetchStatus } from '../api.js';
@@ -26,7 +26,12 @@ export function registerCacheRoutes(app: FastifyInstance, deps: AppDeps): () => 
     },
     (origin, storeHash) => !origin.breaker.isOpen && !quarantine.has(origin.id, storeHash) && !slow.has(origin),
   );
-  app.addHook('onClose', async () => prefetcher.clear());
+  // A LAN cache that proved itself again after being left for a slow NAR: answers found elsewhere meanwhile are forgotten.
+  slow.on('back', (origin) => resolver.originBack(origin));
+  app.addHook('onClose', async () => {
+    slow.close();
+    prefetcher.clear();
+  });
   const nar = { ...deps, quarantine, slow, open: prefetcher.open, lanHeadMs: deps.lanNarHeadMs };
 
   app.get('/nix-cache-info', async (_req, reply) => {

@@ -3,8 +3,8 @@ import { join } from 'node:path';
 import { Nginx } from '../helpers/nginx.js';
 import { generateKey, makeStaticCache, removeDir, substitute, type CacheKey } from '../helpers/nix.js';
 import { startProxy, type ProxyProcess } from '../helpers/proxy.js';
-import { buildLayeredClosure, type LayeredClosure, type LayeredShape } from './closure.js';
-import { startSlowLink } from './slow-relay.js';
+import { buildLayeredClosure, type LayeredClosure, type LayeredShape } from '../helpers/closure.js';
+import { startLink } from '../helpers/link.js';
 import { readdir, readFile } from 'node:fs/promises';
 import { log, median, peakRssMiB, ratio, summary, table, type CaseReport } from './util.js';
 
@@ -332,14 +332,14 @@ export async function runFaster(o: FasterOptions): Promise<CaseReport[]> {
       });
     }
     if (o.only.has('10')) {
-      const relay = await startSlowLink({ target: { host: '127.0.0.1', port: s.upstream.port }, latencyMs: o.slow.delayMs, downBytesPerSec: o.slow.bytesPerSecond, upBytesPerSec: o.slow.bytesPerSecond });
+      const relay = await startLink({ target: { host: '127.0.0.1', port: s.upstream.port }, latencyMs: o.slow.delayMs, downBytesPerSec: o.slow.bytesPerSecond, upBytesPerSec: o.slow.bytesPerSecond });
       try {
         log(`case 10: slow link (${o.slow.delayMs} ms each way, ${o.slow.bytesPerSecond / 1e6} MB/s each way), ${o.slowRounds} rounds`);
         const cells = await compare(s, o, 'slow link', o.slowRounds, relay.url, undefined, relay.url, rss, []);
         reports.push({
           title: `10. Slow link: the same closure from an upstream ${2 * o.slow.delayMs} ms away, Nix alone vs through the proxy`,
           markdown: [
-            `The same closure (${paths} paths, xz) on an upstream nginx behind \`test/bench/slow-relay.ts\`, a TCP relay on loopback that delays every byte ${o.slow.delayMs} ms each way (a new connection pays one more round trip for its handshake) and limits each direction to ${o.slow.bytesPerSecond / 1e6} MB/s, shared by all connections. No Pi. **Nix alone**: \`substituters = RELAY\`; the proxy sides: \`nix-lan-cache serve --upstream RELAY\`, fresh per run. ${o.slowRounds} rounds, sides alternating.`,
+            `The same closure (${paths} paths, xz) on an upstream nginx behind \`test/helpers/link.ts\`, a TCP relay on loopback that delays every byte ${o.slow.delayMs} ms each way (a new connection pays one more round trip for its handshake) and limits each direction to ${o.slow.bytesPerSecond / 1e6} MB/s, shared by all connections. No Pi. **Nix alone**: \`substituters = RELAY\`; the proxy sides: \`nix-lan-cache serve --upstream RELAY\`, fresh per run. ${o.slowRounds} rounds, sides alternating.`,
             '',
             comparison(cells, 'Nix alone, through the relay'),
             '',

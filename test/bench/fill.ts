@@ -6,7 +6,7 @@ import { buildClosure, generateKey, makeStaticCache, substitute, type Closure } 
 import { startFill, startPiNginx } from '../helpers/pi-fill.js';
 import { freePort, waitForPort } from '../helpers/ports.js';
 import { startProxy } from '../helpers/proxy.js';
-import { startSlowLink } from './slow-relay.js';
+import { startLink } from '../helpers/link.js';
 import { log, median, summary, table, type CaseReport } from './util.js';
 
 export interface FillBenchOptions {
@@ -53,7 +53,7 @@ export async function runFillBench(o: FillBenchOptions): Promise<CaseReport> {
   const upDir = join(o.dir, 'upstream');
   for (const c of closures) await makeStaticCache(upDir, c.paths, key);
   const upstream = await Nginx.start({ root: upDir, workDir: join(o.dir, 'nginx-upstream') });
-  const link = await startSlowLink({ target: { host: '127.0.0.1', port: upstream.port }, latencyMs: o.latencyMs, downBytesPerSec: o.downBytesPerSec });
+  const link = await startLink({ target: { host: '127.0.0.1', port: upstream.port }, latencyMs: o.latencyMs, downBytesPerSec: o.downBytesPerSec });
   const laptopConfig = join(o.dir, 'laptop.json');
   // proxy_cache also fetches from upstream itself: the laptops wait for it rather than race upstream. fill is given with
   // --lan-fill, which does that by itself (docs/fill.md); "fill, laptops race it" is fill behind a plain --lan (hedged).
@@ -147,7 +147,7 @@ export async function runFillBench(o: FillBenchOptions): Promise<CaseReport> {
   return {
     title: '8. Second laptop behind a filling Pi, upstream on a slow link',
     markdown: [
-      `Two laptops (real Nix 2.8, each through its own \`nix-lan-cache serve\`, fresh store and narinfo cache) realise the same closure one after the other: ${closures[0]!.paths.length} paths, ${(total / 2 ** 20).toFixed(1)} MiB of incompressible leaves (xz). The upstream (nginx over a \`nix copy\` cache) is reached through \`test/bench/slow-relay.ts\`, a relay on loopback that adds ${o.latencyMs} ms each way and limits downloads to ${(o.downBytesPerSec / 2 ** 20).toFixed(1)} MiB/s.`,
+      `Two laptops (real Nix 2.8, each through its own \`nix-lan-cache serve\`, fresh store and narinfo cache) realise the same closure one after the other: ${closures[0]!.paths.length} paths, ${(total / 2 ** 20).toFixed(1)} MiB of incompressible leaves (xz). The upstream (nginx over a \`nix copy\` cache) is reached through \`test/helpers/link.ts\`, a relay on loopback that adds ${o.latencyMs} ms each way and limits downloads to ${(o.downBytesPerSec / 2 ** 20).toFixed(1)} MiB/s.`,
       `The LAN cache is **fill** (nginx running docs/pi.md's fill block, \`nix-lan-cache fill\` behind it), **nginx \`proxy_cache\`** in front of the upstream (as nixos-passthru-cache does; config in \`test/bench/fill.ts\`), or **none** (the laptops' proxies ask upstream only). The laptops' proxies wait for fill because they are told it fills (\`--lan-fill\`), and for \`proxy_cache\` by \`timeouts.lan.hedgeMs: 0\`; **fill, laptops race it** is fill behind a plain \`--lan\` with the default 200 ms hedge, as before the laptop side of fill was built. ${o.rounds} rounds, a new closure and empty caches each round, sides alternating.`,
       '',
       table(['LAN cache', 'first laptop', 'second laptop', 'second / first', 'over the slow link (first laptop)', 'over the slow link (both laptops)'], rows),

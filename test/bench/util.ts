@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { memoryOf } from '../helpers/proc.js';
 
 /** Median of a non-empty list (mean of the two middle values for an even count). */
 export function median(xs: number[]): number {
@@ -27,10 +27,7 @@ export function ratio(a: number[], b: number[], digits = 2): string {
 
 /** Peak resident set size (VmHWM) of a live process, in MiB. */
 export async function peakRssMiB(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  const m = /^VmHWM:\s+(\d+) kB/m.exec(status);
-  if (!m) throw new Error(`no VmHWM for pid ${pid}`);
-  return Number(m[1]) / 1024;
+  return (await memoryOf(pid)).hwmMiB;
 }
 
 export function log(msg: string): void {

@@ -3,7 +3,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StatsResponse } from '../../src/api.js';
-import { startSlowLink, type SlowLink } from '../bench/slow-relay.js';
+import { startLink, type Link } from '../helpers/link.js';
 import { Nginx } from '../helpers/nginx.js';
 import { buildClosure, generateKey, makeStaticCache, removeDir, substitute, tempDir, type CacheKey, type Closure } from '../helpers/nix.js';
 import { startFill, startPiNginx, type FillProcess, type PiNginx } from '../helpers/pi-fill.js';
@@ -28,7 +28,7 @@ describe('one download per household: laptops wait for a filling Pi instead of r
   let house: Closure;
   let other: Closure;
   let upstream: Nginx;
-  let piLink: SlowLink;
+  let piLink: Link;
   let piCache: string;
   let fill: FillProcess;
   let pi: PiNginx;
@@ -66,7 +66,7 @@ describe('one download per household: laptops wait for a filling Pi instead of r
     const upDir = join(dir, 'upstream');
     await makeStaticCache(upDir, [...house.paths, ...other.paths], key);
     upstream = await Nginx.start({ root: upDir, workDir: join(dir, 'nginx-upstream') });
-    piLink = await startSlowLink({ target: { host: '127.0.0.1', port: Number(new URL(upstream.url).port) }, latencyMs: 400, downBytesPerSec: 4 * 2 ** 20 });
+    piLink = await startLink({ target: { host: '127.0.0.1', port: Number(new URL(upstream.url).port) }, latencyMs: 400, downBytesPerSec: 4 * 2 ** 20 });
     piCache = join(dir, 'pi-cache');
     await mkdir(piCache);
     fill = await startFill(['--cache', piCache, '--upstream', piLink.url, '--trusted-public-key', key.publicKey]);

@@ -63,6 +63,20 @@ describe('graceful shutdown', () => {
     expect(proxy.logs.some((l) => l.event === 'shutdown')).toBe(true);
   });
 
+  it.each([
+    ['an uncaught exception', 'throw', 'crash'],
+    ['an unhandled promise rejection', 'reject', 'bug'],
+  ])('%s (a bug): logged at fatal with its stack, then the process exits non-zero for systemd to restart', async (_what, inject, event) => {
+    const preload = new URL('./fixtures/inject-bug.mjs', import.meta.url).pathname;
+    const proxy = await startProxy(['--no-mdns', '--upstream', h.upstream.url], { env: { NODE_OPTIONS: `--import=${preload}`, NLC_INJECT: inject } });
+    const code = await exitCode(proxy.child);
+    expect(code).toBe(1);
+    const fatal = proxy.logs.find((l) => l.level === 60 && l.event === event) as { err?: { stack?: string; message?: string } } | undefined;
+    expect(fatal, JSON.stringify(proxy.logs.slice(-3))).toBeDefined();
+    expect(fatal!.err?.message).toBe('injected bug for the test');
+    expect(fatal!.err?.stack).toMatch(/inject-bug\.mjs/);
+  });
+
   it('SIGINT with nothing in flight exits at once', async () => {
     const proxy = await startProxy(['--no-mdns', '--upstream', h.upstream.url]);
     const started = Date.now();

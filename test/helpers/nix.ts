@@ -41,6 +41,11 @@ export async function buildClosure(salt: string, leaves: Leaf[]): Promise<Closur
   return closure;
 }
 
+/** A closure built some other way (test/helpers/closure.ts): removed from /nix/store after the test file, like buildClosure's. */
+export function removeAfterFile(root: string): void {
+  built.push(root);
+}
+
 /** Roots of the closures this test file built; `deleteBuiltClosures` removes them from /nix/store after the file. */
 const built: string[] = [];
 

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { once } from 'node:events';
 
 /**
@@ -104,4 +105,15 @@ export function collectJsonLines(stream: NodeJS.ReadableStream, logs: LogEntry[]
       onEntry(entry);
     }
   });
+}
+
+/** A live process's resident set (VmRSS) and its peak so far (VmHWM), in MiB, from /proc. */
+export async function memoryOf(pid: number): Promise<{ rssMiB: number; hwmMiB: number }> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string) => {
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status);
+    if (!m) throw new Error(`no ${field} for pid ${pid}`);
+    return Number(m[1]) / 1024;
+  };
+  return { rssMiB: kb('VmRSS'), hwmMiB: kb('VmHWM') };
 }

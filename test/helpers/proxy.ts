@@ -2,7 +2,7 @@ import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { until } from './wait.js';
 import { collectJsonLines, startProcess, stopProcess, type LogEntry } from './proc.js';
@@ -22,17 +22,27 @@ export interface ProxyProcess {
  * Starts the real CLI (`nix-lan-cache serve`) on a kernel-chosen port. Always
  * `--no-mdns` unless the caller runs it inside a network namespace.
  */
-export async function startProxy(args: string[], options: { env?: NodeJS.ProcessEnv; wrapper?: string[]; /** another build's main.js (e.g. the version before an upgrade) */ cli?: string } = {}): Promise<ProxyProcess> {
+export async function startProxy(
+  args: string[],
+  options: {
+    env?: NodeJS.ProcessEnv;
+    wrapper?: string[];
+    /** another build's main.js (e.g. the version before an upgrade) */
+    cli?: string;
+    /** Run the CLI as `npx nix-lan-cache` does: the executable itself (its #! line) rather than `node main.js`. */
+    asFromNpm?: boolean;
+  } = {},
+): Promise<ProxyProcess> {
   const cliPath = options.cli ?? CLI;
   const argv = ['serve', '--listen', '127.0.0.1:0', '--log-level', 'debug', ...args];
   // Stats persist by default (~/.local/state): without --state-dir, keep them in a temp dir removed on stop.
   const ownState = !args.includes('--state-dir') && !options.env?.XDG_STATE_HOME && !options.env?.STATE_DIRECTORY ? mkdtempSync(join(tmpdir(), 'nlc-proxy-state-')) : undefined;
   if (ownState) options = { ...options, env: { ...options.env, XDG_STATE_HOME: ownState, STATE_DIRECTORY: '' } };
   const [cmd, ...pre] = options.wrapper ?? [];
-  // As the Nix package's wrapper and the units run it (nix/package.nix): MALLOC_ARENA_MAX=2 unless set, V8's semi-spaces at 4 MiB unless a NODE_OPTIONS given says otherwise.
-  const nodeOptions = `--max-semi-space-size=4 ${options.env?.NODE_OPTIONS ?? process.env.NODE_OPTIONS ?? ''}`.trim();
-  const env = { MALLOC_ARENA_MAX: '2', ...process.env, NIX_LAN_CACHE_LOG_FORMAT: 'json', ...options.env, NODE_OPTIONS: nodeOptions };
-  const child = cmd ? startProcess(cmd, [...pre, process.execPath, cliPath, ...argv], { env }) : startProcess(process.execPath, [cliPath, ...argv], { env });
+  // The CLI sets its own memory settings (src/cli/memory.ts): none leak in from the test runner's environment.
+  const env = { ...withoutMemorySettings(process.env), NIX_LAN_CACHE_LOG_FORMAT: 'json', ...(options.asFromNpm ? { PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}` } : {}), ...options.env };
+  const node = options.asFromNpm ? [] : [process.execPath];
+  const child = cmd ? startProcess(cmd, [...pre, ...node, cliPath, ...argv], { env }) : startProcess(node[0] ?? cliPath, [...(node.length ? [cliPath] : []), ...argv], { env });
   // However the process ends (stop(), a signal sent by the test, a crash), its state dir goes with it.
   if (ownState) child.once('exit', () => rmSync(ownState, { recursive: true, force: true }));
   const logs: Array<Record<string, unknown>> = [];
@@ -55,6 +65,10 @@ export async function startProxy(args: string[], options: { env?: NodeJS.Process
       await stopProcess(child, signal);
     },
   };
+}
+
+function withoutMemorySettings(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(env).filter(([k]) => !k.startsWith('MALLOC_') && k !== 'NODE_OPTIONS' && k !== 'NIX_LAN_CACHE_MEMORY_SET'));
 }
 
 export async function exitCode(child: ChildProcess): Promise<number | null> {

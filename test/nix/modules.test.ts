@@ -41,6 +41,8 @@ describe('client module (services.nix-lan-cache)', () => {
       CapabilityBoundingSet: '',
       SystemCallFilter: ['@system-service'],
       Restart: 'always',
+      // Back within a second if it ever dies (issue 26).
+      RestartSec: '500ms',
     });
     // Nix has no other substituter: no start-rate limit either.
     expect(svc.unitConfig).toEqual({ StartLimitIntervalSec: 0 });

@@ -35,7 +35,7 @@ describe('nix/package.nix (evaluated with a buildNpmPackage stand-in that checks
     expect(existsSync(join(repoRoot, 'src/cli/main.ts'))).toBe(true);
     // …wrapped so that `serve` finds the decompressors it spawns.
     expect(p.nativeBuildInputs).toContain('make-wrapper-hook');
-    expect(p.postInstall.trim()).toBe('wrapProgram $out/bin/nix-lan-cache --prefix PATH : /stand-in/xz-bin/bin:/stand-in/bzip2-bin/bin:/stand-in/zstd-bin/bin --set-default MALLOC_ARENA_MAX 2 --prefix NODE_OPTIONS \' \' --max-semi-space-size=4');
+    expect(p.postInstall.trim()).toBe('wrapProgram $out/bin/nix-lan-cache --prefix PATH : /stand-in/xz-bin/bin:/stand-in/bzip2-bin/bin:/stand-in/zstd-bin/bin');
 
     // Only what the build needs is in the source.
     expect(p.npmRoot).toBe(p.src);

@@ -24,7 +24,8 @@ describe('Pi module: services.nix-lan-cache.pi.fill', () => {
     const s = await summary(pi(`{ enable = true; maxSize = "200G"; trustedPublicKeys = [ "${PI_KEY}" ]; upstreams = [ "https://cache.nixos.org" "https://nix-community.cachix.org" ]; }`));
     const svc = s.systemd.services['nix-lan-cache-fill'];
     expect(svc.wantedBy).toEqual(['multi-user.target']);
-    expect(svc.serviceConfig).toMatchObject({ User: 'nix-cache', Group: 'nix-cache', ReadWritePaths: ['/var/lib/nix-cache'], NoNewPrivileges: true, ProtectSystem: 'strict', Restart: 'always' });
+    expect(svc.serviceConfig).toMatchObject({ User: 'nix-cache', Group: 'nix-cache', ReadWritePaths: ['/var/lib/nix-cache'], NoNewPrivileges: true, ProtectSystem: 'strict', Restart: 'always', RestartSec: '500ms' });
+    expect(svc.unitConfig).toEqual({ StartLimitIntervalSec: 0 });
     const m = /^\/nix\/store\/[a-z0-9]{32}-nix-lan-cache\/bin\/nix-lan-cache fill --config (\/nix\/store\/[a-z0-9]{32}-nix-lan-cache-fill\.json)$/.exec(svc.serviceConfig.ExecStart);
     expect(m).not.toBeNull();
     const file = m![1]!;

@@ -42,6 +42,8 @@ function section(unit: string, name: string): string[] {
 /** The proxy comes back whatever ends it, however often: Nix has no other substituter. */
 function expectAlwaysRestarts(unit: string) {
   expect(section(unit, 'Service')).toContain('Restart=always');
+  // Back within a second if it ever dies (issue 26).
+  expect(section(unit, 'Service')).toContain('RestartSec=500ms');
   expect(section(unit, 'Unit')).toContain('StartLimitIntervalSec=0');
 }
 

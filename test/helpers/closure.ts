@@ -1,5 +1,5 @@
-import { runOk } from '../helpers/proc.js';
-import { nixEnv } from '../helpers/nix.js';
+import { runOk } from './proc.js';
+import { nixEnv, removeAfterFile } from './nix.js';
 
 export interface LayeredShape {
   /** Levels below the root. */
@@ -43,5 +43,6 @@ export async function buildLayeredClosure(salt: string, shape: LayeredShape): Pr
   const paths = (await runOk('nix-store', ['-qR', out], { env: nixEnv() })).trim().split('\n');
   const expected = shape.levels * shape.width + 1;
   if (paths.length !== expected) throw new Error(`closure of ${out} has ${paths.length} paths, expected ${expected}`);
+  removeAfterFile(out);
   return { root: out, paths, depth: shape.levels };
 }
