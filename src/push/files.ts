@@ -16,6 +16,16 @@ export interface InUse {
   hashes: Set<string>;
   /** NAR files that must stay. */
   nars: Set<string>;
+  /**
+   * NAR files modified at or after this (ms, the storage's clock) must stay:
+   * what a running writer uploaded and has not published yet.
+   */
+  since?: number;
+}
+
+/** Whether a running writer needs this NAR file. */
+export function heldNar(inUse: InUse, file: Pick<CacheFile, 'rel' | 'mtimeMs'>): boolean {
+  return inUse.nars.has(file.rel) || (inUse.since !== undefined && file.mtimeMs >= inUse.since);
 }
 
 /**

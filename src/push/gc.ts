@@ -1,5 +1,5 @@
 import { cacheFiles, isTemp, readNarInfos, safeNarRel, type NarInfoFile } from './cachefiles.js';
-import type { CacheFiles } from './files.js';
+import { heldNar, type CacheFiles } from './files.js';
 import { capSize } from './gc-size.js';
 import { readRoots, type RootEntry } from './roots.js';
 
@@ -129,12 +129,11 @@ export async function gc(cache: string | CacheFiles, opts: GcOptions): Promise<G
   report.narinfosKept = remaining.size;
   for (const f of await files.list('nar')) {
     const temp = isTemp(f.rel);
-    if (referenced.has(f.rel) || f.mtimeMs >= grace) continue;
+    if (referenced.has(f.rel) || f.mtimeMs >= grace || heldNar(inUse, f)) continue;
     if (!opts.dryRun) {
       inUse = await files.inUse(now);
-      if (inUse.nars.has(f.rel)) continue;
       const st = await files.stat(f.rel);
-      if (!st || st.mtimeMs >= grace) continue;
+      if (!st || st.mtimeMs >= grace || heldNar(inUse, st)) continue;
       await files.remove(f.rel);
     }
     (temp ? report.tempsDeleted : report.narsDeleted).push(f.rel);

@@ -9,20 +9,26 @@ import type { InUse } from './files.js';
  * A push to a bucket cannot "touch" what it found present (S3 has no mtime
  * to move, and radosgw does not move LastModified on a copy onto itself), so
  * it holds a lease instead: `pushing/<id>`, a small JSON object naming its
- * host and pid, the store hashes of the closure it is pushing, the NAR keys
- * it relies on, and its multipart uploads in progress. It is rewritten every
- * LEASE_REFRESH_MS while the push runs and deleted when it ends. gc keeps
- * everything a live lease names; a lease is dead once it is older than
- * LEASE_TTL_MS, or at once when its host is gc's and its pid is gone: gc
- * then aborts the uploads it names and deletes it.
+ * host and pid, when it started, the store hashes of the closure it is
+ * pushing, the NAR keys it relies on, and its multipart uploads in progress.
+ * It is rewritten every LEASE_REFRESH_MS while the push runs and deleted when
+ * it ends. gc keeps everything a live lease names, every NAR uploaded since
+ * its push started (not yet published), and its multipart uploads; a lease
+ * is dead once it is older than LEASE_TTL_MS, or at once when its host is
+ * gc's and its pid is gone: gc then aborts the uploads it names and deletes it.
  */
 export const LEASE_PREFIX = 'pushing/';
 export const LEASE_REFRESH_MS = 5 * 60_000;
 export const LEASE_TTL_MS = 20 * 60_000;
+/** Kept besides the measured clock difference between the pushing host and the bucket (request time, LastModified's whole seconds). */
+const CLOCK_MARGIN_MS = 60_000;
 
 interface LeaseBody {
   host: string;
   pid: number;
+  /** When the push started and when this copy was written, by the pushing host's clock (ms). */
+  since: number;
+  written: number;
   hashes: string[];
   nars: string[];
   uploads: Array<{ key: string; uploadId: string }>;
@@ -39,6 +45,7 @@ export class Lease implements UploadWatch {
   private timer: NodeJS.Timeout | undefined;
   private writing: Promise<void> = Promise.resolve();
   private written = 0;
+  private readonly since = Date.now();
 
   constructor(private readonly bucket: Bucket) {
     const host = HOST().replace(/[^A-Za-z0-9-]/g, '-').slice(0, 40) || 'host';
@@ -67,18 +74,14 @@ export class Lease implements UploadWatch {
     return { started: (id) => this.started(id, key), ended: (id) => this.ended(id) };
   }
 
-  /** Rewrites the lease if it is older than `maxAgeMs`. */
-  async refresh(maxAgeMs: number): Promise<void> {
-    if (Date.now() - this.written > maxAgeMs) await this.write();
-  }
-
   private write(): Promise<void> {
-    const body: LeaseBody = { host: HOST(), pid: process.pid, hashes: [...this.hashes], nars: [...this.nars], uploads: [...this.uploads.values()] };
     // Writes one at a time, in order: the last one written holds everything added so far.
     this.writing = this.writing.catch(() => {}).then(async () => {
-      const started = Date.now();
+      // `written` is taken just before the PUT: against its LastModified it gives gc the clock difference.
+      const written = Date.now();
+      const body: LeaseBody = { host: HOST(), pid: process.pid, since: this.since, written, hashes: [...this.hashes], nars: [...this.nars], uploads: [...this.uploads.values()] };
       await this.bucket.put(this.key, JSON.stringify(body), 'application/json');
-      this.written = started;
+      this.written = written;
     });
     if (!this.timer) {
       this.timer = setInterval(() => void this.write().catch(() => {}), LEASE_REFRESH_MS);
@@ -120,13 +123,28 @@ async function readLeaseObjects(bucket: Bucket, now: number): Promise<LeaseObjec
   return out;
 }
 
-/** What the live leases of a bucket hold now. */
-export async function readLeases(bucket: Bucket, now: number): Promise<InUse> {
-  const out: InUse = { hashes: new Set(), nars: new Set() };
-  for (const { body, live } of await readLeaseObjects(bucket, now)) {
-    if (!live) continue;
+/** When a lease's push started, by the bucket's clock: its start by the pushing host's clock, moved by how far that clock was from the bucket's when the lease was written. */
+function startedInBucketTime(lease: LeaseObject): number | undefined {
+  const { since, written } = lease.body;
+  if (typeof since !== 'number' || typeof written !== 'number' || !Number.isFinite(since) || !Number.isFinite(written)) return undefined;
+  return since + (lease.mtimeMs - written) - CLOCK_MARGIN_MS;
+}
+
+function uploadsOf(lease: LeaseObject): Array<{ key: string; uploadId: string }> {
+  return (Array.isArray(lease.body.uploads) ? lease.body.uploads : []).filter((u) => typeof u?.key === 'string' && typeof u.uploadId === 'string');
+}
+
+/** What the live leases of a bucket hold now, and the multipart uploads they have in progress. */
+export async function readLeases(bucket: Bucket, now: number): Promise<InUse & { uploadIds: Set<string> }> {
+  const out: InUse & { uploadIds: Set<string> } = { hashes: new Set(), nars: new Set(), uploadIds: new Set() };
+  for (const lease of await readLeaseObjects(bucket, now)) {
+    if (!lease.live) continue;
+    const { body } = lease;
     for (const h of Array.isArray(body.hashes) ? body.hashes : []) if (typeof h === 'string' && isStorePathHash(h)) out.hashes.add(h);
     for (const n of Array.isArray(body.nars) ? body.nars : []) if (typeof n === 'string') out.nars.add(n);
+    for (const u of uploadsOf(lease)) out.uploadIds.add(u.uploadId);
+    const started = startedInBucketTime(lease);
+    if (started !== undefined) out.since = Math.min(out.since ?? Infinity, started);
   }
   return out;
 }
@@ -136,8 +154,7 @@ export async function removeDeadLeases(bucket: Bucket, now: number, dryRun: bool
   const done: string[] = [];
   for (const lease of await readLeaseObjects(bucket, now)) {
     if (lease.live) continue;
-    for (const u of Array.isArray(lease.body.uploads) ? lease.body.uploads : []) {
-      if (typeof u?.key !== 'string' || typeof u.uploadId !== 'string') continue;
+    for (const u of uploadsOf(lease)) {
       if (!dryRun) await abortUpload(bucket, u.key, u.uploadId).catch(() => {}); // already completed or aborted: nothing to do
       done.push(`${u.key} (unfinished multipart upload of a push that died)`);
     }

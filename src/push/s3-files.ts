@@ -53,10 +53,17 @@ export class S3Files implements CacheFiles {
     return readLeases(this.bucket, now);
   }
 
-  /** Leases of pushes that died (and the multipart uploads they name), and unfinished multipart uploads started before `before` where the engine lists them. */
+  /**
+   * Leases of pushes that died (and the multipart uploads they name), and
+   * unfinished multipart uploads started before `before` where the engine
+   * lists them, but those a live push still sends (a large NAR over a slow
+   * link can take longer than the grace period).
+   */
   async removeStale(before: number, dryRun: boolean): Promise<string[]> {
-    const out = await removeDeadLeases(this.bucket, Date.now(), dryRun);
-    for (const k of await abortStaleUploads(this.bucket, before, dryRun)) out.push(`${k} (unfinished multipart upload)`);
+    const now = Date.now();
+    const out = await removeDeadLeases(this.bucket, now, dryRun);
+    const { uploadIds } = await readLeases(this.bucket, now);
+    for (const k of await abortStaleUploads(this.bucket, before, dryRun, uploadIds)) out.push(`${k} (unfinished multipart upload)`);
     return out;
   }
 

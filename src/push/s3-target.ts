@@ -10,8 +10,6 @@ import { Lease } from './leases.js';
 import { mapLimit } from './limit.js';
 import { CACHE_INFO, TargetError, tempName, type CacheTarget } from './target.js';
 
-/** A NAR whose object is older than this when its narinfo is published is named in the push's lease first. */
-const FRESH_MS = 5 * 60_000;
 /** Below this a NAR is sent without first asking whether it is there: a HEAD costs about what the PUT does. */
 const HEAD_FIRST_BYTES = 1 << 20;
 
@@ -21,16 +19,16 @@ const HEAD_FIRST_BYTES = 1 << 20;
  * parts: an object appears whole or not at all, so nothing needs renaming.
  * NARs are named `nar/<FileHash>-<ext>`, without a '.', because radosgw's
  * POSIX driver breaks multipart uploads of dotted keys (docs/lab.md); the
- * narinfo's URL names the file, so Nix and every reader follow it. A NAR
- * already there under its name (content-addressed) is not sent again. What
- * the push found present or uploaded is held by a lease (push/leases.ts)
- * until it ends, so a gc running meanwhile keeps it.
+ * narinfo's URL names the file, so Nix and every reader follow it. A NAR of
+ * HEAD_FIRST_BYTES or more already there under its name (content-addressed)
+ * is not sent again. What the push found present or uploaded is held by a
+ * lease (push/leases.ts) until it ends, so a gc running meanwhile keeps it.
  */
 export class S3Target implements CacheTarget {
   private spool: string | undefined;
   private readonly lease: Lease;
-  /** NARs this push put in place, and when: their narinfo needs no HEAD to know they are there and fresh. */
-  private readonly placed = new Map<string, number>();
+  /** NARs this push uploaded: gc keeps them (they are younger than its lease), so their narinfos need no HEAD. */
+  private readonly placed = new Set<string>();
 
   constructor(
     readonly bucket: Bucket,
@@ -96,7 +94,7 @@ export class S3Target implements CacheTarget {
       const there = size >= HEAD_FIRST_BYTES ? await this.bucket.head(final) : undefined;
       if (!there || there.size !== size) {
         await uploadFile(this.bucket, final, temp, 'application/x-nix-nar', undefined, this.lease.watch(final));
-        this.placed.set(final, Date.now());
+        this.placed.add(final);
       }
     } finally {
       await unlink(temp).catch(() => {});
@@ -108,12 +106,11 @@ export class S3Target implements CacheTarget {
   }
 
   async publishNarInfo(hash: string, text: string, narFile: string): Promise<void> {
-    const placedAt = this.placed.get(narFile);
-    // A NAR this push put in place moments ago is there and young (gc keeps it for its grace period); any other is looked at.
-    const nar = placedAt !== undefined && Date.now() - placedAt < FRESH_MS ? { mtimeMs: placedAt } : await this.bucket.head(narFile);
-    if (!nar) throw new TargetError(`NAR ${narFile} is missing from ${this.description}; not publishing ${hash}.narinfo`);
-    if (Date.now() - nar.mtimeMs > FRESH_MS) await this.lease.hold([hash], [narFile]);
-    else await this.lease.refresh(FRESH_MS);
+    if (!this.placed.has(narFile)) {
+      // Found there, not sent: named in the lease before it is looked at, so a gc that reads the lease after keeps it.
+      await this.lease.hold([hash], [narFile]);
+      if (!(await this.bucket.head(narFile))) throw new TargetError(`NAR ${narFile} is missing from ${this.description}; not publishing ${hash}.narinfo`);
+    }
     await this.bucket.put(`${hash}.narinfo`, text, 'text/x-nix-narinfo');
   }
 

@@ -80,8 +80,11 @@ export async function abortUpload(bucket: Bucket, key: string, uploadId: string)
 }
 
 /**
- * Aborts multipart uploads started before `before` (ms since the epoch): those of writers that died. Returns their keys. */
-export async function abortStaleUploads(bucket: Bucket, before: number, dryRun: boolean): Promise<string[]> {
+ * Aborts multipart uploads started before `before` (ms since the epoch), but
+ * those in `running` (upload ids a live push still sends): those of writers
+ * that died. Returns their keys.
+ */
+export async function abortStaleUploads(bucket: Bucket, before: number, dryRun: boolean, running: ReadonlySet<string> = new Set()): Promise<string[]> {
   // Not every engine lists uploads (radosgw's POSIX driver lists none): push leases name theirs too (push/leases.ts).
   type Out = import('@aws-sdk/client-s3').ListMultipartUploadsCommandOutput;
   const aborted: string[] = [];
@@ -92,7 +95,7 @@ export async function abortStaleUploads(bucket: Bucket, before: number, dryRun: 
       new s.ListMultipartUploadsCommand({ Bucket: bucket.loc.bucket, ...(keyMarker ? { KeyMarker: keyMarker } : {}), ...(idMarker ? { UploadIdMarker: idMarker } : {}) }),
     );
     for (const u of out.Uploads ?? []) {
-      if (!u.Key || !u.UploadId || (u.Initiated?.getTime() ?? 0) >= before) continue;
+      if (!u.Key || !u.UploadId || (u.Initiated?.getTime() ?? 0) >= before || running.has(u.UploadId)) continue;
       if (!dryRun) await bucket.send('aborting the multipart upload of', u.Key, (s) => new s.AbortMultipartUploadCommand({ Bucket: bucket.loc.bucket, Key: u.Key!, UploadId: u.UploadId! }));
       aborted.push(u.Key);
     }

@@ -13,6 +13,7 @@ import { TrustedKeys } from '../../src/protocol/signing.js';
 import { Bucket, S3Error } from '../../src/s3/bucket.js';
 import { bucketBaseUrl, formatS3Url, parseS3Url } from '../../src/s3/url.js';
 import { uploadFile } from '../../src/s3/upload.js';
+import { S3Files } from '../../src/push/s3-files.js';
 
 const SECRET = 'test-secret-never-shown-0123456789';
 
@@ -69,7 +70,7 @@ describe('s3:// URLs, in Nix syntax', () => {
 });
 
 /** An S3 engine that misbehaves as told, recording what it was sent. */
-type Behaviour = 'ok' | '500' | '403' | '404' | 'hang' | 'parts-fail';
+type Behaviour = 'ok' | '500' | '403' | '404' | 'hang' | 'parts-fail' | 'uploads-listed';
 let behaviour: Behaviour = 'ok';
 const seen: IncomingMessage[] = [];
 let server: Server;
@@ -84,6 +85,27 @@ beforeAll(async () => {
     seen.push(req);
     req.resume();
     if (behaviour === 'hang') return;
+    if (behaviour === 'uploads-listed') {
+      // One live push (its lease names its multipart upload) and an upload nobody holds, both listed by the engine.
+      const url = new URL((req.url ?? '/').replace(/^\/lab-cache\/\?/, '/lab-cache?'), 'http://x');
+      const xml = (body: string) => res.writeHead(200, { 'content-type': 'application/xml' }).end(`<?xml version="1.0" encoding="UTF-8"?>${body}`);
+      const old = new Date(Date.now() - 86_400_000).toISOString();
+      if (req.method === 'GET' && url.pathname === '/lab-cache' && url.searchParams.has('uploads')) {
+        const upload = (key: string, id: string) => `<Upload><Key>${key}</Key><UploadId>${id}</UploadId><Initiated>${old}</Initiated></Upload>`;
+        xml(`<ListMultipartUploadsResult><Bucket>lab-cache</Bucket><IsTruncated>false</IsTruncated>${upload('nar/running', 'up-running')}${upload('nar/dead', 'up-dead')}</ListMultipartUploadsResult>`);
+      } else if (req.method === 'GET' && url.pathname === '/lab-cache') {
+        const lease = url.searchParams.get('prefix') === 'pushing/' ? `<Contents><Key>pushing/builder-2-1</Key><LastModified>${new Date().toISOString()}</LastModified><Size>200</Size></Contents>` : '';
+        xml(`<ListBucketResult><Name>lab-cache</Name><IsTruncated>false</IsTruncated>${lease}</ListBucketResult>`);
+      } else if (req.method === 'GET' && url.pathname === '/lab-cache/pushing/builder-2-1') {
+        const body = { host: 'builder-2', pid: 1, since: Date.now() - 60_000, written: Date.now(), hashes: [], nars: [], uploads: [{ key: 'nar/running', uploadId: 'up-running' }] };
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+      } else if (req.method === 'DELETE') {
+        res.writeHead(204).end();
+      } else {
+        res.writeHead(404, { 'content-type': 'application/xml' }).end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchKey</Code></Error>');
+      }
+      return;
+    }
     if (behaviour === 'parts-fail') {
       // Starts a multipart upload, fails every part, and accepts the abort.
       if (req.method === 'POST' && req.url?.includes('uploads')) {
@@ -170,6 +192,47 @@ describe('the proxy reading a misbehaving bucket (in process)', () => {
       } finally {
         await origin.close();
       }
+    }
+  });
+});
+
+describe('credentials with a session token', () => {
+  it('sends AWS_SESSION_TOKEN as x-amz-security-token, signed, and never the secret', async () => {
+    behaviour = 'ok';
+    process.env.AWS_SESSION_TOKEN = 'session-token-of-a-role';
+    try {
+      const origin = await bucketOrigin();
+      try {
+        seen.length = 0;
+        expect((await origin.lookupNarInfo('0'.repeat(32))).status).not.toBe('unknown');
+        const req = seen[0]!;
+        expect(req.headers['x-amz-security-token']).toBe('session-token-of-a-role');
+        expect(req.headers.authorization).toMatch(/SignedHeaders=[a-z0-9;-]*x-amz-security-token/);
+        expect(JSON.stringify(req.headers)).not.toContain(SECRET);
+      } finally {
+        await origin.close();
+      }
+    } finally {
+      delete process.env.AWS_SESSION_TOKEN;
+    }
+  });
+});
+
+describe('gc on an engine that lists multipart uploads (in process)', () => {
+  it("aborts an old upload nobody holds, but not the one a live push's lease names", async () => {
+    behaviour = 'uploads-listed';
+    const files = new S3Files(new Bucket(parseS3Url(`s3://lab-cache?endpoint=${endpoint}`), { connectMs: 500, idleMs: 2000 }));
+    try {
+      seen.length = 0;
+      expect(await files.removeStale(Date.now(), false)).toEqual(['nar/dead (unfinished multipart upload)']);
+      const aborted = seen.filter((r) => r.method === 'DELETE').map((r) => new URL(r.url!, endpoint).searchParams.get('uploadId'));
+      expect(aborted).toEqual(['up-dead']);
+      // The live lease protects NARs uploaded since its push began, by the bucket's clock.
+      const inUse = await files.inUse(Date.now());
+      expect(inUse.since).toBeGreaterThan(Date.now() - 3 * 60_000);
+      expect(inUse.since).toBeLessThan(Date.now() - 60_000);
+    } finally {
+      await files.close();
     }
   });
 });

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
+import { once } from 'node:events';
+import { readdir, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, UploadPartCommand } from '@aws-sdk/client-s3';
@@ -7,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, cli } from '../helpers/cache.js';
 import { buildClosure, generateKey, removeDir, tempDir, type CacheKey, type Closure } from '../helpers/nix.js';
 import { killProcessGroup, startProcess, stopAll, type RunResult } from '../helpers/proc.js';
+import { until } from '../helpers/wait.js';
 import { checkBucket, getObject, listKeys, putObject, startS3Engine, type S3Engine } from '../helpers/s3-engine.js';
 
 const salt = `s3-bucket-${process.pid}-${Date.now()}`;
@@ -112,6 +114,8 @@ describe('gc on a bucket', () => {
     const deadLease = { host: hostname(), pid: dead.pid, hashes: older.paths.map(hashOf), nars: [], uploads: [{ key: 'nar/unfinished', uploadId: mp.UploadId }] };
     await putObject(engine, 'gc-test', 'pushing/dead-push', JSON.stringify(deadLease));
 
+    // With the default grace period (an hour) everything just pushed is young: only the roots past --keep go.
+    expect((await nlc(['gc', '--cache', url, '--keep', '1', '--keep-days', '0', '--dry-run'])).stdout).toContain('would delete 2 roots, 0 narinfos, 0 NARs');
     const dry = await nlc(['gc', '--cache', url, '--keep', '1', '--keep-days', '0', '--grace-minutes', '0', '--dry-run']);
     expect(dry.code).toBe(0);
     expect(dry.stdout).toContain('would delete 2 roots, 3 narinfos, 3 NARs');
@@ -132,6 +136,63 @@ describe('gc on a bucket', () => {
     expect(await getObject(engine, 'gc-test', 'nar/unfinished')).toBeUndefined();
     expect((await listKeys(engine, 'gc-test', 'pushing/')).map((o) => o.key)).toEqual(['pushing/another-builder-1']);
     expect((await nlc(['verify', '--cache', url, '--trusted-public-key', key.publicKey])).stdout).toContain('0 problems, 0 orphaned NARs');
+  });
+});
+
+describe('gc while a push runs', () => {
+  it('gc --grace-minutes 0 during a push keeps what the push found present and the NARs it uploaded but has not published; the push completes its closure', async () => {
+    await engine.createBucket('busy');
+    const url = engine.url('busy');
+    // The same salt: both closures share these two paths. Pushed unrooted, they are gc's to delete until a push holds them.
+    const shared = [{ name: 'shared-a', size: 200_000 }, { name: 'shared-b', size: 100_000 }];
+    const before = await buildClosure(`${salt}-busy`, shared);
+    expect((await nlc(['push', '--to', url, '--key-file', key.secretFile, before.root])).code).toBe(0);
+    const next = await buildClosure(`${salt}-busy`, [
+      ...shared,
+      ...Array.from({ length: 12 }, (_, i) => ({ name: `new-${i}`, size: 40_000 + i })),
+      { name: 'new-multipart', size: 24_000_000 },
+    ]);
+    const pushing = startProcess(process.execPath, [CLI, 'push', '--jobs', '2', '--compression', 'zstd', '--to', url, '--key-file', key.secretFile, '--root', 'lab', next.root], {
+      env: { ...process.env, ...engine.env },
+    });
+    let pushErr = '';
+    pushing.stderr?.on('data', (d: Buffer) => (pushErr += d.toString()));
+    pushing.stdout?.resume();
+    const pushed = once(pushing, 'exit') as Promise<[number | null]>;
+    const gcs: RunResult[] = [];
+    const gc = async () => gcs.push(await nlc(['gc', '--cache', url, '--keep', '1', '--keep-days', '0', '--grace-minutes', '0']));
+    // The push is stopped the moment it has a NAR in the bucket whose narinfo it has not written yet (the root's waits for the large NAR).
+    const unpublished = await until('a NAR uploaded and not yet published', 60_000, async () => {
+      if (pushing.exitCode !== null) return [];
+      const keys = (await listKeys(engine, 'busy')).map((o) => o.key);
+      const nars = keys.filter((k) => k.startsWith('nar/'));
+      if (nars.length <= keys.filter((k) => k.endsWith('.narinfo')).length) return false;
+      process.kill(pushing.pid!, 'SIGSTOP');
+      return nars;
+    });
+    try {
+      expect(unpublished.length, 'the push ended before it could be caught with a NAR not yet published').toBeGreaterThan(0);
+      await gc();
+    } finally {
+      process.kill(pushing.pid!, 'SIGCONT');
+    }
+    // The stopped push held its closure and its NARs (zstd; the first push's are xz): gc deleted only the first closure's own root.
+    expect(gcs[0]!.stdout).toContain(`deleted ${hashOf(before.root)}.narinfo`);
+    expect(gcs[0]!.stdout).toContain('deleted 0 roots, 1 narinfos');
+    expect(gcs[0]!.stdout).not.toContain('-zst');
+    for (let i = 0; i < 40 && pushing.exitCode === null; i++) await gc();
+    const [code] = await pushed;
+    expect(code, pushErr).toBe(0);
+    for (const g of gcs) expect(g.code, g.stderr).toBe(0);
+
+    const check = await checkBucket(engine, 'busy');
+    expect(check.problems).toEqual([]);
+    expect([...check.narinfos.keys()].sort()).toEqual(next.paths.map(hashOf).sort());
+    // Once the push ended its closure is a root's, and gc keeps it (only the first root's NAR, if still there, goes).
+    const after = await nlc(['gc', '--cache', url, '--keep', '1', '--keep-days', '0', '--grace-minutes', '0']);
+    expect(after.stdout).toContain('deleted 0 roots, 0 narinfos');
+    expect(after.stdout).not.toContain('-zst');
+    expect((await checkBucket(engine, 'busy')).narinfos.size).toBe(next.paths.length);
   });
 });
 
@@ -186,6 +247,28 @@ describe('secrets', () => {
   it('no command printed the secret key', () => {
     expect(outputs.length).toBeGreaterThan(5);
     for (const o of outputs) expect(`${o.stdout}${o.stderr}`).not.toContain(engine.secretAccessKey);
+  });
+});
+
+describe('credentials as the AWS tools read them', () => {
+  it('a profile of the shared credentials file, named by profile= in the URL or by AWS_PROFILE, or its default profile', async () => {
+    const file = join(work, 'aws-credentials');
+    await writeFile(file, `[default]\naws_access_key_id = ${engine.accessKeyId}\naws_secret_access_key = ${engine.secretAccessKey}\n\n[lab]\naws_access_key_id = ${engine.accessKeyId}\naws_secret_access_key = ${engine.secretAccessKey}\n\n[wrong]\naws_access_key_id = ${engine.accessKeyId}\naws_secret_access_key = not-the-secret\n`, { mode: 0o600 });
+    const env: NodeJS.ProcessEnv = { ...process.env, HOME: join(work, 'no-home'), AWS_SHARED_CREDENTIALS_FILE: file, AWS_CONFIG_FILE: join(work, 'no-config') };
+    for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_PROFILE']) delete env[k];
+    const verify = (url: string, extra: NodeJS.ProcessEnv = {}) => cli(['verify', '--cache', url], { env: { ...env, ...extra } });
+    const byUrl = await verify(engine.url('private', 'profile=lab'));
+    expect(byUrl.stdout, byUrl.stderr).toContain('0 problems');
+    expect((await verify(engine.url('private'), { AWS_PROFILE: 'lab' })).code).toBe(0);
+    expect((await verify(engine.url('private'))).code).toBe(0);
+    // The profile named wins over the default one, and over keys in the environment (as the AWS SDK does).
+    const wrong = await verify(engine.url('private', 'profile=wrong'), { AWS_ACCESS_KEY_ID: engine.accessKeyId, AWS_SECRET_ACCESS_KEY: engine.secretAccessKey });
+    expect(wrong.code).toBe(2);
+    expect(wrong.stderr).toContain('HTTP 403');
+    const missing = await verify(engine.url('private', 'profile=nope'));
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/no AWS credentials for s3:\/\/private\?endpoint=.*&profile=nope \(profile "nope": /);
+    for (const r of [byUrl, wrong, missing]) expect(`${r.stdout}${r.stderr}`).not.toContain(engine.secretAccessKey);
   });
 });
 
