@@ -5,9 +5,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli } from '../helpers/cache.js';
 import { NIX_CLIENTS } from '../helpers/nix-clients.js';
 import { buildClosure, generateKey, removeDir, substitute, tempDir, type CacheKey, type Closure } from '../helpers/nix.js';
+import { Nginx } from '../helpers/nginx.js';
 import { stopAll } from '../helpers/proc.js';
 import { serveUntilExit, startProxy, type ProxyProcess } from '../helpers/proxy.js';
 import { startS3Engine, type S3Engine } from '../helpers/s3-engine.js';
+import { until } from '../helpers/wait.js';
 import type { StatsResponse } from '../../src/api.js';
 
 const salt = `s3-proxy-${process.pid}-${Date.now()}`;
@@ -78,6 +80,45 @@ describe('the proxy serves a private bucket (signed GETs) to real Nix', () => {
     const part = await fetch(`${proxy.url}/${url}`, { headers: { range: 'bytes=1000000-' } });
     expect(part.status).toBe(206);
     expect(Buffer.from(await part.arrayBuffer()).equals(whole.subarray(1_000_000))).toBe(true);
+  });
+});
+
+describe('the bucket behind a Pi, and its signatures', () => {
+  it('the Pi dies in the middle of a NAR: the proxy goes on from the bucket at the same offset, and Nix 2.8 gets the closure', async () => {
+    // The Pi holds the same closure (the same NARs by NarHash), pushed into a directory that nginx serves slowly.
+    const piDir = join(work, 'pi');
+    expect((await cli(['push', '--to', piDir, '--key-file', key.secretFile, closure.root])).code).toBe(0);
+    const pi = await Nginx.start({ root: piDir, workDir: join(work, 'pi-nginx'), limitRate: '256k' });
+    try {
+      const p = await startProxy(['--no-mdns', '--lan', pi.url, '--upstream', engine.url('lab'), '--trusted-public-key', key.publicKey], { env: engine.env });
+      proxies.push(p);
+      const store = join(work, 'client-failover');
+      const fetching = substitute(store, [closure.root], p.url, { xdgCache: join(work, 'xdg-failover'), trustedKeys: [key.publicKey] });
+      // More bytes from the Pi than the paths other than leaf-a hold (330 kB): it is in the middle of leaf-a's 2 MB.
+      await until('the Pi is part-way through leaf-a', 60_000, async () => (await stats(p)).periods.sinceInstall.nar.lanBytes > 700_000);
+      await pi.stop();
+      const res = await fetching;
+      expect(res.code, res.stderr).toBe(0);
+      for (const path of closure.paths) expect(existsSync(join(store, path))).toBe(true);
+      const failover = p.logs.find((l) => l.msg === 'NAR failover');
+      expect(failover).toMatchObject({ to: expect.stringMatching(/^s3:\/\/lab\?endpoint=/) });
+      expect(failover!.offset as number).toBeGreaterThan(0);
+      expect((await stats(p)).periods.sinceInstall.nar.upstreamBytes).toBeGreaterThan(0);
+    } finally {
+      await pi.stop();
+    }
+  });
+
+  it('a narinfo in the bucket signed by a key the proxy does not trust is not served', async () => {
+    const other = await generateKey(work, 'someone-else-1');
+    const p = await startProxy(['--no-mdns', '--lan', engine.url('lab'), '--upstream', 'http://127.0.0.1:1/', '--trusted-public-key', other.publicKey], { env: engine.env });
+    proxies.push(p);
+    const res = await fetch(`${p.url}/${closure.root.slice(11, 43)}.narinfo`);
+    expect(res.status).toBe(404);
+    expect(p.logs.find((l) => l.event === 'untrusted-narinfo')).toMatchObject({ storePath: closure.root, sigs: ['lab-1'] });
+    // The bucket itself was read and is up: it is the signature that was refused.
+    const health = (await (await fetch(`${p.url}/_/health`)).json()) as { origins: Array<{ name: string; state: string }> };
+    expect(health.origins.find((o) => o.name.startsWith('s3://lab?'))?.state).toBe('closed');
   });
 });
 
