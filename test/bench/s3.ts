@@ -88,7 +88,7 @@ async function pushCase(o: S3BenchOptions, engine: S3Engine, closure: Closure, k
     title: `13. Push of a ${closure.paths.length}-path closure to an S3 bucket (radosgw) vs nix copy --to s3://`,
     markdown: [
       `A closure of ${closure.paths.length} paths built by real Nix (${o.smallLeaves} leaves of ~2 KiB, ${o.largeLeaves} of ${o.largeBytes / 2 ** 20} MiB of random bytes, a root), pushed into a fresh bucket on radosgw on 127.0.0.1 (xz, signed), then again (everything present). Wall time of the command; ${o.rounds} rounds, sides alternating.`,
-      `\`nix-lan-cache push --to s3://…\` (defaults: \`--jobs\` = CPU count, signed requests) reads this machine's store; \`${nix.name}\`'s \`nix copy --from file://SRC --to 's3://…&compression=xz&secret-key=SK'\` runs in its chroot and reads an uncompressed file:// copy of the closure (its own store is empty), sending unsigned requests (no AWS support in Debian's build).`,
+      `\`nix-lan-cache push --to s3://…\` (defaults: \`--jobs\` = CPU count but at least 8 for a bucket, signed requests) reads this machine's store; \`${nix.name}\`'s \`nix copy --from file://SRC --to 's3://…&compression=xz&secret-key=SK'\` runs in its chroot and reads an uncompressed file:// copy of the closure (its own store is empty), sending unsigned requests (no AWS support in Debian's build).`,
       `Checked once per side (not timed): every narinfo's NAR exists with its FileSize/FileHash and every reference has a narinfo${problems.length ? `. **Problems:** ${problems.join('; ')}` : ': no problems'}.`,
       '',
       table(
