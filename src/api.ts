@@ -63,3 +63,43 @@ export interface ProxyInfo {
 
 /** `GET /_/stats` (schema in docs/stats.md) */
 export type StatsResponse = StatsSnapshot & { proxy: ProxyInfo };
+
+/** What the share gave one client (an IP address) since the proxy started. */
+export interface ShareClientCounters {
+  narinfoServed: number;
+  narinfoNotShared: number;
+  nars: number;
+  bytes: number;
+  refused: number;
+  lastSeen: string;
+}
+
+/** What the share did since the proxy started (in memory; `GET /_/share`, docs/sharing.md). */
+export interface ShareCounters {
+  /** narinfos answered 200 / 404 (absent and not shared are one answer). */
+  narinfoServed: number;
+  narinfoNotShared: number;
+  /** NAR responses started and NAR bytes sent. */
+  nars: number;
+  bytes: number;
+  /** NARs that broke off: the client went away, or the store's bytes did not match their NarHash (then aborted). */
+  narsAborted: number;
+  narsMismatched: number;
+  /** Connections and requests turned away, by reason. */
+  refused: { network: number; busy: number; rate: number };
+}
+
+/** `GET /_/share` on the proxy's own listener (docs/sharing.md): what this machine shares and gave. */
+export interface ShareSnapshot {
+  enabled: true;
+  /** The URLs other machines reach the share on now. */
+  urls: string[];
+  store: string;
+  allow: string[];
+  /** Paths signed by these keys (verified) are shared. */
+  keyNames: string[];
+  announced: boolean;
+  totals: ShareCounters;
+  /** The clients seen since the proxy started, most bytes first (at most 50). */
+  clients: Array<{ client: string } & ShareClientCounters>;
+}

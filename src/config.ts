@@ -1,12 +1,18 @@
 import { readFileSync } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
 import type { LevelWithSilent } from 'pino';
 import { ConfigError, errorMessage } from './errors.js';
 import { LOG_LEVELS } from './log.js';
 import { normaliseBaseUrl } from './origins/base-url.js';
+import type { PeerOrder } from './origins/origin-set.js';
 import { formatS3Url, isS3Url, parseS3Url, redactS3Url } from './s3/url.js';
 import { DEFAULT_TIMEOUTS, type OriginTimeouts } from './origins/timeouts.js';
+import { parseCidr } from './protocol/cidr.js';
 import { parsePublicKey } from './protocol/signing.js';
+import { bool, int, object, oneOf, str, strList } from './config/checks.js';
+import { defaultShare, PEER_ORDERS, peeringShape, shareShape, type ShareConfig } from './config/sharing.js';
 
+export { DEFAULT_SHARE_PORT, type ShareConfig } from './config/sharing.js';
 export const DEFAULT_PORT = 37515;
 export const CACHE_NIXOS_ORG = 'https://cache.nixos.org';
 export const CACHE_NIXOS_ORG_KEY = 'cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=';
@@ -27,7 +33,12 @@ export interface ServeConfig {
   priority: number;
   /** Where state that survives restarts lives (stats). */
   stateDir: string | undefined;
-  timeouts: { lan: OriginTimeouts; lanFill: OriginTimeouts; upstream: OriginTimeouts };
+  timeouts: { lan: OriginTimeouts; lanFill: OriginTimeouts; peer: OriginTimeouts; upstream: OriginTimeouts };
+  /** This machine's share of its own store with other machines (docs/sharing.md); off unless enabled. */
+  share: ShareConfig;
+  /** Other machines' shares to ask (besides those mDNS finds), and how (docs/sharing.md). */
+  peer: string[];
+  peering: { order: PeerOrder; fanout: number; missTtlSeconds: number };
   /**
    * prefetchConcurrency: narinfo lookups ahead of Nix at once (0: off); prefetchDepth: levels of references;
    * narPrefetchBytes: decompressed NAR bytes held in memory ahead of Nix (0: NAR prefetch off); narPrefetchConcurrency: NAR fetches ahead at once.
@@ -46,9 +57,12 @@ export function defaultConfig(): ServeConfig {
     logLevel: 'info',
     priority: 30,
     stateDir: undefined,
-    timeouts: { lan: { ...DEFAULT_TIMEOUTS.lan }, lanFill: { ...DEFAULT_TIMEOUTS.lanFill }, upstream: { ...DEFAULT_TIMEOUTS.upstream } },
+    timeouts: { lan: { ...DEFAULT_TIMEOUTS.lan }, lanFill: { ...DEFAULT_TIMEOUTS.lanFill }, peer: { ...DEFAULT_TIMEOUTS.peer }, upstream: { ...DEFAULT_TIMEOUTS.upstream } },
     // A whole NixOS system is a few thousand paths; Nix keeps its own 30-day narinfo cache on disk.
     cache: { maxEntries: 4096, hitTtlSeconds: 3600, missTtlSeconds: 30, prefetchConcurrency: 16, prefetchDepth: 1, narPrefetchBytes: 32 * 1024 * 1024, narPrefetchConcurrency: 8 },
+    share: defaultShare(),
+    peer: [],
+    peering: { order: 'before-upstream', fanout: 4, missTtlSeconds: 10 },
   };
 }
 
@@ -61,35 +75,8 @@ export function parseListen(text: string): { host: string; port: number } {
 
 // ---- the config file: JSON, the same settings as the flags, camelCase ----
 
-export type Checker = (value: unknown, where: string) => unknown;
+export { bool, int, object, oneOf, str, strList, type Checker } from './config/checks.js';
 
-export const str: Checker = (v, where) => {
-  if (typeof v !== 'string') throw new ConfigError(`${where} must be a string`);
-  return v;
-};
-export const strList: Checker = (v, where) => {
-  if (!Array.isArray(v)) throw new ConfigError(`${where} must be a list of strings`);
-  return v.map((item, i) => str(item, `${where}[${i}]`));
-};
-export const bool: Checker = (v, where) => {
-  if (typeof v !== 'boolean') throw new ConfigError(`${where} must be true or false`);
-  return v;
-};
-export const int = (min: number, max: number): Checker => (v, where) => {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new ConfigError(`${where} must be an integer from ${min} to ${max}`);
-  return v;
-};
-export function object(shape: Record<string, Checker>): Checker {
-  return (v, where) => {
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError(`${where} must be an object`);
-    // Own keys only: `__proto__`, `constructor`, `toString` … are unknown keys like any other, not Object.prototype's.
-    const unknown = Object.keys(v).filter((k) => !Object.hasOwn(shape, k));
-    if (unknown.length) {
-      throw new ConfigError(`${where}: unknown key${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')} (known: ${Object.keys(shape).join(', ')})`);
-    }
-    return Object.fromEntries(Object.entries(v).map(([k, val]) => [k, shape[k]!(val, `${where}.${k}`)]));
-  };
-}
 const timeoutKeys = {
   connectMs: int(1, 600_000),
   firstByteMs: int(1, 600_000),
@@ -110,7 +97,10 @@ const fileShape = object({
   logLevel: str,
   priority: int(0, 1000),
   stateDir: str,
-  timeouts: object({ lan: timeoutsShape, lanFill: fillTimeoutsShape, upstream: timeoutsShape }),
+  timeouts: object({ lan: timeoutsShape, lanFill: fillTimeoutsShape, peer: timeoutsShape, upstream: timeoutsShape }),
+  share: shareShape,
+  peer: strList,
+  peering: peeringShape,
   cache: object({
     maxEntries: int(1, 10_000_000),
     hitTtlSeconds: int(0, 30 * 86400),
@@ -132,8 +122,11 @@ export type ConfigFile = Partial<{
   logLevel: string;
   priority: number;
   stateDir: string;
-  timeouts: Partial<Record<'lan' | 'lanFill' | 'upstream', Partial<OriginTimeouts>>>;
+  timeouts: Partial<Record<'lan' | 'lanFill' | 'peer' | 'upstream', Partial<OriginTimeouts>>>;
   cache: Partial<ServeConfig['cache']>;
+  share: Partial<Omit<ShareConfig, 'listen'> & { listen: string }>;
+  peer: string[];
+  peering: Partial<ServeConfig['peering']>;
 }>;
 
 /** The text of a `--config FILE`, or a ConfigError that says why it cannot be read. */
@@ -172,6 +165,13 @@ export interface ServeFlags {
   'log-level'?: string;
   'state-dir'?: string;
   priority?: string;
+  share?: boolean;
+  'no-share'?: boolean;
+  'share-listen'?: string;
+  'share-store'?: string;
+  'share-allow'?: string[];
+  peer?: string[];
+  'peer-order'?: string;
   help?: boolean;
 }
 
@@ -195,8 +195,9 @@ export function resolveServeConfig(flags: ServeFlags, readFile: (p: string) => s
     config.priority = int(0, 1000)(/^\d+$/.test(flags.priority) ? Number(flags.priority) : NaN, '--priority') as number;
   } else if (file.priority !== undefined) config.priority = file.priority;
   config.stateDir = flags['state-dir'] ?? file.stateDir ?? config.stateDir;
-  for (const kind of ['lan', 'lanFill', 'upstream'] as const) Object.assign(config.timeouts[kind], file.timeouts?.[kind]);
+  for (const kind of ['lan', 'lanFill', 'peer', 'upstream'] as const) Object.assign(config.timeouts[kind], file.timeouts?.[kind]);
   Object.assign(config.cache, file.cache);
+  resolveSharing(config, flags, file);
 
   checkCacheUrls('--lan', config.lan);
   checkCacheUrls('--lan-fill', config.lanFill);
@@ -235,4 +236,30 @@ export function checkPublicKeys(keys: readonly string[]): void {
       throw new ConfigError(`trusted public key ${JSON.stringify(key)}: ${errorMessage(err)}`);
     }
   }
+}
+
+/** The share and peer settings (docs/sharing.md): defaults < config file < flags, checked. */
+function resolveSharing(config: ServeConfig, flags: ServeFlags, file: ConfigFile): void {
+  const { listen, ...share } = file.share ?? {};
+  Object.assign(config.share, share);
+  if (flags.share) config.share.enable = true;
+  if (flags['no-share']) config.share.enable = false;
+  const shareListen = flags['share-listen'] ?? listen;
+  if (shareListen !== undefined) config.share.listen = parseListen(shareListen);
+  if (config.share.listen.host === 'lan' && config.share.listen.port === 0) throw new ConfigError('--share-listen lan:PORT needs a fixed port (port 0 only with an address, e.g. 127.0.0.1:0)');
+  config.share.store = resolvePath(flags['share-store'] ?? config.share.store);
+  config.share.allow = flags['share-allow'] ?? config.share.allow;
+  for (const net of config.share.allow) {
+    try {
+      parseCidr(net);
+    } catch (err) {
+      throw new ConfigError(`--share-allow: ${errorMessage(err)}`);
+    }
+  }
+  config.peer = flags.peer ?? file.peer ?? config.peer;
+  const bucket = config.peer.find(isS3Url);
+  if (bucket !== undefined) throw new ConfigError(`--peer ${JSON.stringify(redactS3Url(bucket))}: a peer is another machine's share (http://HOST:PORT), not an S3 bucket (give a bucket with --lan or --upstream)`);
+  checkCacheUrls('--peer', config.peer);
+  Object.assign(config.peering, file.peering);
+  if (flags['peer-order'] !== undefined) config.peering.order = oneOf(PEER_ORDERS)(flags['peer-order'], '--peer-order') as PeerOrder;
 }

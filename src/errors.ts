@@ -15,6 +15,10 @@ export const ERROR_STATUS = {
   ORIGINS_UNAVAILABLE: 503,
   /** A NAR that started streaming could not be finished from any origin. */
   NAR_INTERRUPTED: 502,
+  /** The share (docs/sharing.md): a client outside the allowed networks; over its limits; the store's database unreadable. */
+  FORBIDDEN: 403,
+  TOO_MANY_REQUESTS: 429,
+  STORE_UNAVAILABLE: 503,
   INTERNAL: 500,
 } as const;
 

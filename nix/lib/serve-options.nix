@@ -20,6 +20,17 @@ let
       description = "Nix public key NAME:BASE64 (as written by nix-store --generate-binary-cache-key, e.g. pi.lan-1:AbC…=)";
     };
 
+  # `serve --share-listen`: lan:PORT (every private LAN address) or HOST:PORT.
+  shareListenType = types.addCheck (types.strMatching listenPattern)
+    (s: lib.toInt (builtins.elemAt (builtins.match listenPattern s) 1) <= 65535) // {
+      description = "lan:PORT (every private LAN address of the machine) or HOST:PORT";
+    };
+
+  # A peer's share is plain HTTP, never a bucket.
+  httpUrlType = types.strMatching "https?://[^ ]+" // {
+    description = "http:// or https:// URL";
+  };
+
   # An S3 bucket (s3://BUCKET?endpoint=URL&region=R) is read with signed requests; its credentials: docs/lab.md.
   urlType = types.strMatching "(https?://[^ ]+|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\\?[^ ]*)?)" // {
     description = "http:// or https:// URL, or an S3 bucket s3://BUCKET?endpoint=URL&region=R";
@@ -48,6 +59,9 @@ let
 in
 rec {
   inherit cacheNixosOrgKey listenType publicKeyType urlType;
+
+  # The share's port, when it has a fixed one (the firewall opens it).
+  sharePort = cfg: lib.toInt (lib.last (lib.splitString ":" cfg.share.listen));
 
   options = {
     listen = mkOption {
@@ -92,7 +106,57 @@ rec {
     mdns = mkOption {
       type = types.bool;
       default = true;
-      description = "Browse for `_nix-cache._tcp` caches on the local network (mDNS).";
+      description = ''
+        Browse for `_nix-cache._tcp` caches and other machines' shares
+        (`_nix-peer._tcp`) on the local network, and announce this
+        machine's share when `share.enable` (mDNS).
+      '';
+    };
+    share = {
+      enable = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Serve other machines on the LAN the paths of this machine's Nix
+          store that carry a signature by a trusted key (cache.nixos.org's,
+          the house build server's): `serve --share`. A path built here,
+          unsigned, or signed only by keys not trusted is never served nor
+          listed. See docs/sharing.md.
+        '';
+      };
+      listen = mkOption {
+        type = shareListenType;
+        default = "lan:37517";
+        example = "192.168.1.20:37517";
+        description = ''
+          Where the share listens: `lan:PORT` is every private address the
+          machine has (RFC 1918, link-local, IPv6 unique-local; never
+          loopback or a public address), following interfaces as they come
+          and go; HOST:PORT is that address only.
+        '';
+      };
+      allow = mkOption {
+        type = types.nullOr (types.listOf types.str);
+        default = null;
+        example = [ "192.168.1.0/24" ];
+        description = "Networks (CIDR) whose machines may use the share; null keeps the built-in private ranges (10/8, 172.16/12, 192.168/16, 169.254/16, fc00::/7, fe80::/10, loopback).";
+      };
+      store = mkOption {
+        type = types.str;
+        default = "/";
+        description = "The Nix store shared, as Nix's `--store DIR` names it: `/` is the system store.";
+      };
+    };
+    peers = mkOption {
+      type = types.listOf httpUrlType;
+      default = [ ];
+      example = [ "http://192.168.1.20:37517/" ];
+      description = "Other machines' shares (`serve --peer`), asked after the LAN caches, in addition to any found by mDNS.";
+    };
+    peerOrder = mkOption {
+      type = types.enum [ "before-upstream" "after-upstream" ];
+      default = "before-upstream";
+      description = "Whether peers are asked before the upstreams (the default) or only for what the upstreams lack or cannot answer.";
     };
     logLevel = mkOption {
       type = types.enum [ "fatal" "error" "warn" "info" "debug" "trace" "silent" ];
@@ -107,6 +171,7 @@ rec {
     settings = {
       timeouts.lan = originTimeouts "LAN";
       timeouts.lanFill = fillingTimeouts "filling LAN";
+      timeouts.peer = originTimeouts "peer";
       timeouts.upstream = originTimeouts "upstream";
       cache = {
         maxEntries = nullOrInt 1 10000000 "Narinfo lookups remembered in memory.";
@@ -115,6 +180,17 @@ rec {
         prefetchConcurrency = nullOrInt 0 256 "Narinfo lookups of the references of what Nix asked, ahead of Nix, at once (0: off; built-in 16).";
         narPrefetchBytes = nullOrInt 0 4294967296 "Bytes of uncompressed NAR fetched into memory ahead of Nix for the narinfos it asked for (0: off; built-in 32 MiB).";
         narPrefetchConcurrency = nullOrInt 1 64 "NAR fetches ahead of Nix at once (built-in 8).";
+      };
+      share = {
+        maxInFlight = nullOrInt 1 10000 "Requests to the share in flight at once, all clients together (built-in 64).";
+        clientMaxInFlight = nullOrInt 1 10000 "Requests of one client in flight at once (built-in 32).";
+        clientRequestsPerSecond = nullOrInt 1 1000000 "Requests one client may start per second, sustained (built-in 500).";
+        clientBurst = nullOrInt 1 1000000 "… and in a burst (built-in 2000).";
+        clientBytesPerSecond = nullOrInt 0 107374182400 "NAR bytes per second to one client (built-in 0: no limit).";
+      };
+      peering = {
+        fanout = nullOrInt 0 64 "Peers asked at once for one narinfo (built-in 4; 0: never ask peers).";
+        missTtlSeconds = nullOrInt 0 3600 "How long a peer that lacked a path is not asked for it again (s; built-in 10).";
       };
     };
   };
@@ -125,6 +201,11 @@ rec {
     upstream = cfg.upstreams;
     trustedPublicKeys = cfg.trustedPublicKeys;
   } // lib.optionalAttrs (cfg.lanFill != [ ]) { inherit (cfg) lanFill; }
+    // lib.optionalAttrs cfg.share.enable {
+    share = dropNulls ({ enable = true; inherit (cfg.share) listen allow store; } // cfg.settings.share);
+  }
+    // lib.optionalAttrs (cfg.peers != [ ]) { peer = cfg.peers; }
+    // dropEmpty { peering = dropNulls ({ order = if cfg.peerOrder == "before-upstream" then null else cfg.peerOrder; } // cfg.settings.peering); }
     // lib.optionalAttrs (cfg.priority != null) { inherit (cfg) priority; }
     // lib.optionalAttrs (stateDir != null) { inherit stateDir; }
     // dropEmpty (dropNulls {

@@ -34,6 +34,8 @@ let
   configFile = pkgs.writeText "nix-lan-cache.json" (builtins.toJSON
     (serve.configAttrs (cfg // { upstreams = allUpstreams; trustedPublicKeys = allKeys; }) stateDir));
   port = lib.toInt (lib.last (lib.splitString ":" cfg.listen));
+  # Ports below 1024 need CAP_NET_BIND_SERVICE: the proxy's, or the share's.
+  lowPort = port < 1024 || (cfg.share.enable && serve.sharePort cfg < 1024);
 
   # Nix is pointed at the proxy alone; what else it had becomes upstreams above.
   nixSettings = {
@@ -64,7 +66,15 @@ in
       type = types.bool;
       default = cfg.mdns;
       defaultText = lib.literalExpression "config.services.nix-lan-cache.mdns";
-      description = "Open UDP 5353 so mDNS answers from the Pi get through the firewall.";
+      description = "Open UDP 5353 so mDNS answers from the Pi (and other machines' shares) get through the firewall.";
+    };
+
+    share = serve.options.share // {
+      openFirewall = mkOption {
+        type = types.bool;
+        default = true;
+        description = "Open the share's TCP port (when `share.enable`), so other machines on the LAN reach it. The share itself still serves only the `share.allow` networks.";
+      };
     };
 
     configureNix = mkOption {
@@ -151,9 +161,9 @@ in
         UMask = "0077";
         WorkingDirectory = stateDir;
 
-        CapabilityBoundingSet = if port < 1024 then "CAP_NET_BIND_SERVICE" else "";
-        AmbientCapabilities = lib.optionals (port < 1024) [ "CAP_NET_BIND_SERVICE" ];
-        PrivateUsers = port >= 1024;
+        CapabilityBoundingSet = if lowPort then "CAP_NET_BIND_SERVICE" else "";
+        AmbientCapabilities = lib.optionals lowPort [ "CAP_NET_BIND_SERVICE" ];
+        PrivateUsers = !lowPort;
         ProtectProc = "invisible";
         # AF_NETLINK: Node sees interface and address changes (re-browse mDNS).
         RestrictAddressFamilies = [ "AF_INET" "AF_INET6" "AF_UNIX" "AF_NETLINK" ];
@@ -161,6 +171,7 @@ in
     };
 
     networking.firewall.allowedUDPPorts = mkIf cfg.openFirewall [ 5353 ];
+    networking.firewall.allowedTCPPorts = mkIf (cfg.share.enable && cfg.share.openFirewall) [ (serve.sharePort cfg) ];
 
     warnings = lib.optionals cfg.configureNix (
       lib.optional (others.otherSubstituters != [ ])

@@ -1,9 +1,9 @@
 import { parseCommandArgs } from './args.js';
 import { hostname } from 'node:os';
 import { isIPv4 } from 'node:net';
-import { Bonjour, type Service } from 'bonjour-service';
 import type { LevelWithSilent } from 'pino';
-import { ConfigError, errorMessage } from '../errors.js';
+import { ConfigError } from '../errors.js';
+import { Publisher } from '../discovery/publisher.js';
 import { createLogger, LOG_LEVELS } from '../log.js';
 
 const HELP = `usage: nix-lan-cache announce --port P --key-name NAME [options]
@@ -98,40 +98,13 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const log = createLogger(options.logLevel);
-  // bonjour-service, not mdns-js: mdns-js's advertiser splits TXT values at dots
-  // (key=pi.lan-1 arrives as "key=pi" and "lan-1"); see docs/discovery.md.
-  // multicast-dns binds to --interface unless told to bind 0.0.0.0, and then never hears queries.
-  let failed: Error | undefined;
-  // (Bonjour passes its options on to multicast-dns, whose `interface`/`bind` its types don't list.)
-  const mdnsOptions = (options.interface ? { interface: options.interface, bind: '0.0.0.0' } : {}) as ConstructorParameters<typeof Bonjour>[0];
-  const bonjour = new Bonjour(mdnsOptions, (err: Error) => {
-    failed = err;
-    log.error({ event: 'announce-error', err: errorMessage(err) }, `mDNS error: ${errorMessage(err)}`);
-  });
-  const txt = txtRecords(options);
-  const service: Service = bonjour.publish({ name: options.name, type: 'nix-cache', protocol: 'tcp', port: options.port, host: options.host, txt, disableIPv6: options.interface !== undefined });
-  if (options.interface) {
-    // bonjour-service puts an A record for every interface in the announcement; keep the one asked for.
-    const records = service.records.bind(service);
-    service.records = () => records().filter((r) => r.type !== 'A' || r.data === options.interface);
-  }
-  service.on('up', () =>
-    log.info({ event: 'announcing', name: service.fqdn, host: options.host, port: options.port, txt, interface: options.interface }, `announcing ${service.fqdn} on port ${options.port}`),
-  );
+  const publisher = new Publisher({ name: options.name, type: 'nix-cache', port: options.port, host: options.host, txt: txtRecords(options), address: options.interface }, log);
 
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
   });
   log.info({ event: 'shutdown', signal }, 'sending goodbye');
-  await new Promise<void>((resolve) => {
-    const force = setTimeout(resolve, 3000);
-    force.unref();
-    bonjour.unpublishAll(() => {
-      clearTimeout(force);
-      resolve();
-    });
-  });
-  await new Promise<void>((resolve) => bonjour.destroy(() => resolve()));
-  return failed ? 1 : 0;
+  await publisher.stop();
+  return publisher.failed ? 1 : 0;
 }

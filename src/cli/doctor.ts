@@ -5,6 +5,7 @@ import type { Finding } from '../doctor/finding.js';
 import { readNixConfig, type NixConfig } from '../doctor/nix-config.js';
 import { checkKeys, checkNegativeTtl, checkSubstituters, type Expected } from '../doctor/nix-checks.js';
 import { askProxy, checkOrigins, checkProxy } from '../doctor/proxy.js';
+import { checkShare } from '../doctor/share.js';
 import { DEFAULT_URL } from './stats.js';
 
 const HELP = `usage: nix-lan-cache doctor [options]
@@ -22,6 +23,9 @@ for each problem. Exit status: 0 when nothing failed, 1 when something did
   --trusted-public-key K     a key the proxy trusts (repeatable)
   --json                     print the findings as JSON
   --strict                   exit 1 on warnings too
+
+If the proxy shares this machine's store (serve --share), doctor checks the
+share answers on its addresses and counts what it gives away.
 
 The Nix configuration is read with \`nix config show\` (or \`nix show-config\`
 on older Nix), so NIX_CONF_DIR, NIX_CONFIG and user nix.conf files count.
@@ -95,6 +99,7 @@ export async function diagnose(input: DoctorInput): Promise<Finding[]> {
     findings.push(checkNegativeTtl(nix, want));
   }
   if (view.health) findings.push(...(await checkOrigins(view)));
+  if (view.share) findings.push(...(await checkShare(view.share, want.keys)));
   return findings;
 }
 

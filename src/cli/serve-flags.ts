@@ -14,6 +14,13 @@ export const SERVE_OPTIONS = {
   'log-level': { type: 'string' },
   'state-dir': { type: 'string' },
   priority: { type: 'string' },
+  share: { type: 'boolean' },
+  'no-share': { type: 'boolean' },
+  'share-listen': { type: 'string' },
+  'share-store': { type: 'string' },
+  'share-allow': { type: 'string', multiple: true },
+  peer: { type: 'string', multiple: true },
+  'peer-order': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 

@@ -1,7 +1,7 @@
 import { parseCommandArgs } from './args.js';
 import { DEFAULT_PORT } from '../config.js';
 import { errorMessage } from '../errors.js';
-import type { StatsResponse } from '../api.js';
+import type { ShareSnapshot, StatsResponse } from '../api.js';
 import type { PeriodStats } from '../stats/snapshot.js';
 import type { DiscoverySnapshot } from '../discovery/discovery.js';
 import { formatAge, formatBytes, formatPct } from '../format.js';
@@ -26,13 +26,34 @@ function table(rows: string[][], rightAlign: Set<number>): string {
     .join('\n');
 }
 
-/** The caches mDNS found, and why any was refused (from /_/discovery). */
-export function formatDiscovery(d: DiscoverySnapshot | { enabled: false }, now = Date.now()): string {
+type Discovered = DiscoverySnapshot | { enabled: false };
+
+/** The caches and peers mDNS found, and why any was refused (from /_/discovery). */
+export function formatDiscovery(d: Discovered & { peers?: Discovered }, now = Date.now()): string {
   if (!d.enabled) return 'mDNS discovery is off (--no-mdns).\n';
-  if (d.caches.length === 0) return `mDNS discovery: no ${d.serviceType} announcement heard yet.\n`;
-  const rows = [['discovered cache', 'key', 'status', 'first seen', 'why']];
-  for (const c of d.caches) rows.push([c.url, c.keyName ?? '–', c.fill ? `${c.status} (fills)` : c.status, formatAge(c.firstSeen, now), c.reason ?? '']);
-  return `${table(rows, new Set())}\n`;
+  const part = (s: DiscoverySnapshot, what: string) => {
+    if (s.caches.length === 0) return `mDNS discovery: no ${s.serviceType} announcement heard yet.\n`;
+    const rows = [[`discovered ${what}`, what === 'peer' ? 'keys' : 'key', 'status', 'first seen', 'why']];
+    for (const c of s.caches) rows.push([c.url, c.keyName ?? '–', c.fill ? `${c.status} (fills)` : c.status, formatAge(c.firstSeen, now), c.reason ?? '']);
+    return `${table(rows, new Set())}\n`;
+  };
+  return part(d, 'cache') + (d.peers?.enabled ? `\n${part(d.peers, 'peer')}` : '');
+}
+
+/** What this machine shares with others (from /_/share; docs/sharing.md). */
+export function formatShare(sh: ShareSnapshot | { enabled: false }): string {
+  if (!sh.enabled) return 'not sharing this machine\'s store (serve --share turns it on).\n';
+  const t = sh.totals;
+  const out = [
+    `sharing on ${sh.urls.join(', ') || '(no private LAN address now)'}: the paths of ${sh.store} signed by ${sh.keyNames.join(', ')}${sh.announced ? ', announced on mDNS' : ''}`,
+    `  since the proxy started: ${t.narinfoServed} narinfos and ${t.nars} NARs (${formatBytes(t.bytes)}) given, ${t.narinfoNotShared} asked for and not shared; refused: ${t.refused.network} from other networks, ${t.refused.busy + t.refused.rate} over the limits`,
+  ];
+  if (sh.clients.length) {
+    const rows = [['machine', 'narinfos', 'NARs', 'bytes', 'last seen']];
+    for (const c of sh.clients.slice(0, 10)) rows.push([c.client, String(c.narinfoServed), String(c.nars), formatBytes(c.bytes), formatAge(c.lastSeen, Date.now())]);
+    out.push(table(rows, new Set([1, 2, 3])).replace(/^/gm, '  '));
+  }
+  return `${out.join('\n')}\n`;
 }
 
 /** The readable report for a /_/stats document. */
@@ -49,6 +70,7 @@ export function formatStats(s: StatsResponse, url: string, now = Date.now()): st
         ['LAN hit rate, by NAR bytes', ...cols.map(([, c]) => formatPct(c.lanHitRate.byBytes))],
         ['LAN hit rate, by narinfo hits', ...cols.map(([, c]) => formatPct(c.lanHitRate.byNarinfo))],
         ['kept off the internet', ...cols.map(([, c]) => formatBytes(c.bytesKeptOffInternet))],
+        ...(p.sinceInstall.nar.peerBytes || s.origins.some((o) => o.kind === 'peer') ? [['  from peers', ...cols.map(([, c]) => formatBytes(c.nar.peerBytes ?? 0))]] : []),
         ['from upstreams', ...cols.map(([, c]) => formatBytes(c.nar.upstreamBytes))],
         ...(Object.values(p.sinceInstall.fill).some((n) => n > 0)
           ? [
@@ -125,9 +147,13 @@ export async function run(argv: string[]): Promise<number> {
   }
   process.stdout.write(formatStats(s, url));
   // Discovery is a separate document; a proxy too old to have it just leaves this out.
-  const discovery = await fetch(`${url}/_/discovery`, { signal: AbortSignal.timeout(5000) })
-    .then((r) => (r.ok ? (r.json() as Promise<DiscoverySnapshot | { enabled: false }>) : undefined))
-    .catch(() => undefined);
+  const get = <T>(path: string) =>
+    fetch(`${url}${path}`, { signal: AbortSignal.timeout(5000) })
+      .then((r) => (r.ok ? (r.json() as Promise<T>) : undefined))
+      .catch(() => undefined);
+  const discovery = await get<Discovered & { peers?: Discovered }>('/_/discovery');
   if (discovery) process.stdout.write(`\n${formatDiscovery(discovery)}`);
+  const share = await get<ShareSnapshot | { enabled: false }>('/_/share');
+  if (share) process.stdout.write(`\n${formatShare(share)}`);
   return 0;
 }

@@ -3,6 +3,7 @@ import type { ServiceInstance } from './browser.js';
 
 /** What an instance's TXT records claim about its cache. */
 export interface Claim {
+  /** `key=` (a cache), or a peer's `keys=` as announced (comma-separated names). */
   keyName: string | undefined;
   priority: number;
   priorityText: string | undefined;
@@ -19,8 +20,8 @@ export interface Announcement {
 }
 
 /** Reads an announcement (docs/discovery.md, "The announcement"): its claim and the cache URLs it names. */
-export function readAnnouncement(s: ServiceInstance, defaultPriority: number): Announcement {
-  const claim: Claim = { keyName: s.txt.key || undefined, priorityText: s.txt.priority, priority: defaultPriority, fill: s.txt.fill === '1' };
+export function readAnnouncement(s: ServiceInstance, defaultPriority: number, keyTxt: 'key' | 'keys' = 'key'): Announcement {
+  const claim: Claim = { keyName: s.txt[keyTxt] || undefined, priorityText: s.txt.priority, priority: defaultPriority, fill: s.txt.fill === '1' };
   if (claim.priorityText !== undefined && /^\d{1,4}$/.test(claim.priorityText)) claim.priority = Number(claim.priorityText);
   const path = s.txt.path ?? '/';
   const urls = new Set<string>();

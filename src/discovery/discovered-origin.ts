@@ -4,7 +4,8 @@ import type { FetchOptions, FileFetch, NarInfoLookup, Origin } from '../origins/
 /**
  * A discovered cache's origin: an HttpOrigin that only counts signatures by
  * the announced key, and that reports the cache as refused when it serves a
- * narinfo not signed by that key before it served one that is.
+ * narinfo not signed by that key before it served one that is (a peer: when
+ * it serves a forged signature).
  */
 export class DiscoveredOrigin implements Origin {
   verified = 0;
@@ -14,6 +15,8 @@ export class DiscoveredOrigin implements Origin {
     private readonly http: HttpOrigin,
     readonly keyName: string,
     private readonly refuse: (reason: string) => void,
+    /** When it is refused for a narinfo (discovery/roles.ts): a cache's first untrusted one, or a peer's forged one. */
+    private readonly refuseOn: 'first-untrusted' | 'forged' = 'first-untrusted',
   ) {}
 
   get id() {
@@ -43,7 +46,9 @@ export class DiscoveredOrigin implements Origin {
     if (result.status === 'present') this.verified++;
     else if (result.status === 'absent' && result.reason === 'untrusted') {
       this.untrusted++;
-      if (this.verified === 0) this.refuse(`it served ${storeHash}.narinfo without a valid signature by ${this.keyName}, the key it announced`);
+      if (this.refuseOn === 'forged') {
+        if (result.forged) this.refuse(`it served ${storeHash}.narinfo with a signature that claims a trusted key (${this.keyName}) and does not verify`);
+      } else if (this.verified === 0) this.refuse(`it served ${storeHash}.narinfo without a valid signature by ${this.keyName}, the key it announced`);
     }
     return result;
   }

@@ -5,6 +5,7 @@ import type { OriginSet } from '../origins/origin-set.js';
 import type { OriginTimeouts } from '../origins/timeouts.js';
 import type { TrustedKeys } from '../protocol/signing.js';
 import type { ServiceBrowser } from './browser.js';
+import type { DiscoveryRole } from './roles.js';
 
 export interface DiscoveryOptions {
   browser: ServiceBrowser;
@@ -14,6 +15,8 @@ export interface DiscoveryOptions {
   /** Timeouts for a cache that announces `fill=1` (default: `timeouts`). */
   fillTimeouts?: OriginTimeouts;
   log: Logger;
+  /** What is browsed for (default: LAN caches, `_nix-cache._tcp`; `peerRole(…)`: other machines' shares). */
+  role?: DiscoveryRole;
   /** A discovered cache whose circuit stays open this long is dropped (default 30 s). */
   dropAfterMs?: number;
   /** How often the interface list is compared (default 1 s). */
@@ -30,7 +33,7 @@ export interface DiscoveryOptions {
 }
 
 /** The options with a default, resolved. */
-export type DiscoveryTunables = Required<Omit<DiscoveryOptions, 'browser' | 'origins' | 'trusted' | 'timeouts' | 'fillTimeouts' | 'log'>>;
+export type DiscoveryTunables = Required<Omit<DiscoveryOptions, 'browser' | 'origins' | 'trusted' | 'timeouts' | 'fillTimeouts' | 'log' | 'role'>>;
 
 export function withDefaults(options: DiscoveryOptions): DiscoveryTunables {
   return {

@@ -6,7 +6,8 @@ import { DiscoveredOrigin } from './discovered-origin.js';
 import { NetworkWatch } from './network-watch.js';
 import { cacheView, iso, type Candidate } from './candidate.js';
 import type { CacheStatus, DiscoveryEvent, DiscoverySnapshot } from './snapshot-types.js';
-import { NIX_CACHE_SERVICE, type ServiceInstance } from './browser.js';
+import type { ServiceInstance } from './browser.js';
+import { CACHE_ROLE, claimedKeyNames, type DiscoveryRole } from './roles.js';
 
 export type { CacheStatus, DiscoveredCache, DiscoveryEvent, DiscoverySnapshot } from './snapshot-types.js';
 export type { DiscoveryOptions } from './discovery-options.js';
@@ -21,7 +22,8 @@ const KEEP_GONE_MS = 3600_000;
  * Turns `_nix-cache._tcp` announcements into LAN origins, each only after it
  * proves itself (docs/discovery.md): its announced key name is trusted, its
  * `nix-cache-info` answers for /nix/store, and the narinfos it serves are
- * signed by the key it announced.
+ * signed by the key it announced. With the peer role, the same for other
+ * machines' shares (`_nix-peer._tcp`, docs/sharing.md; discovery/roles.ts).
  */
 export class Discovery {
   private readonly candidates = new Map<string, Candidate>();
@@ -33,10 +35,12 @@ export class Discovery {
   private readonly opts: DiscoveryTunables;
   private readonly onUp = (s: ServiceInstance) => this.announced(s);
   private readonly onDown = (s: ServiceInstance) => this.withdrawn(s, 'announcement expired or said goodbye');
+  private readonly role: DiscoveryRole;
 
   constructor(private readonly options: DiscoveryOptions) {
     this.log = options.log.child({ component: 'discovery' });
     this.opts = withDefaults(options);
+    this.role = options.role ?? CACHE_ROLE;
     this.network = new NetworkWatch(this.opts.interfacePollMs, this.opts.networkInterfaces);
   }
 
@@ -48,7 +52,7 @@ export class Discovery {
     this.options.browser.start();
     this.timer = setInterval(() => this.tick(), TICK_MS);
     this.timer.unref();
-    this.log.info({ event: 'discovery-started', serviceType: NIX_CACHE_SERVICE, trustedKeyNames: this.options.trusted.names }, `browsing for ${NIX_CACHE_SERVICE}`);
+    this.log.info({ event: 'discovery-started', serviceType: this.role.serviceType, trustedKeyNames: this.options.trusted.names }, `browsing for ${this.role.serviceType}`);
   }
 
   async stop(): Promise<void> {
@@ -67,7 +71,7 @@ export class Discovery {
   snapshot(): DiscoverySnapshot {
     return {
       enabled: true,
-      serviceType: NIX_CACHE_SERVICE,
+      serviceType: this.role.serviceType,
       trustedKeyNames: this.options.trusted.names,
       caches: [...this.candidates.values()].map((c) => cacheView(c, this.opts.defaultPriority)),
       events: [...this.events],
@@ -77,8 +81,9 @@ export class Discovery {
   // ---- announcements ----
 
   private announced(s: ServiceInstance): void {
+    if (this.role.isSelf?.(s)) return; // our own share, heard back
     const now = Date.now();
-    const { claim, urls, refusal } = readAnnouncement(s, this.opts.defaultPriority);
+    const { claim, urls, refusal } = readAnnouncement(s, this.opts.defaultPriority, this.role.keyTxt);
     if (refusal) this.record('discovery-refused', refusal.url, s.name, refusal.reason);
     const previous = this.urlsByInstance.get(s.name) ?? new Set<string>();
     for (const url of previous) if (!urls.has(url)) this.release(s.name, url, 'its announcement moved to another address');
@@ -161,41 +166,51 @@ export class Discovery {
     const claim = c.claims.get(c.owner);
     c.status = 'checking';
     c.reason = why;
-    this.record('discovery-announced', c.url, c.owner, `${why}: key=${claim?.keyName ?? '(none)'} priority=${claim?.priorityText ?? '(none)'}${claim?.fill ? ' fill=1' : ''}`);
-    if (!claim?.keyName) return this.decide(c, 'refused', 'its announcement has no key= TXT record', false);
-    if (!this.options.trusted.has(claim.keyName)) {
-      return this.decide(c, 'refused', `its key name ${JSON.stringify(claim.keyName)} is not one of the trusted keys (${this.options.trusted.names.join(', ')})`, false);
+    this.record('discovery-announced', c.url, c.owner, `${why}: ${this.role.keyTxt}=${claim?.keyName ?? '(none)'} priority=${claim?.priorityText ?? '(none)'}${claim?.fill ? ' fill=1' : ''}`);
+    const names = claimedKeyNames(this.role, claim?.keyName);
+    if (!claim || names.length === 0) return this.decide(c, 'refused', `its announcement has no ${this.role.keyTxt}= TXT record`, false);
+    const trusted = names.filter((n) => this.options.trusted.has(n));
+    if (trusted.length === 0) {
+      const which = names.length === 1 ? `its key name ${JSON.stringify(names[0])} is` : `none of its key names (${names.map((n) => JSON.stringify(n)).join(', ')}) is`;
+      return this.decide(c, 'refused', `${which} not one of the trusted keys (${this.options.trusted.names.join(', ')})`, false);
     }
     c.checking = true;
     void this.opts.checkCacheInfo(c.url, this.options.timeouts).then((problem) => {
       if (generation !== c.generation) return; // superseded
       c.checking = false;
       if (problem) return this.decide(c, 'refused', problem, true);
-      this.admit(c, claim.keyName!, claim.priority, claim.fill);
+      this.admit(c, trusted, claim.priority, claim.fill);
     });
   }
 
-  private admit(c: Candidate, keyName: string, priority: number, fills: boolean): void {
+  private admit(c: Candidate, keyNames: string[], priority: number, fills: boolean): void {
+    const keyName = keyNames.join(',');
     const http = new HttpOrigin({
       url: c.url,
-      kind: 'lan',
-      name: `mdns:${new URL(c.url).host}`,
+      kind: this.role.kind,
+      name: `${this.role.namePrefix}:${new URL(c.url).host}`,
       priority,
       fills,
       timeouts: fills ? (this.options.fillTimeouts ?? this.options.timeouts) : this.options.timeouts,
       trusted: this.options.trusted,
-      requireKeyName: keyName,
+      requireKeyName: keyNames,
       log: this.options.log,
     });
-    const origin = new DiscoveredOrigin(http, keyName, (reason) => {
-      if (c.origin !== origin) return;
-      this.unadmit(c);
-      this.decide(c, 'refused', reason, false);
-    });
+    const origin = new DiscoveredOrigin(
+      http,
+      keyName,
+      (reason) => {
+        if (c.origin !== origin) return;
+        this.unadmit(c);
+        this.decide(c, 'refused', reason, false);
+      },
+      this.role.refuseOn,
+    );
     c.origin = origin;
     c.lastHealthCheck = Date.now();
     this.options.origins.add(origin);
-    this.decide(c, 'admitted', `nix-cache-info answered and key ${keyName} is trusted; narinfos must be signed by ${keyName}${fills ? '; it fills from upstream (fill=1), so lookups wait for it' : ''}`, false);
+    const keys = keyNames.length > 1 ? `keys ${keyNames.join(', ')} are trusted; narinfos must be signed by one of them` : `key ${keyName} is trusted; narinfos must be signed by ${keyName}`;
+    this.decide(c, 'admitted', `nix-cache-info answered and ${keys}${fills ? '; it fills from upstream (fill=1), so lookups wait for it' : ''}`, false);
   }
 
   private unadmit(c: Candidate): void {

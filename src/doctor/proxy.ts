@@ -1,10 +1,12 @@
 import { errorMessage } from '../errors.js';
-import type { HealthResponse, StatsResponse } from '../api.js';
+import type { HealthResponse, ShareSnapshot, StatsResponse } from '../api.js';
 import type { Finding } from './finding.js';
 
 export interface ProxyView {
   health?: HealthResponse;
   stats?: StatsResponse;
+  /** `GET /_/share` (absent from proxies older than sharing). */
+  share?: ShareSnapshot | { enabled: false };
   error?: string;
 }
 
@@ -19,7 +21,8 @@ export async function askProxy(proxyUrl: string, timeoutMs = 3000): Promise<Prox
   try {
     const health = await getJson<ProxyView['health']>(new URL('_/health', base).toString(), timeoutMs);
     const stats = await getJson<StatsResponse>(new URL('_/stats', base).toString(), timeoutMs).catch(() => undefined);
-    return { health, ...(stats ? { stats } : {}) };
+    const share = await getJson<ShareSnapshot | { enabled: false }>(new URL('_/share', base).toString(), timeoutMs).catch(() => undefined);
+    return { health, ...(stats ? { stats } : {}), ...(share ? { share } : {}) };
   } catch (err) {
     return { error: errorMessage(err) };
   }
@@ -64,12 +67,14 @@ export async function checkOrigins(view: ProxyView, timeoutMs = 2000): Promise<F
     } else {
       out.push({
         id: 'origin-unreachable',
-        level: o.kind === 'lan' ? 'warn' : 'fail',
+        level: o.kind === 'upstream' ? 'fail' : 'warn',
         message: `${o.kind} cache ${o.name} (${o.url}) does not answer: ${reachable}`,
         fix:
           o.kind === 'lan'
             ? 'fine while you are away from home; at home, check the Pi is on and nginx serves the cache directory'
-            : 'check the internet connection and the --upstream URL',
+            : o.kind === 'peer'
+              ? 'fine when that machine is asleep or away; otherwise check it runs `serve --share` and its firewall lets the share port in'
+              : 'check the internet connection and the --upstream URL',
       });
     }
     const c = view.stats?.periods.sinceInstall.origins[o.name];

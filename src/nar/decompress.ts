@@ -4,7 +4,7 @@ import * as zlib from 'node:zlib';
 import { xzPool } from './xz-pool.js';
 
 /** Node ≥ 22.15 has zstd in zlib (@types/node 20 does not know it yet); older Node uses the `zstd` binary. */
-const createZstdDecompress = (zlib as unknown as { createZstdDecompress?: () => Transform }).createZstdDecompress;
+const createZstdDecompress = (zlib as unknown as { createZstdDecompress?: (options?: { chunkSize?: number }) => Transform }).createZstdDecompress;
 
 /**
  * A streaming decompressor: write the origin's file into `input`, read the
@@ -57,9 +57,21 @@ export function createDecompressor(compression: string, fileSize?: number, narSi
     const pass = new PassThrough();
     return { input: pass, output: pass, destroy: () => pass.destroy() };
   }
-  if (compression === 'zstd' && createZstdDecompress) return zstd(createZstdDecompress);
+  if (compression === 'zstd' && createZstdDecompress) return zstd(() => createZstdDecompress({ chunkSize: zstdChunk(narSize) }));
   const cmd = Object.hasOwn(SPAWNED, compression) ? SPAWNED[compression] : undefined;
   return cmd ? spawned(cmd) : undefined;
+}
+
+/**
+ * zlib hands out its output in pieces of `chunkSize` (16 KiB by default), each
+ * a separate allocation that a NAR fetched ahead keeps until Nix comes: many
+ * small pieces fragment glibc's heap, which then holds on to the memory. A
+ * piece the size of the NAR (64 KiB to 1 MiB) is one allocation, and from
+ * 128 KiB on it is mapped on its own and given back when freed
+ * (MALLOC_MMAP_THRESHOLD_, cli/memory.ts).
+ */
+function zstdChunk(narSize: number | undefined): number {
+  return Math.min(1 << 20, Math.max(64 * 1024, narSize ?? 0));
 }
 
 function zstd(create: () => Transform): Decompressor {

@@ -1,6 +1,7 @@
 import type { Origin } from '../origins/origin.js';
 import type { NarFacts } from './candidates.js';
-import { openNar, SourceError, type OpenedNar, type OpenResult } from './nar-source.js';
+import { openNar, SourceError } from './nar-source.js';
+import { Entry, Taken } from './prefetch-entry.js';
 
 export interface NarPrefetchOptions {
   /** Decompressed NAR bytes held or reserved at once, at most (0: NAR prefetch is off). */
@@ -32,32 +33,6 @@ export type Usable = (origin: Origin, storeHash: string) => boolean;
 
 type Open = typeof openNar;
 
-/** One NAR fetched ahead: its decompressed chunks in memory, while they arrive and after. */
-class Entry {
-  readonly chunks: Buffer[] = [];
-  bytes = 0;
-  state: 'queued' | 'running' | 'done' = 'queued';
-  failure: SourceError | undefined;
-  opening: Promise<OpenResult> | undefined;
-  nar: OpenedNar | undefined;
-  readonly abort = new AbortController();
-  taken = false;
-  wake: (() => void) | undefined;
-  timer: NodeJS.Timeout | undefined;
-
-  constructor(
-    readonly key: string,
-    readonly origin: Origin,
-    readonly storeHash: string,
-    readonly facts: NarFacts,
-  ) {}
-
-  notify(): void {
-    const w = this.wake;
-    this.wake = undefined;
-    w?.();
-  }
-}
 
 /**
  * Fetches NARs ahead of Nix into memory (docs/architecture.md, "NAR
@@ -73,6 +48,8 @@ class Entry {
  */
 export class NarPrefetcher {
   private readonly entries = new Map<string, Entry>();
+  /** The same entries by NarHash (one per origin that was offered it). */
+  private readonly byNar = new Map<string, Set<Entry>>();
   /** Offers not started yet, oldest first (started newest first). */
   private readonly queue: Entry[] = [];
   private reserved = 0;
@@ -109,6 +86,9 @@ export class NarPrefetcher {
     }
     const entry = new Entry(key, origin, storeHash, facts);
     this.entries.set(key, entry);
+    const same = this.byNar.get(facts.narHash) ?? new Set<Entry>();
+    same.add(entry);
+    this.byNar.set(facts.narHash, same);
     this.queue.push(entry);
     this.idle(entry);
     setImmediate(() => this.pump());
@@ -122,6 +102,7 @@ export class NarPrefetcher {
    */
   open: Open = (origin, file, signal) => {
     const facts = file as NarFacts;
+    if (facts.narHash) this.dropOthers(origin, facts.narHash);
     const entry = facts.narHash ? this.entries.get(keyOf(origin, facts)) : undefined;
     if (!entry || entry.taken || entry.state === 'queued') {
       if (entry?.state === 'queued') this.drop(entry, false);
@@ -134,6 +115,18 @@ export class NarPrefetcher {
     signal.addEventListener('abort', () => taken.close(), { once: true });
     return entry.opening!.then((r) => (r.ok ? { ok: true, nar: taken } : (taken.close(), r)));
   };
+
+  /**
+   * Nix is getting this NAR from `origin`: a copy fetched ahead from another
+   * origin (its narinfo came from there, and since then that origin went
+   * away or came back) will not be asked for; it is dropped now rather than
+   * held until the idle time (on a flapping link, dozens of them were).
+   */
+  private dropOthers(origin: Origin, narHash: string): void {
+    for (const entry of [...(this.byNar.get(narHash) ?? [])]) {
+      if (entry.origin !== origin && !entry.taken) this.drop(entry, true);
+    }
+  }
 
   /** Drops everything held and waiting (the proxy is closing). */
   clear(): void {
@@ -205,6 +198,9 @@ export class NarPrefetcher {
   private drop(entry: Entry, wasted = true): void {
     if (this.entries.get(entry.key) !== entry) return;
     this.entries.delete(entry.key);
+    const same = this.byNar.get(entry.facts.narHash);
+    same?.delete(entry);
+    if (same?.size === 0) this.byNar.delete(entry.facts.narHash);
     const q = this.queue.indexOf(entry);
     if (q >= 0) this.queue.splice(q, 1);
     clearTimeout(entry.timer);
@@ -233,48 +229,4 @@ export class NarPrefetcher {
 
 function keyOf(origin: Origin, facts: NarFacts): string {
   return `${origin.id} ${facts.narHash}`;
-}
-
-/** A prefetched NAR as the NAR route reads it: the chunks held, then the rest as it arrives. */
-class Taken implements OpenedNar {
-  private closed = false;
-
-  constructor(
-    private readonly entry: Entry,
-    private readonly onClose: () => void,
-  ) {}
-
-  get inputBytes(): number {
-    return this.entry.nar?.inputBytes ?? 0;
-  }
-
-  get filled(): boolean {
-    return this.entry.nar?.filled ?? false;
-  }
-
-  get chunks(): AsyncIterable<Buffer> {
-    return this.iterate();
-  }
-
-  private async *iterate(): AsyncGenerator<Buffer> {
-    const e = this.entry;
-    for (;;) {
-      if (this.closed) throw new SourceError('transport', 'closed');
-      const chunk = e.chunks.shift();
-      if (chunk) {
-        yield chunk;
-        continue;
-      }
-      if (e.failure) throw e.failure;
-      if (e.state === 'done') return;
-      await new Promise<void>((resolve) => (e.wake = resolve));
-    }
-  }
-
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.entry.notify();
-    this.onClose();
-  }
 }

@@ -113,7 +113,8 @@ export async function serveNar(req: NarRequest, res: ServerResponse, deps: NarDe
 
 /** Streams one origin's NAR into the response; `done` once the whole planned response is out and verified. */
 async function pump(c: Candidate, cursor: NarCursor, plan: Extract<ResponsePlan, { start: number }>, res: ServerResponse, signal: AbortSignal, storeHash: string, deps: NarDeps): Promise<Served> {
-  const headMs = c.origin.kind === 'lan' && !c.origin.fills && hasAlternative(c.origin, storeHash, deps) ? deps.lanHeadMs : undefined;
+  // LAN caches and peers (any origin on the LAN, not an upstream) get the head deadline and the slow rule.
+  const headMs = c.origin.kind !== 'upstream' && !c.origin.fills && hasAlternative(c.origin, storeHash, deps) ? deps.lanHeadMs : undefined;
   const opened = await openWithin(deps.open ?? openNar, c.origin, c.facts, signal, headMs);
   if (!opened.ok) return { done: false, failure: opened.error.failure, reason: opened.error.message };
   const nar = opened.nar;
@@ -122,7 +123,7 @@ async function pump(c: Candidate, cursor: NarCursor, plan: Extract<ResponsePlan,
   // A filling LAN cache streams a miss at upstream's pace: leaving it for upstream would fetch the path twice.
   const fillSource = c.origin.fills ? (nar.filled ? 'filled' : 'already-there') : undefined;
   const watch =
-    c.origin.kind === 'lan' && !(c.origin.fills && nar.filled) && hasAlternative(c.origin, storeHash, deps)
+    c.origin.kind !== 'upstream' && !(c.origin.fills && nar.filled) && hasAlternative(c.origin, storeHash, deps)
       ? new RateWatch(deps.slowRule ?? DEFAULT_SLOW_RULE, () => nar.inputBytes, (rate) => {
           slow = `${Math.round(rate)} bytes/s`;
           nar.close();

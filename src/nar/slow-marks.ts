@@ -31,7 +31,7 @@ interface Mark {
 /**
  * Origins that were left for being too slow with a NAR (the slow rule, a
  * stalled body, no response head in time): tried last for NARs until their
- * mark ends. A LAN cache's mark ends as soon as it proves itself again: a
+ * mark ends. A LAN cache's or peer's mark ends as soon as it proves itself again: a
  * probe every second reads the first bytes of the NAR file it was slow with,
  * and when they come in time the mark is cleared and `back` is emitted (the
  * resolver then forgets answers found elsewhere while it was away). So a Pi
@@ -52,7 +52,7 @@ export class SlowMarks extends EventEmitter<{ back: [origin: Origin] }> {
     mark.until = Date.now() + this.options.forMs;
     mark.file = file ?? mark.file;
     this.marks.set(origin, mark);
-    if (origin.kind === 'lan' && mark.file && !mark.timer) {
+    if (origin.kind !== 'upstream' && mark.file && !mark.timer) {
       mark.timer = setInterval(() => void this.probe(origin, mark), this.options.probeEveryMs);
       mark.timer.unref();
     }

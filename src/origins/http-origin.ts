@@ -3,7 +3,7 @@ import { Agent, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
 import { errorMessage } from '../errors.js';
 import { NarInfoError, parseNarInfo } from '../protocol/narinfo.js';
-import type { TrustedKeys } from '../protocol/signing.js';
+import { sigKeyName as keyName, type TrustedKeys } from '../protocol/signing.js';
 import { drop } from './body.js';
 import { Breaker } from './breaker.js';
 import { checkCacheInfo } from './cache-info.js';
@@ -27,8 +27,8 @@ export interface HttpOriginOptions {
   priority?: number;
   timeouts: OriginTimeouts;
   trusted: TrustedKeys;
-  /** Only signatures by this key name count (a discovered cache must sign with the key it announced). */
-  requireKeyName?: string;
+  /** Only signatures by these key names count (a discovered cache must sign with the key(s) it announced). */
+  requireKeyName?: string | readonly string[];
   /** A LAN cache that fills itself from upstream (Origin.fills). */
   fills?: boolean;
   /**
@@ -122,19 +122,29 @@ export class HttpOrigin implements Origin {
     try {
       const info = parseNarInfo(text);
       if (info.path.hash !== storeHash) throw new NarInfoError(`narinfo for ${storeHash} describes ${info.storePath}`);
-      const trustedBy = await this.options.trusted.verifyAsync(info);
-      if (!trustedBy || (this.options.requireKeyName && trustedBy !== this.options.requireKeyName)) {
+      // Only the signatures this origin may sign with are checked: a Pi's narinfo that also carries
+      // cache.nixos.org's signature (push keeps it) counts by the Pi's key, whichever comes first.
+      const sigs = info.sigs.filter((sig) => this.accepts(keyName(sig)));
+      const trustedBy = sigs.length ? await this.options.trusted.verifyAsync({ ...info, sigs }) : undefined;
+      if (!trustedBy) {
         this.log.warn(
-          { event: 'untrusted-narinfo', storePath: info.storePath, sigs: info.sigs.map((s) => s.split(':')[0]) },
+          { event: 'untrusted-narinfo', storePath: info.storePath, sigs: info.sigs.map(keyName) },
           'narinfo has no signature by a trusted key; treating it as absent',
         );
-        return { status: 'absent', reason: 'untrusted' };
+        return { status: 'absent', reason: 'untrusted', forged: sigs.length > 0 };
       }
       return { status: 'present', info, trustedBy };
     } catch (err) {
       this.log.warn({ event: 'invalid-narinfo', storeHash, err: errorMessage(err) }, 'origin served an invalid narinfo');
       return { status: 'absent', reason: 'invalid' };
     }
+  }
+
+  /** Whether a signature by this key name counts here: a trusted key, and one this origin may sign with. */
+  private accepts(name: string): boolean {
+    const required = this.options.requireKeyName;
+    if (!this.options.trusted.has(name)) return false;
+    return required === undefined || (typeof required === 'string' ? required === name : required.includes(name));
   }
 
   async fetchFile(path: string, options: FetchOptions = {}): Promise<FileFetch> {

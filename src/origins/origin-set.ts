@@ -2,17 +2,24 @@ import { EventEmitter } from 'node:events';
 import type { CircuitState } from './breaker.js';
 import type { Origin } from './origin.js';
 
+/** Where peers (other machines' shares) go in the asking order: after the LAN caches, before or after the upstreams. */
+export type PeerOrder = 'before-upstream' | 'after-upstream';
+
 /**
  * The origins the proxy knows, in the order a lookup asks them: LAN caches by
- * priority (lower first), then upstreams in configured order. Discovery adds
- * and removes LAN caches at run time.
+ * priority (lower first), then peers by priority, then upstreams in
+ * configured order (or peers last: `peerOrder`). Discovery adds and removes
+ * LAN caches and peers at run time.
  */
 export class OriginSet extends EventEmitter<{ up: [Origin]; down: [Origin]; added: [Origin]; removed: [Origin] }> {
   private readonly byId = new Map<string, Origin>();
   private readonly circuitListeners = new Map<Origin, (state: CircuitState) => void>();
   private orderCache: Origin[] | undefined;
 
-  constructor(origins: Iterable<Origin> = []) {
+  constructor(
+    origins: Iterable<Origin> = [],
+    private readonly peerOrder: PeerOrder = 'before-upstream',
+  ) {
     super();
     for (const o of origins) this.add(o);
   }
@@ -46,8 +53,9 @@ export class OriginSet extends EventEmitter<{ up: [Origin]; down: [Origin]; adde
   ordered(): readonly Origin[] {
     if (!this.orderCache) {
       const all = [...this.byId.values()];
-      const lan = all.filter((o) => o.kind === 'lan').sort((a, b) => a.priority - b.priority);
-      this.orderCache = [...lan, ...all.filter((o) => o.kind === 'upstream')];
+      const byPriority = (kind: Origin['kind']) => all.filter((o) => o.kind === kind).sort((a, b) => a.priority - b.priority);
+      const [lan, peers, upstreams] = [byPriority('lan'), byPriority('peer'), all.filter((o) => o.kind === 'upstream')];
+      this.orderCache = this.peerOrder === 'before-upstream' ? [...lan, ...peers, ...upstreams] : [...lan, ...upstreams, ...peers];
     }
     return this.orderCache;
   }

@@ -2,7 +2,12 @@ import type { Readable } from 'node:stream';
 import type { NarInfo } from '../protocol/narinfo.js';
 import type { CircuitState } from './breaker.js';
 
-export type OriginKind = 'lan' | 'upstream';
+/**
+ * lan: a static cache at home (the Pi); peer: another machine's share of its
+ * own store (docs/sharing.md), asked after LAN caches, a few at once;
+ * upstream: across the internet.
+ */
+export type OriginKind = 'lan' | 'peer' | 'upstream';
 
 /**
  * Why an origin could not be asked, as a code the stats and logs count by
@@ -19,7 +24,8 @@ export type FailureCause = 'timeout' | 'unreachable' | 'server-error' | 'circuit
  */
 export type NarInfoLookup =
   | { status: 'present'; info: NarInfo; trustedBy: string }
-  | { status: 'absent'; reason: 'not-found' | 'untrusted' | 'invalid' }
+  /** `forged`: untrusted, and a signature names a key the origin may sign with but does not verify (a lie, not another key). */
+  | { status: 'absent'; reason: 'not-found' | 'untrusted' | 'invalid'; forged?: boolean }
   | { status: 'unknown'; cause: FailureCause; reason: string };
 
 export type FileFetch =

@@ -53,6 +53,11 @@ export function parseSecretKey(text: string): SecretKey {
   return { name, key, publicKey };
 }
 
+/** The key name a signature (`name:base64`) claims; '' for one without a name. */
+export function sigKeyName(sig: string): string {
+  return sig.slice(0, Math.max(0, sig.indexOf(':')));
+}
+
 export function signFingerprint(fp: string, secret: SecretKey): string {
   return `${secret.name}:${sign(null, Buffer.from(fp), secret.key).toString('base64')}`;
 }

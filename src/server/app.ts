@@ -23,7 +23,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     narPrefetch: narPrefetch(),
     memory: memory(),
   }));
-  app.get('/_/discovery', async () => deps.discovery?.snapshot() ?? { enabled: false });
+  app.get('/_/discovery', async () => ({ ...((deps.discovery?.snapshot() as object | undefined) ?? { enabled: false }), peers: deps.peerDiscovery?.snapshot() ?? { enabled: false } }));
+  app.get('/_/share', async () => deps.share?.snapshot() ?? { enabled: false });
   registerStatsRoutes(app, deps);
   return app;
 }

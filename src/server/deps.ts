@@ -16,6 +16,10 @@ export interface AppDeps {
   log: Logger;
   /** mDNS discovery, when browsing is on: its snapshot is served at GET /_/discovery. */
   discovery?: { snapshot(): unknown };
+  /** mDNS discovery of other machines' shares: served at GET /_/discovery as `peers`. */
+  peerDiscovery?: { snapshot(): unknown };
+  /** This machine's share, when on: its snapshot is served at GET /_/share (docs/sharing.md). */
+  share?: { snapshot(): unknown };
   /** Origins' copies of paths found corrupt (default: a fresh one, in memory). */
   quarantine?: Quarantine;
   /** When a LAN cache is too slow for a NAR (default: under 100 KB/s for 5 s). */

@@ -49,7 +49,7 @@ export class LookupSlowness {
 
   /**
    * Whether a cached answer from `origin` should not be served as is: its
-   * circuit is open, it is marked slow, or it is a LAN cache that has been
+   * circuit is open, it is marked slow, or it is a LAN cache or peer that has been
    * quiet for a while and does not answer its nix-cache-info within the
    * hedge delay (then it is marked slow). Only when an origin after it could
    * answer instead (`last`: it is the last origin). Synchronous unless a
@@ -58,7 +58,7 @@ export class LookupSlowness {
   suspect(origin: Origin, last: boolean, hedgeMs: number): boolean | Promise<boolean> {
     if (last) return false;
     if (origin.breaker.isOpen || this.slow.has(origin)) return true;
-    if (hedgeMs <= 0 || origin.kind !== 'lan' || Date.now() - origin.breaker.lastSuccessAt < this.quietMs) return false;
+    if (hedgeMs <= 0 || origin.kind === 'upstream' || Date.now() - origin.breaker.lastSuccessAt < this.quietMs) return false;
     let check = this.checking.get(origin);
     if (!check) {
       check = this.checkAlive(origin, hedgeMs).finally(() => this.checking.delete(origin));

@@ -8,6 +8,7 @@ import type { OriginSet } from '../origins/origin-set.js';
 import { outcomeOf, type Stats } from '../stats/recorder.js';
 import { type LookupOutcome } from '../stats/model.js';
 import { NarInfoPrefetcher, type PrefetchOptions } from './narinfo-prefetch.js';
+import { PeerFanout } from './peer-fanout.js';
 import { servedNarInfo } from './served-narinfo.js';
 import { LookupSlowness } from './lookup-slowness.js';
 import { firstDefined, settledWithin } from './settle.js';
@@ -36,6 +37,7 @@ export interface ResolverOptions {
   quietMs?: number;
   /** Asking for the references' narinfos before Nix does (docs/architecture.md); off when absent. */
   prefetch?: Omit<PrefetchOptions, 'maxQueued'> & { maxQueued?: number };
+  /** Peers asked at once for a narinfo, and how long one that had no answer is not asked again for that path (default 4, 10 s). */ peers?: { fanout: number; missTtlSeconds: number };
 }
 
 type Found = { origin: Origin; info: NarInfo };
@@ -67,6 +69,7 @@ export class NarInfoResolver {
   /** Prefetch lookups in flight that no client has joined yet. */
   private readonly prefetching = new Set<string>();
   readonly prefetcher: NarInfoPrefetcher;
+  private readonly peers: PeerFanout;
   /** Bumped whenever cached answers are dropped, so a lookup that started before doesn't store a stale one. */
   private generation = 0;
 
@@ -84,6 +87,7 @@ export class NarInfoResolver {
       sizeCalculation: (r) => (r.status === 'found' ? r.text.length * 2 + r.facts.url.length * 2 + r.refs.length * 100 + 300 : 100),
       dispose: (_r, storeHash) => this.unclaimed.delete(storeHash),
     });
+    this.peers = new PeerFanout({ width: options.peers?.fanout ?? 4, missTtlMs: (options.peers?.missTtlSeconds ?? 10) * 1000, hedgeMs: options.hedgeMs.peer });
     const p = options.prefetch;
     this.prefetcher = new NarInfoPrefetcher(
       { concurrency: p?.concurrency ?? 0, depth: p?.depth ?? 0, maxQueued: p?.maxQueued ?? Math.max(256, options.maxEntries >> 2) },
@@ -217,6 +221,7 @@ export class NarInfoResolver {
   private async firstPresent(origins: readonly Origin[], from: number, storeHash: string, trail: Trail): Promise<Found | undefined> {
     for (let i = from; i < origins.length; i++) {
       const origin = origins[i]!;
+      if (origin.kind === 'peer') return this.peers.chain(origins, i, storeHash, (p) => this.ask(p, storeHash, trail), (end) => this.firstPresent(origins, end, storeHash, trail));
       if (origin.breaker.isOpen) {
         trail.unknown.push(`${origin.name}: circuit open`);
         this.stats.narinfoLookup(origin.name, 'skipped', 0);

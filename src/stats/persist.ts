@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { writeFileAtomic } from '../atomic-file.js';
 import { errorMessage } from '../errors.js';
 import { processAlive } from '../process-alive.js';
+import type { OriginKind } from '../origins/origin.js';
 import { emptyBucket, emptyHistogram, emptyNarPrefetch, emptyOriginCounters, emptyState, LATENCY_BUCKETS, LOOKUP_OUTCOMES, type Bucket, type NarPrefetchCounts, type Fallback, type OriginHistory, type StatsState } from './model.js';
 
 export const STATE_FILE = 'stats.json';
@@ -30,10 +31,10 @@ function num(v: unknown, where: string): number {
   if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new Corrupt(`${where} is not a count`);
   return v;
 }
-const KINDS = new Set(['lan', 'upstream', 'unknown']);
-function kind(v: unknown, where: string): 'lan' | 'upstream' | 'unknown' {
+const KINDS = new Set(['lan', 'peer', 'upstream', 'unknown']);
+function kind(v: unknown, where: string): OriginKind | 'unknown' {
   if (typeof v !== 'string' || !KINDS.has(v)) throw new Corrupt(`${where} is not an origin kind`);
-  return v as 'lan' | 'upstream' | 'unknown';
+  return v as OriginKind | 'unknown';
 }
 function counts(v: unknown, where: string): Record<string, number> {
   if (!isObj(v)) throw new Corrupt(`${where} is not an object`);

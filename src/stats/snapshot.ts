@@ -1,3 +1,4 @@
+import type { OriginKind } from '../origins/origin.js';
 import { type Stats } from './recorder.js';
 import { addBucket, dayKey, emptyBucket, hourKey, LATENCY_BUCKETS, type Bucket, type Fallback, type LookupOutcome, type NarPrefetchCounts, type OriginCounters } from './model.js';
 
@@ -11,12 +12,15 @@ export interface PeriodStats {
     narinfoMissing: number;
     narinfoUnavailable: number;
     narinfoFromLan: number;
+    /** From other machines' shares (docs/sharing.md); absent in proxies older than peers. */
+    narinfoFromPeers: number;
     narinfoFromUpstream: number;
   };
-  nar: { requests: number; bytes: number; lanBytes: number; upstreamBytes: number };
-  /** Shares in [0, 1]; null when there was nothing to count. */
+  /** lanBytes: from LAN caches; peerBytes: from other machines' shares; upstreamBytes: from upstreams. */
+  nar: { requests: number; bytes: number; lanBytes: number; peerBytes: number; upstreamBytes: number };
+  /** Shares in [0, 1] of what came over the LAN (LAN caches and peers); null when there was nothing to count. */
   lanHitRate: { byBytes: number | null; byNarinfo: number | null };
-  /** NAR bytes that came from a LAN cache and did not cross the internet for it (a filling cache's `filledBytes` did, once, through it). */
+  /** NAR bytes that came from a LAN cache or a peer and did not cross the internet for it (a filling cache's `filledBytes` did, once, through it). */
   bytesKeptOffInternet: number;
   /**
    * NAR bytes from filling LAN caches (`fill=1`, `--lan-fill`): already there
@@ -30,7 +34,7 @@ export interface PeriodStats {
 
 export interface OriginStatus {
   name: string;
-  kind: 'lan' | 'upstream' | 'unknown';
+  kind: OriginKind | 'unknown';
   url: string | null;
   /** Whether the proxy currently knows this origin (discovered caches come and go). */
   configured: boolean;
@@ -52,7 +56,7 @@ export interface StatsSnapshot {
   periods: { sinceInstall: PeriodStats; today: PeriodStats; last7Days: PeriodStats };
   origins: OriginStatus[];
   /** Hourly series for the last 48 hours, oldest first, one entry per hour (zeros included). */
-  hourly: Array<{ hour: string; lanBytes: number; upstreamBytes: number; narinfoFromLan: number; narinfoFromUpstream: number; narinfoMissing: number }>;
+  hourly: Array<{ hour: string; lanBytes: number; peerBytes: number; upstreamBytes: number; narinfoFromLan: number; narinfoFromPeers: number; narinfoFromUpstream: number; narinfoMissing: number }>;
   /** The latest times a narinfo came from an upstream or a NAR download moved origin, newest first. */
   recentFallbacks: Fallback[];
   narinfoMemoryCache: { found: number; missing: number };
@@ -64,6 +68,7 @@ export interface StatsSnapshot {
 
 export function period(b: Bucket, from: string): PeriodStats {
   let lanBytes = 0;
+  let peerBytes = 0;
   let upstreamBytes = 0;
   let requests = 0;
   let failovers = 0;
@@ -74,12 +79,16 @@ export function period(b: Bucket, from: string): PeriodStats {
     fill.filledBytes += c.nar.filledBytes ?? 0;
     failovers += c.failoversTo;
     if (c.kind === 'lan') lanBytes += c.nar.bytes;
+    else if (c.kind === 'peer') peerBytes += c.nar.bytes;
     else upstreamBytes += c.nar.bytes;
   }
   let fromLan = 0;
+  let fromPeers = 0;
   let fromUpstream = 0;
   for (const [name, n] of Object.entries(b.client.narinfoFrom)) {
-    if (b.origins[name]?.kind === 'lan') fromLan += n;
+    const kind = b.origins[name]?.kind;
+    if (kind === 'lan') fromLan += n;
+    else if (kind === 'peer') fromPeers += n;
     else fromUpstream += n;
   }
   const n = b.client.narinfo;
@@ -92,11 +101,12 @@ export function period(b: Bucket, from: string): PeriodStats {
       narinfoMissing: n.missing,
       narinfoUnavailable: n.unavailable,
       narinfoFromLan: fromLan,
+      narinfoFromPeers: fromPeers,
       narinfoFromUpstream: fromUpstream,
     },
-    nar: { requests, bytes: lanBytes + upstreamBytes, lanBytes, upstreamBytes },
-    lanHitRate: { byBytes: ratio(lanBytes, lanBytes + upstreamBytes), byNarinfo: ratio(fromLan, fromLan + fromUpstream) },
-    bytesKeptOffInternet: lanBytes - fill.filledBytes,
+    nar: { requests, bytes: lanBytes + peerBytes + upstreamBytes, lanBytes, peerBytes, upstreamBytes },
+    lanHitRate: { byBytes: ratio(lanBytes + peerBytes, lanBytes + peerBytes + upstreamBytes), byNarinfo: ratio(fromLan + fromPeers, fromLan + fromPeers + fromUpstream) },
+    bytesKeptOffInternet: lanBytes + peerBytes - fill.filledBytes,
     fill,
     failovers,
     origins: b.origins,
@@ -126,7 +136,7 @@ export function snapshot(stats: Stats, now = new Date()): StatsSnapshot {
     const h = new Date(now.getTime() - i * 3600_000);
     const key = hourKey(h);
     const p = period(s.hours[key] ?? emptyBucket(), key);
-    hourly.push({ hour: key, lanBytes: p.nar.lanBytes, upstreamBytes: p.nar.upstreamBytes, narinfoFromLan: p.client.narinfoFromLan, narinfoFromUpstream: p.client.narinfoFromUpstream, narinfoMissing: p.client.narinfoMissing + p.client.narinfoUnavailable });
+    hourly.push({ hour: key, lanBytes: p.nar.lanBytes, peerBytes: p.nar.peerBytes, upstreamBytes: p.nar.upstreamBytes, narinfoFromLan: p.client.narinfoFromLan, narinfoFromPeers: p.client.narinfoFromPeers, narinfoFromUpstream: p.client.narinfoFromUpstream, narinfoMissing: p.client.narinfoMissing + p.client.narinfoUnavailable });
   }
 
   const live = stats.attached?.ordered() ?? [];

@@ -8,7 +8,8 @@
  *   npm run bench -- --only 7,8,9,10   # faster than Nix alone (issue 15): home, slow link, wrong guesses, leaving home
  *   npm run bench -- --quick           # small sizes, for checking the script itself
  *   npm run bench -- --only 7 --write  # run some cases and replace only their sections in docs/benchmarks.md
- *   npm run bench -- --only 13,14      # a lab's cache in an S3 bucket (radosgw) vs Nix 2.34's own s3:// store
+ *   npm run bench -- --only 13         # a house without a Pi: one laptop fetches from another's share (issue 24)
+ *   npm run bench -- --only 14,15      # a lab's cache in an S3 bucket (radosgw) vs Nix 2.34's own s3:// store (issue 25)
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
@@ -26,6 +27,7 @@ import { describeMachine } from './machine.js';
 import { PEER_DIRECTIVES } from './peer.js';
 import { runPush } from './push.js';
 import { runS3Bench } from './s3.js';
+import { runSharing } from './sharing.js';
 import { log, table, type CaseReport } from './util.js';
 
 const PEER_NOTES: CaseReport = {
@@ -63,7 +65,7 @@ const { values } = parseArgs({
     'no-write': { type: 'boolean' },
   },
 });
-const only = new Set((values.only ?? '1,2,3,4,5,6,7,8,9,10,11,12,13,14').split(',').map((s) => s.trim()));
+const only = new Set((values.only ?? '1,2,3,4,5,6,7,8,9,10,11,12,13,14,15').split(',').map((s) => s.trim()));
 const quick = values.quick === true;
 const write = values['no-write'] ? false : values.write === true || (values.only === undefined && !quick);
 
@@ -140,7 +142,10 @@ try {
     );
   }
   if (only.has('12')) reports.push(await runLeaving({ rounds: quick ? 1 : 3, commands: 3, gapsMs: [2000, 0] }));
-  if (only.has('13') || only.has('14')) {
+  if (only.has('13')) {
+    reports.push(await runSharing({ dir: `${dir}/sharing`, shape: quick ? { levels: 3, width: 5, fanout: 2, bytes: 40_000 } : { levels: 10, width: 30, fanout: 3, bytes: 40_000 }, rounds: quick ? 1 : 3 }));
+  }
+  if (only.has('14') || only.has('15')) {
     reports.push(...(await runS3Bench({ dir: `${dir}/s3`, smallLeaves: quick ? 15 : 296, largeLeaves: quick ? 1 : 4, largeBytes: 8 * 2 ** 20, rounds: quick ? 1 : 3, only })));
   }
   if (only.has('4')) reports.push(PEER_NOTES);
@@ -194,5 +199,5 @@ function mergeSections(doc: string, fresh: CaseReport[]): string {
   for (const r of fresh) sections.set(r.title, `## ${r.title}\n\n${r.markdown}\n\n`);
   const machine = [...sections.entries()].filter(([t]) => !/^\d/.test(t));
   const cases = [...sections.entries()].filter(([t]) => /^\d/.test(t)).sort(([a], [b]) => a.localeCompare(b, 'en', { numeric: true }));
-  return (head + [...machine, ...cases].map(([, p]) => p).join('')).replace(/\n*$/, '\n');
+  return (head + [...machine, ...cases].map(([, p]) => p.replace(/\n*$/, '\n\n')).join('')).replace(/\n*$/, '\n');
 }

@@ -9,7 +9,7 @@ import { checkBucket, startS3Engine, type S3Engine } from '../helpers/s3-engine.
 import { log, ratio, summary, table, type CaseReport } from './util.js';
 
 /**
- * Cases 13 and 14 (issue 25): a lab's cache in an S3 bucket on a real engine
+ * Cases 14 and 15 (issue 25): a lab's cache in an S3 bucket on a real engine
  * (radosgw, test/helpers/s3-engine.ts), against Nix 2.34's own s3:// store.
  * That Nix is built without AWS support (unsigned requests), so its buckets
  * are public; ours are the same engine and size.
@@ -34,15 +34,15 @@ export async function runS3Bench(o: S3BenchOptions): Promise<CaseReport[]> {
   await mkdir(o.dir, { recursive: true });
   const engine = await startS3Engine();
   try {
-    log(`cases 13/14: building a closure of ${o.smallLeaves} small + ${o.largeLeaves} × ${o.largeBytes / 2 ** 20} MiB leaves`);
+    log(`cases 14/15: building a closure of ${o.smallLeaves} small + ${o.largeLeaves} × ${o.largeBytes / 2 ** 20} MiB leaves`);
     const closure = await buildClosure(`bench-s3-${Date.now()}`, [
       ...Array.from({ length: o.smallLeaves }, (_, i) => ({ name: `small-${i}`, size: 2048 + i })),
       ...Array.from({ length: o.largeLeaves }, (_, i) => ({ name: `large-${i}`, size: o.largeBytes + i })),
     ]);
     const key = await generateKey(o.dir, 'lab.bench-s3-1');
     const reports: CaseReport[] = [];
-    if (o.only.has('13')) reports.push(await pushCase(o, engine, closure, key));
-    if (o.only.has('14')) reports.push(await readCase(o, engine, closure, key));
+    if (o.only.has('14')) reports.push(await pushCase(o, engine, closure, key));
+    if (o.only.has('15')) reports.push(await readCase(o, engine, closure, key));
     return reports;
   } finally {
     await engine.stop();
@@ -75,7 +75,7 @@ async function pushCase(o: S3BenchOptions, engine: S3Engine, closure: Closure, k
       const t2 = ok(`${side} again`, await sides[side]!(bucket));
       first[side]!.push(t1);
       again[side]!.push(t2);
-      log(`  case 13 round ${r + 1} ${side}: ${t1.toFixed(2)} s, again ${t2.toFixed(2)} s`);
+      log(`  case 14 round ${r + 1} ${side}: ${t1.toFixed(2)} s, again ${t2.toFixed(2)} s`);
       if (r === 0) {
         const check = await checkBucket(engine, bucket);
         if (check.narinfos.size !== closure.paths.length) problems.push(`${side}: ${check.narinfos.size} narinfos, expected ${closure.paths.length}`);
@@ -85,7 +85,7 @@ async function pushCase(o: S3BenchOptions, engine: S3Engine, closure: Closure, k
   }
   const base = names[1]!;
   return {
-    title: `13. Push of a ${closure.paths.length}-path closure to an S3 bucket (radosgw) vs nix copy --to s3://`,
+    title: `14. Push of a ${closure.paths.length}-path closure to an S3 bucket (radosgw) vs nix copy --to s3://`,
     markdown: [
       `A closure of ${closure.paths.length} paths built by real Nix (${o.smallLeaves} leaves of ~2 KiB, ${o.largeLeaves} of ${o.largeBytes / 2 ** 20} MiB of random bytes, a root), pushed into a fresh bucket on radosgw on 127.0.0.1 (xz, signed), then again (everything present). Wall time of the command; ${o.rounds} rounds, sides alternating.`,
       `\`nix-lan-cache push --to s3://…\` (defaults: \`--jobs\` = CPU count but at least 8 for a bucket, signed requests) reads this machine's store; \`${nix.name}\`'s \`nix copy --from file://SRC --to 's3://…&compression=xz&secret-key=SK'\` runs in its chroot and reads an uncompressed file:// copy of the closure (its own store is empty), sending unsigned requests (no AWS support in Debian's build).`,
@@ -121,7 +121,7 @@ async function readCase(o: S3BenchOptions, engine: S3Engine, closure: Closure, k
       try {
         const res = await substitute(store, [closure.root], proxy ? proxy.url : engine.url('bench-read-public'), { client: nix, xdgCache, trustedKeys: [key.publicKey], timeoutMs: 600_000 });
         times[side]!.push(ok(side, res));
-        log(`  case 14 round ${r + 1} ${side}: ${res.ms.toFixed(0)} ms`);
+        log(`  case 15 round ${r + 1} ${side}: ${res.ms.toFixed(0)} ms`);
       } finally {
         await proxy?.stop();
         await removeDir(store);
@@ -131,9 +131,9 @@ async function readCase(o: S3BenchOptions, engine: S3Engine, closure: Closure, k
   }
   const base = names[1]!;
   return {
-    title: `14. ${nix.name} substituting from an S3 bucket: through the proxy vs directly (s3://)`,
+    title: `15. ${nix.name} substituting from an S3 bucket: through the proxy vs directly (s3://)`,
     markdown: [
-      `The closure of case 13 (${closure.paths.length} paths) pushed into two buckets on radosgw on 127.0.0.1: a private one the proxy reads with signed requests (\`serve --lan s3://…\`, a fresh proxy per round, no upstream answering), and a public one ${nix.name} reads directly as \`s3://…\` (unsigned). Wall time of \`nix-store -r\` into a fresh store with a fresh narinfo cache; ${o.rounds} rounds, sides alternating.`,
+      `The closure of case 14 (${closure.paths.length} paths) pushed into two buckets on radosgw on 127.0.0.1: a private one the proxy reads with signed requests (\`serve --lan s3://…\`, a fresh proxy per round, no upstream answering), and a public one ${nix.name} reads directly as \`s3://…\` (unsigned). Wall time of \`nix-store -r\` into a fresh store with a fresh narinfo cache; ${o.rounds} rounds, sides alternating.`,
       '',
       table(['side', 'nix-store -r, s', `vs ${base}`], names.map((s) => [s, summary(times[s]!), ratio(times[s]!, times[base]!)])),
     ].join('\n'),

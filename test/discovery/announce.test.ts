@@ -1,7 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { avahiBrowse } from '../helpers/avahi.js';
+import { avahiBrowse, killBrowseDaemons } from '../helpers/avahi.js';
 import { NetLab } from '../helpers/netns.js';
 import { removeDir, tempDir } from '../helpers/nix.js';
 import { collectJsonLines, startProcess, stopAll, stopProcess } from '../helpers/proc.js';
@@ -49,13 +49,7 @@ describe('announce: what Debian avahi-browse sees in another namespace', () => {
   });
   afterAll(async () => {
     await stopAll();
-    for (const pid of daemonPids) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
+    killBrowseDaemons(daemonPids);
     await lab?.destroy();
     if (dir) await removeDir(dir);
   });

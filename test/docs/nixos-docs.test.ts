@@ -17,6 +17,14 @@ describe('the NixOS pages say what the modules do', () => {
     expect(text).toContain('Restart=always');
   });
 
+  it("docs/sharing.md: its NixOS example evaluates with the client module, shares on 37517 and opens that port", async () => {
+    const text = doc('sharing.md');
+    const block = /NixOS \(`nixosModules\.default`\):\n\n```nix\n([\s\S]*?)```/.exec(text)![1]!;
+    const s = await evalOk(evalExpr({ modules: ['client'], machine: `{ ${block} }` }, 'summary'));
+    expect(s.nixLanCache.share).toMatchObject({ enable: true, listen: 'lan:37517', openFirewall: true });
+    expect(s.networking.firewall.allowedTCPPorts).toEqual([37517]);
+  });
+
   it.each(['laptop.md', 'pi.md', 'build-server.md'])('docs/%s names Node 24 (nodejs_24)', (name) => {
     const text = doc(name);
     expect(text).toMatch(/Node 24/);

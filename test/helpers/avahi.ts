@@ -105,6 +105,17 @@ wait
   return { services, output: res.stdout + res.stderr };
 }
 
+/** SIGKILLs the daemons `avahiBrowse` reported in `pids` (left only if its script was killed); those already gone are skipped. */
+export function killBrowseDaemons(pids: readonly number[]): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
+
 /** avahi-browse -p escapes names: `\\032` is a space, `\\046` a dot. */
 function unescape(s: string): string {
   return s.replace(/\\(\d{3})/g, (_, d: string) => String.fromCharCode(Number(d))).replace(/\\(.)/g, '$1');

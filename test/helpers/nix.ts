@@ -64,9 +64,23 @@ export async function deleteBuiltClosures(): Promise<void> {
   if (drvs.length) await runOk('nix-store', ['--delete', ...drvs], { env: nixEnv(), timeoutMs: 60_000 });
 }
 
+/**
+ * Builds one path whose builder runs `script` with /bin/sh (tools by
+ * absolute path: the builder has no PATH); removed after the file like
+ * buildClosure's.
+ */
+export async function buildPath(salt: string, name: string, script: string): Promise<string> {
+  const path = (await runOk('nix-build', ['--no-out-link', '-E', drvExpr(salt, name, script)], { env: nixEnv(), timeoutMs: 300_000 })).trim();
+  built.push(path);
+  return path;
+}
+
+function drvExpr(salt: string, name: string, script: string): string {
+  return `derivation { name = ${JSON.stringify(name)}; system = builtins.currentSystem; builder = "/bin/sh"; salt = ${JSON.stringify(salt)}; args = [ "-c" ${JSON.stringify(script)} ]; }`;
+}
+
 async function buildClosureOnce(salt: string, leaves: Leaf[]): Promise<Closure> {
-  const drv = (name: string, script: string) =>
-    `derivation { name = ${JSON.stringify(name)}; system = builtins.currentSystem; builder = "/bin/sh"; salt = ${JSON.stringify(salt)}; args = [ "-c" ${JSON.stringify(script)} ]; }`;
+  const drv = (name: string, script: string) => drvExpr(salt, name, script);
   const leafExprs = leaves.map((l) => drv(l.name, `/usr/bin/head -c ${l.size} /dev/urandom > $out`));
   const expr = `let leaves = [ ${leafExprs.map((e) => `(${e})`).join(' ')} ]; in ${drv(
     `${salt}-root`,

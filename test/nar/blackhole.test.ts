@@ -30,7 +30,7 @@ describe('Pi and upstream both blackholed (a network that drops everything, a ca
     ]);
     cleanups.push(() => origins.close());
     const stats = new Stats();
-    const resolver = new NarInfoResolver(origins, { maxEntries: 10, hitTtlSeconds: 60, missTtlSeconds: 30, hedgeMs: { lan: 200, upstream: 0 } }, stats, log);
+    const resolver = new NarInfoResolver(origins, { maxEntries: 10, hitTtlSeconds: 60, missTtlSeconds: 30, hedgeMs: { lan: 200, peer: 200, upstream: 0 } }, stats, log);
     const app = buildApp({ config: { priority: 30, lan: [], upstream: [], trustedPublicKeys: [] }, origins, resolver, stats, log });
     cleanups.push(() => app.close());
 

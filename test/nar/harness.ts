@@ -48,6 +48,8 @@ export interface ScenarioOptions {
   lanTimeouts?: Partial<OriginTimeouts>;
   /** No upstream origin at all. */
   noUpstream?: boolean;
+  /** What the "Pi" is to the proxy: a LAN cache (default), or another machine's share (a peer). */
+  piKind?: 'lan' | 'peer';
 }
 
 export interface HouseOptions extends ScenarioOptions {
@@ -113,11 +115,11 @@ export async function house(options: HouseOptions = {}): Promise<House> {
   const logs: Array<Record<string, unknown>> = [];
   const log = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) });
   const trusted = new TrustedKeys([piKey.publicKey, upKey.publicKey]);
-  const origins = new OriginSet([new HttpOrigin({ url: pi.server.url, kind: 'lan', name: 'pi', priority: 10, timeouts: { ...LAN, ...options.lanTimeouts }, trusted, log })]);
+  const origins = new OriginSet([new HttpOrigin({ url: pi.server.url, kind: options.piKind ?? 'lan', name: 'pi', priority: 10, timeouts: { ...LAN, ...options.lanTimeouts }, trusted, log })]);
   if (!options.noUpstream) origins.add(new HttpOrigin({ url: upstream.server.url, kind: 'upstream', name: 'upstream', timeouts: UP, trusted, log }));
   const stats = new Stats((name) => origins.ordered().find((o) => o.name === name)?.kind);
   stats.attachOrigins(origins);
-  const resolver = new NarInfoResolver(origins, { maxEntries: 1000, hitTtlSeconds: 60, missTtlSeconds: 0, hedgeMs: { lan: 0, upstream: 0 } }, stats, log);
+  const resolver = new NarInfoResolver(origins, { maxEntries: 1000, hitTtlSeconds: 60, missTtlSeconds: 0, hedgeMs: { lan: 0, peer: 0, upstream: 0 } }, stats, log);
   const quarantine = new Quarantine();
   const narPrefetch = options.narPrefetch ? { budgetBytes: 32 * 1024 * 1024, concurrency: 4, idleMs: 30_000, maxQueued: 1024, ...options.narPrefetch } : undefined;
   const app = buildApp({

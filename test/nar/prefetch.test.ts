@@ -133,6 +133,23 @@ describe('NAR prefetch: what Nix asked a narinfo for, it gets from memory', () =
     expect(h.pi.narRequests(p)).toBe(2);
   });
 
+  it('a NAR fetched ahead from upstream while the Pi was away is dropped as soon as Nix gets that NAR from the Pi, not held until the idle time', async () => {
+    h = await house(1, 200_000, {});
+    const [p] = h.paths as [NarFixture];
+    const pi = h.origins.ordered()[0]!;
+    pi.reportFailure('test: the Pi is away'); // circuit open: the narinfo (and the NAR fetched ahead) come from upstream
+    await nixAsks(h, p);
+    await until('the NAR fetched ahead from upstream', 5000, () => h!.upstream.narRequests(p) === 1 && h!.stats.state.narPrefetch.started === 1);
+    (pi.breaker as unknown as { success(): void }).success(); // the Pi is back: answers found meanwhile are forgotten
+    const url = await nixAsks(h, p); // from the Pi now, and fetched ahead from it
+    const res = await h.app.inject({ method: 'GET', url });
+    expect(res.rawPayload.equals(p.nar)).toBe(true);
+    expect(h.stats.state.total.origins.pi!.nar.bytes).toBe(p.narSize);
+    // Upstream's copy was of no more use: dropped at once, counted as wasted, nothing held.
+    expect(h.stats.state.narPrefetch).toMatchObject({ wasted: 1, wastedBytes: p.narSize });
+    expect((await settled(h)).held).toBe(0);
+  });
+
   it('off (budget 0): nothing is fetched before Nix asks', async () => {
     h = await house(1, 100_000, undefined);
     const [p] = h.paths as [NarFixture];

@@ -22,7 +22,7 @@ afterEach(async () => {
   cache = origin = marks = undefined;
 });
 
-async function pi(kind: 'lan' | 'upstream' = 'lan'): Promise<{ cache: FakeCache; origin: HttpOrigin }> {
+async function pi(kind: 'lan' | 'peer' | 'upstream' = 'lan'): Promise<{ cache: FakeCache; origin: HttpOrigin }> {
   cache = await startFakeCache();
   cache.files.set(FILE, { body: BODY, behaviour: behave.ok() });
   origin = new HttpOrigin({
@@ -60,6 +60,20 @@ describe('a LAN cache left for a slow NAR is used again as soon as it proves its
     const returned = Date.now();
     await until('the mark is cleared', 3000, () => !marks!.has(origin) || undefined);
     expect(Date.now() - returned).toBeLessThan(1000);
+    expect(back).toEqual(['pi']);
+  });
+
+  it("another machine's share (a peer) left for a slow NAR is probed the same way, and used again once it serves", async () => {
+    const { cache, origin } = await pi('peer');
+    marks = new SlowMarks(FAST);
+    const back: string[] = [];
+    marks.on('back', (o) => back.push(o.name));
+    cache.files.set(FILE, { body: BODY, behaviour: behave.drip(1024, 100) });
+    marks.mark(origin, FILE);
+    await until('two probes', 5000, () => probes() >= 2 || undefined);
+    expect(marks.has(origin)).toBe(true);
+    cache.files.set(FILE, { body: BODY, behaviour: behave.ok() });
+    await until('the mark is cleared', 3000, () => !marks!.has(origin) || undefined);
     expect(back).toEqual(['pi']);
   });
 

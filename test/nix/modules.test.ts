@@ -111,6 +111,52 @@ describe('client module (services.nix-lan-cache)', () => {
     expect(cfg.trustedPublicKeys).toEqual([]);
   });
 
+  it('share and peers: off by default; on, the share is in a config file the CLI accepts and its port is opened', async () => {
+    const off = await summary(['client'], `{ services.nix-lan-cache.enable = true; }`);
+    const offFile = JSON.parse(readFileSync(configFileOf(off.systemd.services['nix-lan-cache'].serviceConfig.ExecStart), 'utf8'));
+    expect(offFile).not.toHaveProperty('share');
+    expect(offFile).not.toHaveProperty('peer');
+    expect(offFile).not.toHaveProperty('peering');
+    expect(resolveServeConfig({ config: configFileOf(off.systemd.services['nix-lan-cache'].serviceConfig.ExecStart) }).share.enable).toBe(false);
+    expect(off.networking.firewall.allowedTCPPorts).toEqual([]);
+
+    const s = await summary(['client'], `{
+      services.nix-lan-cache = {
+        enable = true;
+        share.enable = true;
+        share.allow = [ "192.168.1.0/24" ];
+        settings.share.clientBytesPerSecond = 5000000;
+        peers = [ "http://192.168.1.21:37517/" ];
+        peerOrder = "after-upstream";
+        settings.peering.fanout = 2;
+        settings.timeouts.peer.hedgeMs = 150;
+      };
+    }`);
+    const svc = s.systemd.services['nix-lan-cache'];
+    const file = configFileOf(svc.serviceConfig.ExecStart);
+    expect(JSON.parse(readFileSync(file, 'utf8'))).toMatchObject({
+      share: { enable: true, listen: 'lan:37517', allow: ['192.168.1.0/24'], store: '/', clientBytesPerSecond: 5000000 },
+      peer: ['http://192.168.1.21:37517/'],
+      peering: { order: 'after-upstream', fanout: 2 },
+      timeouts: { peer: { hedgeMs: 150 } },
+    });
+    const resolved = resolveServeConfig({ config: file });
+    expect(resolved.share).toMatchObject({ enable: true, listen: { host: 'lan', port: 37517 }, store: '/', allow: ['192.168.1.0/24'], clientBytesPerSecond: 5000000, maxInFlight: 64 });
+    expect(resolved.peer).toEqual(['http://192.168.1.21:37517/']);
+    expect(resolved.peering).toMatchObject({ order: 'after-upstream', fanout: 2 });
+    expect(resolved.timeouts.peer.hedgeMs).toBe(150);
+    // The share's port is opened (the share itself still serves only `allow`); mDNS stays open for announcing.
+    expect(s.networking.firewall.allowedTCPPorts).toEqual([37517]);
+    expect(s.networking.firewall.allowedUDPPorts).toEqual([5353]);
+    expect(svc.serviceConfig).toMatchObject({ DynamicUser: true, ProtectSystem: 'strict', CapabilityBoundingSet: '', PrivateUsers: true });
+
+    // A share on a port below 1024 gets the one capability it needs; openFirewall = false opens nothing.
+    const low = await summary(['client'], `{ services.nix-lan-cache = { enable = true; share = { enable = true; listen = "lan:873"; openFirewall = false; }; }; }`);
+    expect(low.systemd.services['nix-lan-cache'].serviceConfig).toMatchObject({ CapabilityBoundingSet: 'CAP_NET_BIND_SERVICE', AmbientCapabilities: ['CAP_NET_BIND_SERVICE'], PrivateUsers: false });
+    expect(low.networking.firewall.allowedTCPPorts).toEqual([]);
+    expect(await failure(['client'], `{ services.nix-lan-cache = { enable = true; share.listen = "lan"; }; }`)).toMatch(/share\.listen' is not of type `lan:PORT/);
+  });
+
   it('sets nothing when not enabled', async () => {
     const s = await summary(['client'], '{ }');
     expect(s.systemd.services).toEqual({});
@@ -268,6 +314,12 @@ describe('home-manager module', () => {
     expect(cfg).not.toHaveProperty('stateDir');
     expect(cfg.trustedPublicKeys).toEqual([PI_KEY]);
     expect(unit.Service).not.toHaveProperty('MemoryDenyWriteExecute');
+    expect(cfg).not.toHaveProperty('share');
+    const sharing = await summary(['home-manager'], `{ services.nix-lan-cache = { enable = true; share.enable = true; share.listen = "10.0.0.5:37517"; peers = [ "http://10.0.0.6:37517/" ]; }; }`, 'home-manager');
+    const sm = /serve --config (\S+) /.exec(sharing.userServices['nix-lan-cache'].Service.ExecStart)!;
+    const resolved = resolveServeConfig({ config: sm[1]! });
+    expect(resolved.share).toMatchObject({ enable: true, listen: { host: '10.0.0.5', port: 37517 }, store: '/' });
+    expect(resolved.peer).toEqual(['http://10.0.0.6:37517/']);
     expect(s.dataFiles['nix-lan-cache/nix.conf']).toBe(
       `substituters = http://127.0.0.1:37515\ntrusted-public-keys = ${CACHE_NIXOS_ORG_KEY} ${PI_KEY}\nnarinfo-cache-negative-ttl = 60\nfallback = true\n`,
     );

@@ -67,6 +67,13 @@ describe('s3:// URLs, in Nix syntax', () => {
     expect(() => resolveServeConfig({ lan: ['s3://nix?endpoint=http://127.0.0.1:9000'], 'lan-fill': ['s3://nix?region=us-east-1&endpoint=http://127.0.0.1:9000/'] })).toThrow(/given both as --lan and as --lan-fill/);
     expect(() => resolveServeConfig({ upstream: ['s3://BAD'] })).toThrow(/--upstream "s3:\/\/BAD": "BAD" is not a valid bucket name/);
   });
+
+  it('a peer is another machine\'s share, never a bucket: s3:// in --peer or the file\'s peer is refused', () => {
+    expect(() => resolveServeConfig({ peer: ['s3://nix?endpoint=http://127.0.0.1:9000'] })).toThrow(/--peer "s3:\/\/nix\?endpoint=http:\/\/127.0.0.1:9000": a peer is another machine's share/);
+    const file = JSON.stringify({ peer: ['http://192.168.1.20:37517/', 's3://nix?region=eu-west-1'] });
+    expect(() => resolveServeConfig({ config: 'c.json' }, () => file)).toThrow(/not an S3 bucket/);
+    expect(resolveServeConfig({ peer: ['http://192.168.1.20:37517/'] }).peer).toEqual(['http://192.168.1.20:37517/']);
+  });
 });
 
 /** An S3 engine that misbehaves as told, recording what it was sent. */

@@ -47,14 +47,14 @@ describe('counters', () => {
 
     const snap = snapshot(s, c.now());
     const all = snap.periods.sinceInstall;
-    expect(all.nar).toEqual({ requests: 3, bytes: 4500, lanBytes: 3000, upstreamBytes: 1500 });
+    expect(all.nar).toEqual({ requests: 3, bytes: 4500, lanBytes: 3000, peerBytes: 0, upstreamBytes: 1500 });
     expect(all.lanHitRate.byBytes).toBeCloseTo(3000 / 4500);
     expect(all.lanHitRate.byNarinfo).toBe(0.5);
     expect(all.bytesKeptOffInternet).toBe(3000);
     expect(all.client).toMatchObject({ narinfoRequests: 3, narinfoFound: 2, narinfoMissing: 1, narinfoFromLan: 1, narinfoFromUpstream: 1 });
     expect(all.origins.pi!.narinfo).toMatchObject({ hit: 1, miss: 1 });
     expect(all.failovers).toBe(1);
-    expect(snap.periods.today.nar).toEqual({ requests: 1, bytes: 500, lanBytes: 0, upstreamBytes: 500 });
+    expect(snap.periods.today.nar).toEqual({ requests: 1, bytes: 500, lanBytes: 0, peerBytes: 0, upstreamBytes: 500 });
     expect(snap.periods.today.lanHitRate.byBytes).toBe(0);
     expect(snap.periods.today.lanHitRate.byNarinfo).toBeNull();
     expect(snap.periods.last7Days.nar.bytes).toBe(500);
@@ -63,6 +63,27 @@ describe('counters', () => {
     expect(snap.hourly.reduce((a, h) => a + h.lanBytes, 0)).toBe(0); // the first day's hour is older than 48 h
     expect(snap.recentFallbacks.map((f) => f.what)).toEqual(['nar', 'narinfo']);
     expect(snap.recentFallbacks[1]!.lan).toEqual([{ origin: 'pi', outcome: 'miss' }]);
+  });
+
+  it('bytes and narinfos from peers (other machines\' shares) are kept off the internet and count as LAN hits, apart from the Pi\'s', () => {
+    const c = clock(new Date(2024, 4, 10, 12, 0, 0));
+    const s = new Stats((n) => ({ pi: 'lan', laptop: 'peer', up: 'upstream' })[n] as 'lan' | 'peer' | 'upstream', { now: c.now });
+    s.narinfoAnswered('found', 'pi');
+    s.narBytes('pi', 1000);
+    s.narinfoAnswered('found', 'laptop');
+    s.narinfoAnswered('found', 'laptop');
+    s.narBytes('laptop', 2000);
+    s.narinfoAnswered('found', 'up');
+    s.narBytes('up', 1000);
+    const all = snapshot(s, c.now()).periods.sinceInstall;
+    expect(all.nar).toMatchObject({ lanBytes: 1000, peerBytes: 2000, upstreamBytes: 1000, bytes: 4000 });
+    expect(all.client).toMatchObject({ narinfoFromLan: 1, narinfoFromPeers: 2, narinfoFromUpstream: 1 });
+    expect(all.lanHitRate).toEqual({ byBytes: 0.75, byNarinfo: 0.75 });
+    expect(all.bytesKeptOffInternet).toBe(3000);
+    expect(snapshot(s, c.now()).hourly.at(-1)).toMatchObject({ lanBytes: 1000, peerBytes: 2000, narinfoFromPeers: 2 });
+    // Counters of a peer survive a restart with their kind.
+    const again = parseState(JSON.stringify(s.state));
+    expect(again.total.origins.laptop!.kind).toBe('peer');
   });
 
   it('counts a lookup by the typed cause its origin gave, never by the words of its reason', () => {

@@ -9,13 +9,13 @@ import { describe, expect, it } from 'vitest';
  * beside it or above it.
  */
 const LAYERS: string[][] = [
-  ['errors', 'format', 'log', 'atomic-file', 'process-alive', 'protocol'],
+  ['errors', 'format', 'log', 'atomic-file', 'process-alive', 'memory-governor', 'protocol'],
   ['s3'],
   ['origins'],
-  ['discovery', 'stats', 'nar', 'push', 'config'],
+  ['discovery', 'stats', 'nar', 'push', 'store', 'config'],
   ['api'],
   ['http'],
-  ['server', 'fill', 'doctor'],
+  ['server', 'fill', 'doctor', 'share'],
   ['cli'],
 ];
 

@@ -23,7 +23,7 @@ async function proxy(caches: Array<{ cache: CountingCache; kind: 'lan' | 'upstre
     caches.map(({ cache, kind }, i) => new HttpOrigin({ url: cache.url, kind, name: `${kind}${i}`, priority: 10 + i, timeouts: DEFAULT_TIMEOUTS[kind], trusted, log: silent })),
   );
   const stats = new Stats();
-  const resolver = new NarInfoResolver(origins, { maxEntries: 10_000, hitTtlSeconds: 60, missTtlSeconds: 60, hedgeMs: { lan: 200, upstream: 0 }, prefetch, ...extra }, stats, silent);
+  const resolver = new NarInfoResolver(origins, { maxEntries: 10_000, hitTtlSeconds: 60, missTtlSeconds: 60, hedgeMs: { lan: 200, peer: 200, upstream: 0 }, prefetch, ...extra }, stats, silent);
   const app: FastifyInstance = buildApp({ config: { priority: 30, lan: [], upstream: [], trustedPublicKeys: [] }, origins, resolver, stats, log: silent });
   opened.push({ close: () => app.close() }, { close: () => origins.close() });
   const ask = (hash: string) => app.inject({ method: 'GET', url: `/${hash}.narinfo` });

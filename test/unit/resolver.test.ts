@@ -46,7 +46,7 @@ function fakeOrigin(name: string, kind: OriginKind, answer: NarInfoLookup['statu
 }
 
 function resolver(origins: Origin[], hedgeMs = 50) {
-  return new NarInfoResolver(new OriginSet(origins), { maxEntries: 100, hitTtlSeconds: 60, missTtlSeconds: 60, hedgeMs: { lan: hedgeMs, upstream: 0 } }, new Stats(), pino({ level: 'silent' }));
+  return new NarInfoResolver(new OriginSet(origins), { maxEntries: 100, hitTtlSeconds: 60, missTtlSeconds: 60, hedgeMs: { lan: hedgeMs, peer: hedgeMs, upstream: 0 } }, new Stats(), pino({ level: 'silent' }));
 }
 
 /**

@@ -3,7 +3,9 @@
 // served at `_/assets/format.js`.
 import { formatAge, formatBytes as bytes, formatPct as pct } from "./format.js";
 const $ = (id) => document.getElementById(id);
-const COLORS = { lan: "#2e7d32", upstream: "#1565c0", unknown: "#757575" };
+const COLORS = { lan: "#2e7d32", peer: "#66bb6a", upstream: "#1565c0", unknown: "#757575" };
+// Bytes that came over the LAN: from LAN caches and from peers (other machines' shares; absent before peers).
+const local = (x) => x.lanBytes + (x.peerBytes || 0);
 const PALETTE = ["#2e7d32", "#66bb6a", "#1565c0", "#42a5f5", "#6a1b9a", "#ef6c00", "#757575"];
 
 const ago = (iso) => formatAge(iso, Date.now());
@@ -46,11 +48,11 @@ function drawRate(hourly) {
   const { ctx, w, h } = canvas2d($("chart-rate"));
   const left = 40, right = 40, top = 8, bottom = 22;
   const pw = w - left - right, ph = h - top - bottom;
-  const max = Math.max(1, ...hourly.map((x) => x.lanBytes + x.upstreamBytes));
+  const max = Math.max(1, ...hourly.map((x) => local(x) + x.upstreamBytes));
   const bw = pw / hourly.length;
   ctx.strokeStyle = "#ccc"; ctx.beginPath(); ctx.moveTo(left, top + ph); ctx.lineTo(left + pw, top + ph); ctx.stroke();
   hourly.forEach((x, i) => {
-    const lanH = ph * (x.lanBytes / max), upH = ph * (x.upstreamBytes / max);
+    const lanH = ph * (local(x) / max), upH = ph * (x.upstreamBytes / max);
     const bx = left + i * bw + 1;
     ctx.fillStyle = COLORS.lan; ctx.fillRect(bx, top + ph - lanH, bw - 2, lanH);
     ctx.fillStyle = COLORS.upstream; ctx.fillRect(bx, top + ph - lanH - upH, bw - 2, upH);
@@ -58,9 +60,9 @@ function drawRate(hourly) {
   ctx.strokeStyle = "#ff8f00"; ctx.lineWidth = 2; ctx.beginPath();
   let started = false;
   hourly.forEach((x, i) => {
-    const t = x.lanBytes + x.upstreamBytes;
+    const t = local(x) + x.upstreamBytes;
     if (!t) return;
-    const px = left + (i + 0.5) * bw, py = top + ph * (1 - x.lanBytes / t);
+    const px = left + (i + 0.5) * bw, py = top + ph * (1 - local(x) / t);
     if (!started) { ctx.moveTo(px, py); started = true; } else ctx.lineTo(px, py);
     ctx.fillStyle = "#ff8f00"; ctx.fillRect(px - 2, py - 2, 4, 4);
   });
@@ -70,7 +72,7 @@ function drawRate(hourly) {
   ctx.fillText("100%", w - right + 4, top + 10);
   ctx.fillText("0%", w - right + 4, top + ph);
   for (let i = 0; i < hourly.length; i += 6) ctx.fillText(hourly[i].hour.slice(11) + "h", left + i * bw, h - 6);
-  $("chart-rate").dataset.drawn = String(hourly.filter((x) => x.lanBytes + x.upstreamBytes > 0).length);
+  $("chart-rate").dataset.drawn = String(hourly.filter((x) => local(x) + x.upstreamBytes > 0).length);
 }
 
 function drawHealth(origins) {
@@ -147,11 +149,38 @@ function render(s) {
   document.body.dataset.generatedAt = s.generatedAt;
 }
 
+// This machine's share (GET /_/share; docs/sharing.md): what it gave other machines, and to whom.
+function renderShare(share) {
+  $("share").hidden = !share.enabled;
+  if (!share.enabled) return;
+  const t = share.totals;
+  const refused = t.refused.network + t.refused.busy + t.refused.rate;
+  setText("share-summary", "on " + (share.urls.join(", ") || "no private address yet") + " · paths signed by " + share.keyNames.join(", ") +
+    " · " + t.nars + " NARs (" + bytes(t.bytes) + ") to " + share.clients.length + " machines · " + t.narinfoNotShared + " asked for paths not shared" +
+    (refused ? " · " + refused + " requests refused" : ""), t.bytes);
+  const tbody = $("share-clients").querySelector("tbody");
+  tbody.textContent = "";
+  for (const c of share.clients) {
+    const tr = document.createElement("tr");
+    tr.dataset.client = c.client;
+    [c.client, String(c.narinfoServed), String(c.nars), bytes(c.bytes), String(c.refused), ago(c.lastSeen)].forEach((text, i) => {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (i > 0 && i < 5) td.className = "num";
+      if (i === 3) { td.dataset.field = "bytes"; td.dataset.value = String(c.bytes); }
+      tr.appendChild(td);
+    });
+    tbody.appendChild(tr);
+  }
+}
+
 const refreshMs = Math.max(500, Number(new URLSearchParams(location.search).get("refresh")) || 5000);
 async function tick() {
   try {
     const res = await fetch("_/stats", { cache: "no-store" });
     if (!res.ok) throw new Error("HTTP " + res.status);
+    const share = await fetch("_/share", { cache: "no-store" }).then((r) => (r.ok ? r.json() : { enabled: false }), () => ({ enabled: false }));
+    renderShare(share);
     render(await res.json());
     $("error").textContent = "";
   } catch (err) {
