@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
@@ -9,7 +10,7 @@ import { sha256FromBytes } from '../../src/protocol/hash.js';
 import { parseNarInfo, type NarInfo } from '../../src/protocol/narinfo.js';
 import { freePort } from './ports.js';
 import { removeDir, tempDir } from './nix.js';
-import { runOk, startProcess, stopProcess } from './proc.js';
+import { startProcess, stopProcess } from './proc.js';
 
 /**
  * A real S3 engine for a test file: Ceph's radosgw from Debian unstable,
@@ -56,6 +57,50 @@ function inChroot(root: string, cmd: string[]): string[] {
   return ['unshare', '-m', '--propagation', 'private', 'sh', '-c', script, 'sh', root, ...cmd];
 }
 
+/**
+ * `radosgw-admin user create`. With several engines starting at once (test
+ * files in parallel), radosgw-admin sometimes hangs on its way out after the
+ * user is written and printed (about 1 run in 10 measured here, never when run
+ * alone). So: done when it exits 0, or when it has printed the user with our
+ * access key and has not exited 2 s later (then it is killed by its PID).
+ */
+async function createUser(root: string, conf: string, accessKeyId: string, secretAccessKey: string): Promise<void> {
+  const cmd = inChroot(root, ['radosgw-admin', '--no-mon-config', '-c', conf, '-n', 'client.rgw', 'user', 'create', '--uid', 'nlc', '--display-name', 'nix-lan-cache tests', '--access-key', accessKeyId, '--secret-key', secretAccessKey]);
+  const child = startProcess(cmd[0]!, cmd.slice(1));
+  let stdout = '';
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+  const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+  const printed = new Promise<void>((resolve) =>
+    child.stdout?.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      if (userPrinted(stdout, accessKeyId)) resolve();
+    }),
+  );
+  const timeout = AbortSignal.timeout(60_000);
+  const timedOut = once(timeout, 'abort');
+  const first = await Promise.race([exited.then(([code, signal]) => ({ code, signal })), printed.then(() => 'printed' as const), timedOut.then(() => 'timeout' as const)]);
+  if (first === 'printed') {
+    const late = await Promise.race([exited.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), 2000))]);
+    if (late) await stopProcess(child, 'SIGKILL');
+    return;
+  }
+  if (first === 'timeout') {
+    await stopProcess(child, 'SIGKILL');
+    throw new Error(`radosgw-admin user create did not finish within 60 s:\n${stderr}`);
+  }
+  if (first.code !== 0 || !userPrinted(stdout, accessKeyId)) throw new Error(`radosgw-admin user create exited ${first.code ?? first.signal}:\n${stderr}`);
+}
+
+function userPrinted(stdout: string, accessKeyId: string): boolean {
+  try {
+    const user = JSON.parse(stdout) as { keys?: Array<{ access_key?: string }> };
+    return user.keys?.some((k) => k.access_key === accessKeyId) === true;
+  } catch {
+    return false;
+  }
+}
+
 export async function startS3Engine(): Promise<S3Engine> {
   const root = engineRoot();
   const dir = await tempDir('rgw');
@@ -87,8 +132,12 @@ export async function startS3Engine(): Promise<S3Engine> {
   );
   const accessKeyId = `NLC${randomBytes(8).toString('hex').toUpperCase()}`;
   const secretAccessKey = randomBytes(24).toString('base64url');
-  const admin = inChroot(root, ['radosgw-admin', '--no-mon-config', '-c', conf, '-n', 'client.rgw', 'user', 'create', '--uid', 'nlc', '--display-name', 'nix-lan-cache tests', '--access-key', accessKeyId, '--secret-key', secretAccessKey]);
-  await runOk(admin[0]!, admin.slice(1), { timeoutMs: 60_000 });
+  try {
+    await createUser(root, conf, accessKeyId, secretAccessKey);
+  } catch (err) {
+    await removeDir(dir);
+    throw err;
+  }
   const cmd = inChroot(root, ['radosgw', '-f', '-c', conf, '--no-mon-config', '-n', 'client.rgw']);
   const child: ChildProcess = startProcess(cmd[0]!, cmd.slice(1));
   let stderr = '';

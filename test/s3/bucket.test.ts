@@ -32,7 +32,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await stopAll();
   await engine?.stop();
-  await removeDir(work);
+  if (work) await removeDir(work);
 });
 
 /** The CLI with this engine's credentials in its environment, as an operator would run it. */

@@ -36,7 +36,7 @@ afterAll(async () => {
   await Promise.all(proxies.map((p) => p.stop()));
   await stopAll();
   await engine?.stop();
-  await removeDir(work);
+  if (work) await removeDir(work);
 });
 
 describe(`interop with ${S3_NIX.name}'s s3:// store`, () => {

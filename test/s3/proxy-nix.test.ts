@@ -41,7 +41,7 @@ afterAll(async () => {
   await Promise.all(proxies.map((p) => p.stop()));
   await stopAll();
   await engine?.stop();
-  await removeDir(work);
+  if (work) await removeDir(work);
 });
 
 async function stats(p: ProxyProcess): Promise<StatsResponse> {
