@@ -46,7 +46,7 @@ afterAll(async () => {
   await upstream?.stop();
   await stopAll();
   await engine?.stop();
-  await removeDir(work);
+  if (work) await removeDir(work);
 });
 
 async function laptop(name: string, args: string[]) {
