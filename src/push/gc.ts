@@ -52,6 +52,10 @@ export async function gc(cache: string | CacheFiles, opts: GcOptions): Promise<G
   const log = opts.log ?? (() => {});
   const report: GcReport = { rootsKept: [], rootsExpired: [], narinfosKept: 0, narinfosDeleted: [], narsDeleted: [], tempsDeleted: [], bytesFreed: 0, evicted: [], staleDeleted: [] };
 
+  // In this order: the narinfos, then what running pushes hold, then the roots. A push records its root before it
+  // lets go of its lease, so every narinfo listed is either held by a lease read next or in a root read after that.
+  const narinfos = await readNarInfos(files);
+  let inUse = await files.inUse(now);
   const roots = await readRoots(files);
   const kept: RootEntry[] = [];
   const expired: RootEntry[] = [];
@@ -61,7 +65,6 @@ export async function gc(cache: string | CacheFiles, opts: GcOptions): Promise<G
   report.rootsKept = kept.map((r) => r.rel);
   report.rootsExpired = expired.map((r) => r.rel);
 
-  const narinfos = await readNarInfos(files);
   // Seeds: kept roots' closures, recent narinfos, narinfos we cannot read (we cannot know what they need), and what running pushes hold.
   const live = new Set<string>();
   const queue: string[] = [];
@@ -78,7 +81,6 @@ export async function gc(cache: string | CacheFiles, opts: GcOptions): Promise<G
       for (const ref of narinfos.get(queue[i]!)?.info?.references ?? []) mark(refHash(ref));
     }
   };
-  let inUse = await files.inUse(now);
   for (const h of inUse.hashes) mark(h);
   markClosures();
 
