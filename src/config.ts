@@ -5,6 +5,7 @@ import { ConfigError, errorMessage } from './errors.js';
 import { LOG_LEVELS } from './log.js';
 import { normaliseBaseUrl } from './origins/base-url.js';
 import type { PeerOrder } from './origins/origin-set.js';
+import { formatS3Url, isS3Url, parseS3Url, redactS3Url } from './s3/url.js';
 import { DEFAULT_TIMEOUTS, type OriginTimeouts } from './origins/timeouts.js';
 import { parseCidr } from './protocol/cidr.js';
 import { parsePublicKey } from './protocol/signing.js';
@@ -208,7 +209,7 @@ export function resolveServeConfig(flags: ServeFlags, readFile: (p: string) => s
 
   checkCacheUrls('--lan', config.lan);
   checkCacheUrls('--lan-fill', config.lanFill);
-  const both = config.lanFill.filter((u) => config.lan.some((l) => normaliseBaseUrl(l) === normaliseBaseUrl(u)));
+  const both = config.lanFill.filter((u) => config.lan.some((l) => cacheUrlKey(l) === cacheUrlKey(u)));
   if (both.length) throw new ConfigError(`${both.map((u) => JSON.stringify(u)).join(', ')} given both as --lan and as --lan-fill: name a filling LAN cache once, with --lan-fill`);
   checkCacheUrls('--upstream', config.upstream);
   checkPublicKeys(config.trustedPublicKeys);
@@ -220,12 +221,17 @@ export function checkLogLevel(level: string): LevelWithSilent {
   return level as LevelWithSilent;
 }
 
+/** A cache URL in one canonical form: an http(s) base URL, or an S3 bucket in Nix's syntax. */
+export function cacheUrlKey(url: string): string {
+  return isS3Url(url) ? formatS3Url(parseS3Url(url)) : normaliseBaseUrl(url);
+}
+
 export function checkCacheUrls(what: string, urls: readonly string[]): void {
   for (const url of urls) {
     try {
-      normaliseBaseUrl(url);
+      cacheUrlKey(url);
     } catch (err) {
-      throw new ConfigError(`${what} ${JSON.stringify(url)}: ${errorMessage(err)}`);
+      throw new ConfigError(`${what} ${JSON.stringify(isS3Url(url) ? redactS3Url(url) : url)}: ${errorMessage(err).replace(/^bad S3 cache URL "[^"]*": /, '')}`);
     }
   }
 }
@@ -259,6 +265,8 @@ function resolveSharing(config: ServeConfig, flags: ServeFlags, file: ConfigFile
     }
   }
   config.peer = flags.peer ?? file.peer ?? config.peer;
+  const bucket = config.peer.find(isS3Url);
+  if (bucket !== undefined) throw new ConfigError(`--peer ${JSON.stringify(redactS3Url(bucket))}: a peer is another machine's share (http://HOST:PORT), not an S3 bucket (give a bucket with --lan or --upstream)`);
   checkCacheUrls('--peer', config.peer);
   Object.assign(config.peering, file.peering);
   if (flags['peer-order'] !== undefined) config.peering.order = oneOf(PEER_ORDERS)(flags['peer-order'], '--peer-order') as PeerOrder;

@@ -26,8 +26,14 @@ let
       description = "lan:PORT (every private LAN address of the machine) or HOST:PORT";
     };
 
-  urlType = types.strMatching "https?://[^ ]+" // {
+  # A peer's share is plain HTTP, never a bucket.
+  httpUrlType = types.strMatching "https?://[^ ]+" // {
     description = "http:// or https:// URL";
+  };
+
+  # An S3 bucket (s3://BUCKET?endpoint=URL&region=R) is read with signed requests; its credentials: docs/lab.md.
+  urlType = types.strMatching "(https?://[^ ]+|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\\?[^ ]*)?)" // {
+    description = "http:// or https:// URL, or an S3 bucket s3://BUCKET?endpoint=URL&region=R";
   };
 
   nullOrInt = min: max: description: mkOption {
@@ -142,7 +148,7 @@ rec {
       };
     };
     peers = mkOption {
-      type = types.listOf urlType;
+      type = types.listOf httpUrlType;
       default = [ ];
       example = [ "http://192.168.1.20:37517/" ];
       description = "Other machines' shares (`serve --peer`), asked after the LAN caches, in addition to any found by mDNS.";

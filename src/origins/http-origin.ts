@@ -10,6 +10,7 @@ import { checkCacheInfo } from './cache-info.js';
 import { normaliseBaseUrl, originId } from './base-url.js';
 import type { FetchOptions, FileFetch, NarInfoLookup, Origin, OriginKind } from './origin.js';
 import type { OriginTimeouts } from './timeouts.js';
+import type { RequestSigner } from '../s3/signer.js';
 
 const MAX_NARINFO_BYTES = 1 << 20;
 const ABSENT_STATUSES = new Set([403, 404, 410]);
@@ -30,6 +31,11 @@ export interface HttpOriginOptions {
   requireKeyName?: string | readonly string[];
   /** A LAN cache that fills itself from upstream (Origin.fills). */
   fills?: boolean;
+  /**
+   * Signs every request (an S3 bucket: origins/s3-origin.ts). A signed
+   * origin's 403 is a failure (credentials or policy), not "absent".
+   */
+  signer?: RequestSigner;
   log: Logger;
 }
 
@@ -152,13 +158,14 @@ export class HttpOrigin implements Origin {
     const headers: Record<string, string> = { 'user-agent': 'nix-lan-cache' };
     if (options.range) headers.range = options.range;
     let res: Dispatcher.ResponseData;
+    const method = options.method ?? 'GET';
     for (let redirects = 0; ; redirects++) {
       try {
         res = await this.agent.request({
           origin: url.origin,
           path: url.pathname + url.search,
-          method: options.method ?? 'GET',
-          headers,
+          method,
+          headers: this.options.signer ? await this.options.signer({ method, url, headers }) : headers,
           signal: options.signal,
         });
       } catch (err) {
@@ -189,11 +196,13 @@ export class HttpOrigin implements Origin {
       return { status: 'present', statusCode: res.statusCode, headers: res.headers, body: res.body };
     }
     drop(res.body, res.headers); // drained if small, so the connection is reused
-    if (ABSENT_STATUSES.has(res.statusCode) || res.statusCode === 416) {
+    const refused = res.statusCode === 403 && this.options.signer !== undefined;
+    if ((ABSENT_STATUSES.has(res.statusCode) && !refused) || res.statusCode === 416) {
       this.breaker.success();
       return { status: 'absent', statusCode: res.statusCode };
     }
-    const reason = `HTTP ${res.statusCode}`;
+    const reason = refused ? 'HTTP 403: the bucket refused our signed request (credentials, region or bucket policy)' : `HTTP ${res.statusCode}`;
+    if (refused) this.breaker.failure(reason);
     if (res.statusCode >= 500) this.breaker.failure(reason);
     return { status: 'unknown', cause: 'server-error', reason };
   }
@@ -204,7 +213,7 @@ export class HttpOrigin implements Origin {
 
   /** The background probe: the cache's `nix-cache-info` answers for /nix/store. */
   private async probe(): Promise<boolean> {
-    return (await checkCacheInfo(this.baseUrl, this.options.timeouts, this.agent)) === undefined;
+    return (await checkCacheInfo(this.baseUrl, this.options.timeouts, this.agent, this.options.signer)) === undefined;
   }
 
   /** Lets requests in flight finish for a moment, then destroys what is left: a wedged connection never holds up a stop. */

@@ -12,6 +12,7 @@
  *   npm run bench -- --only hold       # what holding a Pi's NAR back until verified costs (issue 22)
  *   npm run bench -- --only soak       # case 14: 30 minutes of a flapping link, the proxy's RSS over time (issue 26);
  *                                      # NLC_SOAK_MS sets the duration, NLC_SOAK_CLIENTS=bookworm,trixie,sid rotates Nix clients (default sid)
+ *   npm run bench -- --only 15,16      # a lab's cache in an S3 bucket (radosgw) vs Nix 2.34's own s3:// store (issue 25)
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
@@ -28,6 +29,7 @@ import { runNarCompressed } from './nar-compressed.js';
 import { describeMachine } from './machine.js';
 import { PEER_DIRECTIVES } from './peer.js';
 import { runPush } from './push.js';
+import { runS3Bench } from './s3.js';
 import { runSharing } from './sharing.js';
 import { runSoak } from './soak.js';
 import { log, table, type CaseReport } from './util.js';
@@ -67,7 +69,7 @@ const { values } = parseArgs({
     'no-write': { type: 'boolean' },
   },
 });
-const only = new Set((values.only ?? '1,2,3,4,5,6,7,8,9,10,11,12,13,14,hold').split(',').map((s) => (s.trim() === 'soak' ? '14' : s.trim())));
+const only = new Set((values.only ?? '1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,hold').split(',').map((s) => (s.trim() === 'soak' ? '14' : s.trim())));
 const quick = values.quick === true;
 const write = values['no-write'] ? false : values.write === true || (values.only === undefined && !quick);
 
@@ -159,6 +161,9 @@ try {
     if (clients.length !== suites.length) throw new Error(`NLC_SOAK_CLIENTS=${suites.join(',')}: the Nix clients are ${NIX_CLIENTS.map((c) => c.suite).join(', ')}`);
     const durationMs = Number(process.env.NLC_SOAK_MS ?? (quick ? 60_000 : 30 * 60_000));
     reports.push(await runSoak({ durationMs, sampleEveryMs: 10_000, clients }));
+  }
+  if (only.has('15') || only.has('16')) {
+    reports.push(...(await runS3Bench({ dir: `${dir}/s3`, smallLeaves: quick ? 15 : 296, largeLeaves: quick ? 1 : 4, largeBytes: 8 * 2 ** 20, rounds: quick ? 1 : 3, only })));
   }
   if (only.has('4')) reports.push(PEER_NOTES);
   const minutes = (performance.now() - started) / 60_000;

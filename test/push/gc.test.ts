@@ -1,10 +1,12 @@
-import { readdir, rename, stat, utimes } from 'node:fs/promises';
+import { mkdir, readdir, rename, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { rootFileName } from '../../src/push/roots.js';
+import { LocalFiles } from '../../src/push/cachefiles.js';
+import { gc } from '../../src/push/gc.js';
+import { formatRootListing, rootFileName } from '../../src/push/roots.js';
 import { checkCache, cli } from '../helpers/cache.js';
 import { Nginx } from '../helpers/nginx.js';
-import { buildClosure, generateKey, removeDir, substitute, tempDir, type CacheKey, type Closure } from '../helpers/nix.js';
+import { buildClosure, generateKey, makeStaticCache, removeDir, substitute, tempDir, type CacheKey, type Closure } from '../helpers/nix.js';
 import { NIX_CLIENTS } from '../helpers/nix-clients.js';
 import { stopAll } from '../helpers/proc.js';
 
@@ -116,5 +118,30 @@ describe('gc with two roots of which the older expires', () => {
     expect((await checkCache(cache2)).narinfos.size).toBe(0);
     expect(await readdir(join(cache2, 'nar'))).toEqual([]);
     expect((await stat(join(cache2, 'nix-cache-info'))).isFile()).toBe(true);
+  });
+});
+
+describe('gc racing the end of a push', () => {
+  it('a push that records its root and lets go of its hold while gc reads the cache loses nothing (grace 0)', async () => {
+    const dir = join(work, 'race');
+    await makeStaticCache(dir, [newer.root], key);
+    // What a bucket's push does as it ends, at the worst moment for gc: between two of gc's reads, it records its
+    // root and then releases the lease that held its closure. gc must see one or the other.
+    let ended = false;
+    const files = new (class extends LocalFiles {
+      override async inUse() {
+        if (ended) return { hashes: new Set<string>(), nars: new Set<string>() };
+        ended = true;
+        await mkdir(join(dir, 'roots', 'lab'), { recursive: true });
+        await writeFile(join(dir, 'roots', 'lab', rootFileName(new Date())), formatRootListing(newer.paths));
+        return { hashes: new Set<string>(), nars: new Set<string>() };
+      }
+    })(dir);
+    const report = await gc(files, { keep: 1, keepDays: 0, graceMinutes: 0, dryRun: false, now: Date.now() + 60_000 });
+    expect(ended).toBe(true);
+    expect(report.narinfosDeleted).toEqual([]);
+    const check = await checkCache(dir);
+    expect(check.problems).toEqual([]);
+    expect(check.narinfos.size).toBe(newer.paths.length);
   });
 });
