@@ -57,8 +57,10 @@ export async function flappingHouse(name: string): Promise<FlappingHouse> {
 }
 
 export interface SoakOptions {
-  /** The clients, in turn (one command each). */
+  /** The clients, in turn (one command each), or all at once with `parallel`. */
   clients: readonly NixClient[];
+  /** Each client runs its own commands back to back, all clients at once (one laptop's several Nix, or several users). */
+  parallel?: boolean;
   /** How long the link flaps after the warm-up (the first command and one whole cycle of the link). */
   durationMs: number;
   /** How often the proxy's VmRSS and VmHWM are read. */
@@ -79,6 +81,8 @@ export interface MemorySample {
 
 export interface SoakProgress {
   commands: number;
+  /** Commands finished, by client name. */
+  commandsBy: Record<string, number>;
   failed: number;
   linkChanges: number;
 }
@@ -120,8 +124,7 @@ export async function soakFlapping(house: FlappingHouse, o: SoakOptions): Promis
     throw err;
   });
   const pid = proxy.child.pid!;
-  const runOnce = async (n: number) => {
-    const client = o.clients[n % o.clients.length]!;
+  const runOnce = async (n: number, client: NixClient = o.clients[n % o.clients.length]!) => {
     const store = join(dir, `${client.suite}-store-${n}`);
     const xdg = join(dir, `${client.suite}-xdg-${n}`);
     const res = await substitute(store, [closure.root], proxy.url, { client, xdgCache: xdg, trustedKeys: keys, timeoutMs: 120_000 });
@@ -130,7 +133,7 @@ export async function soakFlapping(house: FlappingHouse, o: SoakOptions): Promis
     return { client, res };
   };
 
-  const progress: SoakProgress = { commands: 0, failed: 0, linkChanges: 0 };
+  const progress: SoakProgress = { commands: 0, commandsBy: {}, failed: 0, linkChanges: 0 };
   const failures: SoakResult['failures'] = [];
   const samples: MemorySample[] = [];
   let startRssMiB = 0;
@@ -145,7 +148,21 @@ export async function soakFlapping(house: FlappingHouse, o: SoakOptions): Promis
     flapper = setInterval(() => void link.setMode(FLAP_CYCLE[progress.linkChanges++ % FLAP_CYCLE.length]!), FLAP_PHASE_MS);
     const warm = Date.now() + FLAP_CYCLE.length * FLAP_PHASE_MS;
     const ended = warm + o.durationMs;
-    for (let n = 1; n <= 10_000 && Date.now() < ended && proxy.child.exitCode === null; n++) {
+    let n = 0;
+    const loop = async (client?: NixClient) => {
+      while (++n <= 10_000 && Date.now() < ended && proxy.child.exitCode === null) {
+        await measureOnceWarm();
+        const mode = link.mode;
+        const run = await runOnce(n, client);
+        progress.commands++;
+        progress.commandsBy[run.client.name] = (progress.commandsBy[run.client.name] ?? 0) + 1;
+        if (run.res.code !== 0) {
+          progress.failed++;
+          failures.push({ run: n, client: run.client.name, mode, stderr: run.res.stderr.slice(-2000) });
+        }
+      }
+    };
+    const measureOnceWarm = async () => {
       if (!measuredFrom && Date.now() >= warm) {
         measuredFrom = Date.now();
         startRssMiB = (await memoryOf(pid)).rssMiB;
@@ -161,14 +178,8 @@ export async function soakFlapping(house: FlappingHouse, o: SoakOptions): Promis
           );
         }, o.sampleEveryMs);
       }
-      const mode = link.mode;
-      const { client, res } = await runOnce(n);
-      progress.commands++;
-      if (res.code !== 0) {
-        progress.failed++;
-        failures.push({ run: n, client: client.name, mode, stderr: res.stderr.slice(-2000) });
-      }
-    }
+    };
+    await (o.parallel ? Promise.all(o.clients.map((c) => loop(c))) : loop());
     return await finish({ first, failures, startRssMiB, samples, alive: proxy.child.exitCode === null });
   } finally {
     clearInterval(flapper);
