@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli } from '../helpers/cache.js';
@@ -90,7 +91,10 @@ describe('the bucket behind a Pi, and its signatures', () => {
     expect((await cli(['push', '--to', piDir, '--key-file', key.secretFile, closure.root])).code).toBe(0);
     const pi = await Nginx.start({ root: piDir, workDir: join(work, 'pi-nginx'), limitRate: '256k' });
     try {
-      const p = await startProxy(['--no-mdns', '--lan', pi.url, '--upstream', engine.url('lab'), '--trusted-public-key', key.publicKey], { env: engine.env });
+      // Streamed, not held back until verified (holdMaxSeconds 0): Nix has part of leaf-a when the Pi dies, and the bucket must go on at that offset.
+      const config = join(work, 'streamed.json');
+      await writeFile(config, JSON.stringify({ cache: { holdMaxSeconds: 0 } }));
+      const p = await startProxy(['--no-mdns', '--config', config, '--lan', pi.url, '--upstream', engine.url('lab'), '--trusted-public-key', key.publicKey], { env: engine.env });
       proxies.push(p);
       const store = join(work, 'client-failover');
       const fetching = substitute(store, [closure.root], p.url, { xdgCache: join(work, 'xdg-failover'), trustedKeys: [key.publicKey] });
