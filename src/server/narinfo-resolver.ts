@@ -11,7 +11,8 @@ import { NarInfoPrefetcher, type PrefetchOptions } from './narinfo-prefetch.js';
 import { PeerFanout } from './peer-fanout.js';
 import { servedNarInfo } from './served-narinfo.js';
 import { LookupSlowness } from './lookup-slowness.js';
-import { firstDefined, settledWithin } from './settle.js';
+import { settledUnlessQuiet } from '../origins/awake-wait.js';
+import { firstDefined } from './settle.js';
 
 export type Resolution =
   /**
@@ -26,6 +27,13 @@ export type Resolution =
   | { status: 'unavailable'; unknown: string[] };
 
 const MAX_CACHE_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Hedge delays a lookup waits at most on an origin that is answering other
+ * requests meanwhile (a Pi busy with Nix's 25 lookups at once): four is the
+ * LAN first-byte timeout (800 ms).
+ */
+const BUSY_HEDGE_WINDOWS = 4;
 
 export interface ResolverOptions {
   maxEntries: number;
@@ -214,7 +222,9 @@ export class NarInfoResolver {
   /**
    * Asks `origins[from..]` in order for the first validly signed narinfo. An
    * origin whose circuit is open is skipped without waiting. One that has not
-   * answered within its kind's hedge delay is not waited on alone: the rest of
+   * answered within its kind's hedge delay, and answered nothing else either
+   * (origins/awake-wait.ts: a busy Pi, or a laptop too busy to read its
+   * answers, is not a Pi that hangs), is not waited on alone: the rest of
    * the chain is asked alongside and the first present answer wins, so a Pi
    * that hangs costs the hedge delay, once, not its whole first-byte timeout.
    */
@@ -232,7 +242,7 @@ export class NarInfoResolver {
       // A filling LAN cache asks upstream itself: racing it would fetch the path twice (docs/fill.md).
       const hedgeMs = origin.fills ? 0 : this.options.hedgeMs[origin.kind];
       const hedged = hedgeMs > 0 && i + 1 < origins.length;
-      const early = !hedged ? { value: await asking } : this.slow.has(origin) ? undefined : await settledWithin(asking, hedgeMs);
+      const early = !hedged ? { value: await asking } : this.slow.has(origin) ? undefined : await settledUnlessQuiet(asking, origin.breaker, hedgeMs, BUSY_HEDGE_WINDOWS);
       if (!early) {
         this.slow.mark(origin);
         return firstDefined(asking, this.firstPresent(origins, i + 1, storeHash, trail));
