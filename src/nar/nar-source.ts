@@ -74,7 +74,7 @@ export async function openNar(origin: Origin, file: NarFile, signal: AbortSignal
     dec.destroy();
     return { ok: false, error: new SourceError('unavailable', `HTTP ${fetched.statusCode} where 200 was expected`) };
   }
-  return { ok: true, nar: new Piped(fetched.body, dec, fetched.headers[FILL_HEADER] === 'filled') };
+  return { ok: true, nar: new Piped(fetched.body, dec, fetched.headers[FILL_HEADER] === 'filled', origin) };
 }
 
 class Piped implements OpenedNar {
@@ -86,8 +86,12 @@ class Piped implements OpenedNar {
     private readonly body: Readable,
     private readonly dec: ReturnType<typeof createDecompressor> & object,
     readonly filled: boolean,
+    origin: Origin,
   ) {
-    body.on('data', (chunk: Buffer) => (this.inputBytes += chunk.length));
+    body.on('data', (chunk: Buffer) => {
+      this.inputBytes += chunk.length;
+      origin.reportProgress?.();
+    });
     body.on('error', (err) => {
       this.transportError ??= errorMessage(err);
       // Silence past the body-idle timeout: the origin is alive but not sending (a stalled Pi).

@@ -211,6 +211,10 @@ export class HttpOrigin implements Origin {
     this.breaker.failure(reason);
   }
 
+  reportProgress(): void {
+    this.breaker.heard();
+  }
+
   /** The background probe: the cache's `nix-cache-info` answers for /nix/store. */
   private async probe(): Promise<boolean> {
     return (await checkCacheInfo(this.baseUrl, this.options.timeouts, this.agent, this.options.signer)) === undefined;

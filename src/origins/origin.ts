@@ -54,7 +54,7 @@ export interface CircuitView {
   /** When the state last changed (ms since the epoch). */
   readonly changedAt: number;
   readonly lastReason: string;
-  /** When the origin last answered anything (ms since the epoch); 0 before its first answer. */
+  /** When the origin last answered anything, a response or bytes of one (ms since the epoch); 0 before its first answer. */
   readonly lastSuccessAt: number;
   on(event: 'change', listener: (state: CircuitState, reason: string) => void): unknown;
   off(event: 'change', listener: (state: CircuitState, reason: string) => void): unknown;
@@ -81,5 +81,12 @@ export interface Origin {
   fetchFile(path: string, options?: FetchOptions): Promise<FileFetch>;
   /** Called by a streaming caller when the body failed after the first byte. */
   reportFailure(reason: string): void;
+  /**
+   * Called by a streaming caller as a body's bytes arrive: the origin is
+   * answering (its circuit's lastSuccessAt), though no new response came. A
+   * Pi whose link is full of NAR bytes is busy, not gone (nar/head-deadline.ts).
+   * Stand-ins may leave it out.
+   */
+  reportProgress?(): void;
   close(): Promise<void>;
 }

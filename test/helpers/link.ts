@@ -12,9 +12,25 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
  *   flow again when the link is back up, as TCP would retransmit them;
  * - `refused`: nothing listens (new connections are refused) and every open
  *   connection is closed with a FIN toward the client, as when the Pi's
- *   nginx dies mid-response.
+ *   nginx dies mid-response;
+ * - `slow`: bytes flow, late and slowly (SLOW: 300 ms more each way, so a
+ *   response head comes past the proxy's 200 ms deadlines but within its
+ *   800 ms first-byte timeout, and 32 kB/s shared): a Pi at the far edge of
+ *   the Wi-Fi, or one that is swapping;
+ * - `drip`: each connection's bytes trickle, a few at a time (DRIP: 64
+ *   bytes every 100 ms each way), never silent long enough for an idle
+ *   timeout: a dying SD card, a link about to drop.
+ *
+ * Whatever the mode was, bytes it still holds go on at the link's own
+ * latency and rate from the moment it is `up` again (TCP's retransmits once
+ * the air is clear), in order.
  */
-export type LinkMode = 'up' | 'blackhole' | 'refused';
+export type LinkMode = 'up' | 'blackhole' | 'refused' | 'slow' | 'drip';
+
+/** The `slow` mode: added to the link's latency each way, and the rate it is held to (bytes per second, shared). */
+export const SLOW = { extraLatencyMs: 300, bytesPerSec: 32_000 };
+/** The `drip` mode: each connection's bytes, each way, in pieces of `bytes` every `everyMs`. */
+export const DRIP = { bytes: 64, everyMs: 100 };
 
 export interface LinkProfile {
   /** Added to every chunk, each way (half the round trip). */
@@ -63,22 +79,39 @@ interface Pipe {
   nextFree: number;
 }
 
+/** How the link treats bytes in the mode it is in: latency each way, the pipe's rate (0: unlimited), and the pieces of a drip. */
+interface Shape {
+  latencyMs: number;
+  bytesPerSec: number;
+  piece: number;
+  gapMs: number;
+}
+
+function shapeOf(mode: LinkMode, latencyMs: number, bytesPerSec: number): Shape {
+  if (mode === 'slow') return { latencyMs: latencyMs + SLOW.extraLatencyMs, bytesPerSec: bytesPerSec > 0 ? Math.min(bytesPerSec, SLOW.bytesPerSec) : SLOW.bytesPerSec, piece: Infinity, gapMs: 0 };
+  if (mode === 'drip') return { latencyMs, bytesPerSec, piece: DRIP.bytes, gapMs: DRIP.everyMs };
+  return { latencyMs, bytesPerSec, piece: Infinity, gapMs: 0 };
+}
+
 /**
  * One direction of one connection: each chunk leaves the link's shared pipe
  * no faster than its rate allows and arrives `latencyMs` later. One FIFO and
  * one timer per direction, so order is kept whatever the timers' granularity.
- * While `held()` nothing is delivered (a blackhole); `release()` goes on.
+ * While `held()` nothing is delivered (a blackhole). When the mode changes,
+ * `retime()` times what is still queued anew, from now.
  */
 class Direction {
-  private readonly queue: Array<{ chunk: Buffer | null; at: number }> = [];
+  private queue: Array<{ chunk: Buffer | null; at: number }> = [];
   private queued = 0;
+  /** When the last piece queued is due: the next is never due before it (plus a drip's gap). */
+  private lastAt = -Infinity;
   private timer: NodeJS.Timeout | NodeJS.Immediate | undefined;
 
   constructor(
     private readonly src: Socket,
     private readonly dst: Socket,
-    private readonly latencyMs: number,
     private readonly pipe: Pipe,
+    private readonly shape: (pipeBytesPerSec: number) => Shape,
     private readonly held: () => boolean,
     private readonly onBytes: (n: number) => void,
   ) {
@@ -94,18 +127,35 @@ class Direction {
     });
   }
 
-  release(): void {
+  /** The mode changed: what is queued goes on as the link now is, from now. */
+  retime(): void {
     this.cancel();
+    const items = this.queue;
+    this.queue = [];
+    this.lastAt = -Infinity;
+    for (const { chunk } of items) this.push(chunk);
     this.schedule();
   }
 
   private enqueue(chunk: Buffer | null): void {
-    const n = chunk?.length ?? 0;
-    // The pipe is shared by every connection in this direction; latency is per chunk.
-    const start = Math.max(performance.now(), this.pipe.nextFree);
-    this.pipe.nextFree = start + (this.pipe.bytesPerSec > 0 ? (n * 1000) / this.pipe.bytesPerSec : 0);
-    this.queue.push({ chunk, at: Math.max(this.pipe.nextFree + this.latencyMs, this.queue.at(-1)?.at ?? 0) });
+    this.push(chunk);
     if (!this.timer) this.schedule();
+  }
+
+  /** Times `chunk` (in a drip's pieces) behind what is queued. */
+  private push(chunk: Buffer | null): void {
+    const shape = this.shape(this.pipe.bytesPerSec);
+    const pieces: Array<Buffer | null> = [];
+    if (chunk === null || chunk.length <= shape.piece) pieces.push(chunk);
+    else for (let i = 0; i < chunk.length; i += shape.piece) pieces.push(chunk.subarray(i, i + shape.piece));
+    for (const piece of pieces) {
+      const n = piece?.length ?? 0;
+      // The pipe is shared by every connection in this direction; latency is per chunk, a drip's gap per connection.
+      const start = Math.max(performance.now(), this.pipe.nextFree);
+      this.pipe.nextFree = start + (shape.bytesPerSec > 0 ? (n * 1000) / shape.bytesPerSec : 0);
+      this.lastAt = Math.max(this.pipe.nextFree + shape.latencyMs, this.lastAt + shape.gapMs);
+      this.queue.push({ chunk: piece, at: this.lastAt });
+    }
   }
 
   private schedule(): void {
@@ -144,6 +194,15 @@ class Direction {
   }
 }
 
+interface LinkState {
+  options: LinkOptions;
+  down: Pipe;
+  up: Pipe;
+  shape: (pipeBytesPerSec: number) => Shape;
+  held: () => boolean;
+  onBytes: (n: number) => void;
+}
+
 /** One relayed connection: the client's socket, the target's (made when the link is up), both directions. */
 class Relayed {
   private target: Socket | undefined;
@@ -152,7 +211,7 @@ class Relayed {
 
   constructor(
     readonly client: Socket,
-    private readonly link: { options: LinkOptions; down: Pipe; up: Pipe; held: () => boolean; onBytes: (n: number) => void },
+    private readonly link: LinkState,
   ) {
     client.on('error', () => this.destroy());
     client.on('close', () => this.target?.destroy());
@@ -163,21 +222,21 @@ class Relayed {
 
   private readonly hold = (chunk: Buffer) => void this.early.push(chunk);
 
-  /** The link is up (again): connect a connection that came in while blackholed, release held bytes. */
+  /** The link changed mode (and is not blackholed): connect a connection that came in while it was, time held bytes anew. */
   resume(): void {
     if (!this.target) this.connect();
-    for (const d of this.directions) d.release();
+    for (const d of this.directions) d.retime();
   }
 
   private connect(): void {
-    const { options, down, up, held, onBytes } = this.link;
+    const { options, down, up, shape, held, onBytes } = this.link;
     const target = createConnection(options.target);
     this.target = target;
     target.on('error', () => this.destroy());
     target.on('close', () => setTimeout(() => this.client.destroy(), options.latencyMs + 10_000).unref());
     this.client.off('data', this.hold);
-    this.directions.push(new Direction(this.client, target, options.latencyMs, up, held, () => {}));
-    this.directions.push(new Direction(target, this.client, options.latencyMs, down, held, onBytes));
+    this.directions.push(new Direction(this.client, target, up, shape, held, () => {}));
+    this.directions.push(new Direction(target, this.client, down, shape, held, onBytes));
     for (const chunk of this.early.splice(0)) this.client.emit('data', chunk);
   }
 
@@ -199,11 +258,12 @@ export async function startLink(options: LinkOptions): Promise<Link> {
   let mode: LinkMode = 'up';
   let down = 0;
   let accepted = 0;
-  const link = {
+  const link: LinkState = {
     options,
     down: { bytesPerSec: options.downBytesPerSec, nextFree: 0 },
     up: { bytesPerSec: options.upBytesPerSec ?? 0, nextFree: 0 },
-    held: () => mode !== 'up',
+    shape: (pipeBytesPerSec) => shapeOf(mode, options.latencyMs, pipeBytesPerSec),
+    held: () => mode === 'blackhole' || mode === 'refused',
     onBytes: (n: number) => void (down += n),
   };
   const server: Server = createServer((client) => {
@@ -240,7 +300,10 @@ export async function startLink(options: LinkOptions): Promise<Link> {
         return;
       }
       if (was === 'refused') await listen(port);
-      if (next === 'up') for (const r of open) r.resume();
+      if (next === 'blackhole') return;
+      // What the last mode queued on the shared pipes goes on at this mode's pace, from now.
+      link.down.nextFree = link.up.nextFree = 0;
+      for (const r of open) r.resume();
     },
     async close() {
       mode = 'refused';
