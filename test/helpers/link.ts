@@ -93,19 +93,47 @@ function shapeOf(mode: LinkMode, latencyMs: number, bytesPerSec: number): Shape 
   return { latencyMs, bytesPerSec, piece: Infinity, gapMs: 0 };
 }
 
+/** Bytes that go on the wire at once (an aggregate of Wi-Fi frames): what another connection waits behind. */
+const WIRE_PIECE = 16 * 1024;
+
+type Timer = NodeJS.Timeout | NodeJS.Immediate;
+
+/** Sub-millisecond waits (Gigabit) would round up to a whole timer tick. */
+function after(ms: number, fn: () => void): Timer {
+  return ms < 1 ? setImmediate(fn) : setTimeout(fn, ms);
+}
+
+function clear(timer: Timer | undefined): void {
+  clearTimeout(timer as NodeJS.Timeout);
+  clearImmediate(timer as NodeJS.Immediate);
+}
+
 /**
- * One direction of one connection: each chunk leaves the link's shared pipe
- * no faster than its rate allows and arrives `latencyMs` later. One FIFO and
- * one timer per direction, so order is kept whatever the timers' granularity.
- * While `held()` nothing is delivered (a blackhole). When the mode changes,
- * `retime()` times what is still queued anew, from now.
+ * One direction of one connection, in two stages as on a real link. On the
+ * wire: one piece at a time, each taking the link's shared pipe for as long
+ * as its rate says, so connections take turns a piece each (a new
+ * connection's first bytes wait behind one piece per busy connection, not
+ * behind all their bytes). In flight: each piece arrives `latencyMs` after it
+ * left the wire, in order. A receiver that stops reading (its socket's
+ * buffer full) stops its connection's next pieces from going on the wire,
+ * as TCP's window does, and its source stops being read once a megabyte
+ * waits. While `held()` nothing moves (a blackhole). When the mode changes,
+ * `retime()` sends what is in flight or waiting anew, from now.
  */
 class Direction {
-  private queue: Array<{ chunk: Buffer | null; at: number }> = [];
+  /** Read from the source, not on the wire yet. */
+  private waiting: Array<Buffer | null> = [];
+  /** Off the wire, arriving at `at`, in order. */
+  private flying: Array<{ chunk: Buffer | null; at: number }> = [];
+  /** Bytes waiting or in flight (the source is paused above MAX_QUEUED). */
   private queued = 0;
-  /** When the last piece queued is due: the next is never due before it (plus a drip's gap). */
+  /** When the last piece sent arrives: the next never arrives before it (plus a drip's gap). */
   private lastAt = -Infinity;
-  private timer: NodeJS.Timeout | NodeJS.Immediate | undefined;
+  /** A piece is on the wire; the next goes when it is off. */
+  private sending: Timer | undefined;
+  private delivering: Timer | undefined;
+  /** The receiver asked to wait (its socket's buffer is full) until 'drain'. */
+  private full = false;
 
   constructor(
     private readonly src: Socket,
@@ -118,79 +146,82 @@ class Direction {
     src.on('data', (chunk: Buffer) => {
       this.queued += chunk.length;
       if (this.queued > MAX_QUEUED) src.pause();
-      this.enqueue(chunk);
+      this.waiting.push(chunk);
+      this.send();
     });
-    src.on('end', () => this.enqueue(null));
+    src.on('end', () => {
+      this.waiting.push(null);
+      this.send();
+    });
+    dst.on('drain', () => {
+      this.full = false;
+      this.send();
+    });
     dst.on('close', () => {
       this.cancel();
-      this.queue.length = 0;
+      this.waiting = [];
+      this.flying = [];
     });
   }
 
-  /** The mode changed: what is queued goes on as the link now is, from now. */
+  /** The mode changed: what is in flight or waiting goes on as the link now is, from now. */
   retime(): void {
     this.cancel();
-    const items = this.queue;
-    this.queue = [];
+    this.waiting = [...this.flying.map((f) => f.chunk), ...this.waiting];
+    this.flying = [];
     this.lastAt = -Infinity;
-    for (const { chunk } of items) this.push(chunk);
-    this.schedule();
+    this.send();
+    this.deliver();
   }
 
-  private enqueue(chunk: Buffer | null): void {
-    this.push(chunk);
-    if (!this.timer) this.schedule();
-  }
-
-  /** Times `chunk` (in a drip's pieces) behind what is queued. */
-  private push(chunk: Buffer | null): void {
+  /** Puts the next piece on the wire, if the link, the receiver and the wire let it. */
+  private send(): void {
+    if (this.sending || this.full || this.held() || this.waiting.length === 0) return;
     const shape = this.shape(this.pipe.bytesPerSec);
-    const pieces: Array<Buffer | null> = [];
-    if (chunk === null || chunk.length <= shape.piece) pieces.push(chunk);
-    else for (let i = 0; i < chunk.length; i += shape.piece) pieces.push(chunk.subarray(i, i + shape.piece));
-    for (const piece of pieces) {
-      const n = piece?.length ?? 0;
-      // The pipe is shared by every connection in this direction; latency is per chunk, a drip's gap per connection.
-      const start = Math.max(performance.now(), this.pipe.nextFree);
-      this.pipe.nextFree = start + (shape.bytesPerSec > 0 ? (n * 1000) / shape.bytesPerSec : 0);
-      this.lastAt = Math.max(this.pipe.nextFree + shape.latencyMs, this.lastAt + shape.gapMs);
-      this.queue.push({ chunk: piece, at: this.lastAt });
-    }
+    const size = Math.min(shape.piece, WIRE_PIECE);
+    let chunk = this.waiting[0]!;
+    if (chunk !== null && chunk.length > size) {
+      this.waiting[0] = chunk.subarray(size);
+      chunk = chunk.subarray(0, size);
+    } else this.waiting.shift();
+    const now = performance.now();
+    const start = Math.max(now, this.pipe.nextFree);
+    const off = start + (shape.bytesPerSec > 0 ? ((chunk?.length ?? 0) * 1000) / shape.bytesPerSec : 0);
+    this.pipe.nextFree = off;
+    this.lastAt = Math.max(off + shape.latencyMs, this.lastAt + shape.gapMs);
+    this.flying.push({ chunk, at: this.lastAt });
+    if (!this.delivering) this.deliver();
+    this.sending = after(off - now, () => {
+      this.sending = undefined;
+      this.send();
+    });
   }
 
-  private schedule(): void {
-    if (this.queue.length === 0 || this.held()) return;
-    const wait = this.queue[0]!.at - performance.now();
-    // Sub-millisecond latencies (Gigabit) would round up to a whole timer tick.
-    this.timer = wait < 1 ? setImmediate(() => this.flush()) : setTimeout(() => this.flush(), wait);
-  }
-
-  private cancel(): void {
-    if (this.timer) {
-      clearTimeout(this.timer as NodeJS.Timeout);
-      clearImmediate(this.timer as NodeJS.Immediate);
-    }
-    this.timer = undefined;
-  }
-
-  private flush(): void {
-    this.timer = undefined;
+  /** Hands the receiver every piece that has arrived, in order; waits for the next. */
+  private deliver(): void {
+    this.delivering = undefined;
     if (this.held()) return;
     const now = performance.now();
-    while (this.queue.length > 0 && this.queue[0]!.at <= now) {
-      const { chunk } = this.queue.shift()!;
+    while (this.flying.length > 0 && this.flying[0]!.at <= now) {
+      const { chunk } = this.flying.shift()!;
       if (chunk === null) {
         this.dst.end();
         continue;
       }
       this.queued -= chunk.length;
       if (!this.dst.destroyed) {
-        this.dst.write(chunk);
+        if (!this.dst.write(chunk)) this.full = true;
         this.onBytes(chunk.length);
       }
     }
     if (this.queued <= MAX_QUEUED && this.src.isPaused()) this.src.resume();
-    this.schedule();
+    if (this.flying.length > 0) this.delivering = after(this.flying[0]!.at - now, () => this.deliver());
+  }
+
+  private cancel(): void {
+    clear(this.sending);
+    clear(this.delivering);
+    this.sending = this.delivering = undefined;
   }
 }
 

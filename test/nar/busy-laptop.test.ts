@@ -21,7 +21,9 @@ import { memoryKey, narFixture, narinfoFor, type NarFixture } from '../helpers/n
  * answers). A Pi that really went quiet still costs one deadline.
  */
 const HEDGE_MS = 200;
-const TIMEOUTS = { connectMs: 1000, firstByteMs: 3000, bodyIdleMs: 3000, probeIntervalMs: 60_000, maxFails: 1, hedgeMs: HEDGE_MS };
+/** The Pi's own first-byte timeout, far above what the deadlines may cost: a bound that holds on a loaded machine. */
+const FIRST_BYTE_MS = 10_000;
+const TIMEOUTS = { connectMs: 1000, firstByteMs: FIRST_BYTE_MS, bodyIdleMs: FIRST_BYTE_MS, probeIntervalMs: 60_000, maxFails: 1, hedgeMs: HEDGE_MS };
 
 /** The laptop is too busy to run the proxy: its event loop is blocked for `ms`. */
 function busy(ms: number): void {
@@ -169,7 +171,8 @@ describe('a Pi busy answering other requests (a busy link) is waited for; a quie
     const started = Date.now();
     const r = await h.resolver.resolve(f.storeHash);
     expect(originOf(r)).toBe('upstream');
-    expect(Date.now() - started).toBeLessThan(HEDGE_MS + 300);
+    // One hedge delay (windows in which this loaded machine did not run the proxy do not count), far from the Pi's timeout.
+    expect(Date.now() - started).toBeLessThan(HEDGE_MS + 1500);
   });
 
   it('narinfo: a Pi that answers others but never this one is left after at most four hedge delays', async () => {
@@ -179,7 +182,8 @@ describe('a Pi busy answering other requests (a busy link) is waited for; a quie
     const started = Date.now();
     const r = await whileBusy(h, h.resolver.resolve(f.storeHash));
     expect(originOf(r)).toBe('upstream');
-    expect(Date.now() - started).toBeLessThan(4 * HEDGE_MS + 400);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(HEDGE_MS);
+    expect(Date.now() - started).toBeLessThan(4 * HEDGE_MS + 1500);
   });
 
   it('a wait on an origin that answers nothing gives up after one window; one that keeps answering, after the most windows allowed', async () => {

@@ -4,6 +4,7 @@ import { createServer, type Server } from 'node:http';
 import { connect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DRIP, SLOW, startLink, type Link } from '../helpers/link.js';
+import { until } from '../helpers/wait.js';
 
 /** The link every test and benchmark puts in front of a Pi or an upstream (test/helpers/link.ts). */
 describe('the relay that plays a home link, and a Pi that comes and goes', () => {
@@ -41,6 +42,22 @@ describe('the relay that plays a home link, and a Pi that comes and goes', () =>
     expect(both.every((b) => b.equals(body))).toBe(true);
     // 2 MiB over one 4 MiB/s wire: at least 500 ms, however many connections.
     expect(performance.now() - started).toBeGreaterThanOrEqual(480);
+  });
+
+  it("connections take turns on the wire: a new one's answer waits behind a piece of each busy one, not behind all their bytes", async () => {
+    const big = randomBytes(3 * 2 ** 20);
+    const small = Buffer.from('hello');
+    server = createServer((req, res) => res.end(req.url === '/big' ? big : small));
+    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
+    // 3 MiB takes the wire for 1.5 s at 2 MiB/s; a megabyte of it is read from the server and waiting at any time.
+    link = await startLink({ target: { host: '127.0.0.1', port: (server.address() as { port: number }).port }, latencyMs: 1, downBytesPerSec: 2 * 2 ** 20 });
+    const downloading = fetch(`${link.url}big`).then(async (r) => Buffer.from(await r.arrayBuffer()));
+    await until('the big download under way', 2000, () => link!.bytesDown() > 256 * 1024 || undefined);
+    const started = performance.now();
+    expect(Buffer.from(await (await fetch(`${link.url}small`)).arrayBuffer()).equals(small)).toBe(true);
+    // Behind a megabyte it would take 500 ms; behind a 16 KiB piece, 8 ms (and a new connection's round trip).
+    expect(performance.now() - started).toBeLessThan(250);
+    expect((await downloading).equals(big)).toBe(true);
   });
 
   it('blackholed: a request is accepted and never answered; back up, it is answered', async () => {
