@@ -5,6 +5,7 @@ import { ConfigError, errorMessage } from './errors.js';
 import { LOG_LEVELS } from './log.js';
 import { normaliseBaseUrl } from './origins/base-url.js';
 import type { PeerOrder } from './origins/origin-set.js';
+import { formatS3Url, isS3Url, parseS3Url, redactS3Url } from './s3/url.js';
 import { DEFAULT_TIMEOUTS, type OriginTimeouts } from './origins/timeouts.js';
 import { parseCidr } from './protocol/cidr.js';
 import { parsePublicKey } from './protocol/signing.js';
@@ -40,9 +41,13 @@ export interface ServeConfig {
   peering: { order: PeerOrder; fanout: number; missTtlSeconds: number };
   /**
    * prefetchConcurrency: narinfo lookups ahead of Nix at once (0: off); prefetchDepth: levels of references;
-   * narPrefetchBytes: decompressed NAR bytes held in memory ahead of Nix (0: NAR prefetch off); narPrefetchConcurrency: NAR fetches ahead at once.
+   * narPrefetchBytes: decompressed NAR bytes held in memory, fetched ahead of Nix or held back until verified (0: NAR prefetch off, holds only spooled);
+   * narPrefetchConcurrency: NAR fetches ahead at once;
+   * spoolDir: where a NAR held back until verified goes when it does not fit in memory ('': nowhere, such NARs are streamed; unset: $CACHE_DIRECTORY/spool,
+   * else $XDG_CACHE_HOME or ~/.cache, /nix-lan-cache/spool); spoolBytes: bytes spooled at once, at most;
+   * holdMaxSeconds: a NAR held longer is sent and the rest streamed (0: NARs are never held back).
    */
-  cache: { maxEntries: number; hitTtlSeconds: number; missTtlSeconds: number; prefetchConcurrency: number; prefetchDepth: number; narPrefetchBytes: number; narPrefetchConcurrency: number };
+  cache: { maxEntries: number; hitTtlSeconds: number; missTtlSeconds: number; prefetchConcurrency: number; prefetchDepth: number; narPrefetchBytes: number; narPrefetchConcurrency: number; spoolDir?: string; spoolBytes: number; holdMaxSeconds: number };
 }
 
 export function defaultConfig(): ServeConfig {
@@ -58,7 +63,7 @@ export function defaultConfig(): ServeConfig {
     stateDir: undefined,
     timeouts: { lan: { ...DEFAULT_TIMEOUTS.lan }, lanFill: { ...DEFAULT_TIMEOUTS.lanFill }, peer: { ...DEFAULT_TIMEOUTS.peer }, upstream: { ...DEFAULT_TIMEOUTS.upstream } },
     // A whole NixOS system is a few thousand paths; Nix keeps its own 30-day narinfo cache on disk.
-    cache: { maxEntries: 4096, hitTtlSeconds: 3600, missTtlSeconds: 30, prefetchConcurrency: 16, prefetchDepth: 1, narPrefetchBytes: 32 * 1024 * 1024, narPrefetchConcurrency: 8 },
+    cache: { maxEntries: 4096, hitTtlSeconds: 3600, missTtlSeconds: 30, prefetchConcurrency: 16, prefetchDepth: 1, narPrefetchBytes: 32 * 1024 * 1024, narPrefetchConcurrency: 8, spoolBytes: 4 * 1024 ** 3, holdMaxSeconds: 60 },
     share: defaultShare(),
     peer: [],
     peering: { order: 'before-upstream', fanout: 4, missTtlSeconds: 10 },
@@ -108,6 +113,9 @@ const fileShape = object({
     prefetchDepth: int(1, 4),
     narPrefetchBytes: int(0, 4 * 1024 * 1024 * 1024),
     narPrefetchConcurrency: int(1, 64),
+    spoolDir: str,
+    spoolBytes: int(0, 1024 ** 4),
+    holdMaxSeconds: int(0, 240),
   }),
 });
 
@@ -196,11 +204,12 @@ export function resolveServeConfig(flags: ServeFlags, readFile: (p: string) => s
   config.stateDir = flags['state-dir'] ?? file.stateDir ?? config.stateDir;
   for (const kind of ['lan', 'lanFill', 'peer', 'upstream'] as const) Object.assign(config.timeouts[kind], file.timeouts?.[kind]);
   Object.assign(config.cache, file.cache);
+  if (config.cache.spoolDir && !config.cache.spoolDir.startsWith('/')) throw new ConfigError(`cache.spoolDir must be an absolute path (or "" for no spool), got ${JSON.stringify(config.cache.spoolDir)}`);
   resolveSharing(config, flags, file);
 
   checkCacheUrls('--lan', config.lan);
   checkCacheUrls('--lan-fill', config.lanFill);
-  const both = config.lanFill.filter((u) => config.lan.some((l) => normaliseBaseUrl(l) === normaliseBaseUrl(u)));
+  const both = config.lanFill.filter((u) => config.lan.some((l) => cacheUrlKey(l) === cacheUrlKey(u)));
   if (both.length) throw new ConfigError(`${both.map((u) => JSON.stringify(u)).join(', ')} given both as --lan and as --lan-fill: name a filling LAN cache once, with --lan-fill`);
   checkCacheUrls('--upstream', config.upstream);
   checkPublicKeys(config.trustedPublicKeys);
@@ -212,12 +221,17 @@ export function checkLogLevel(level: string): LevelWithSilent {
   return level as LevelWithSilent;
 }
 
+/** A cache URL in one canonical form: an http(s) base URL, or an S3 bucket in Nix's syntax. */
+export function cacheUrlKey(url: string): string {
+  return isS3Url(url) ? formatS3Url(parseS3Url(url)) : normaliseBaseUrl(url);
+}
+
 export function checkCacheUrls(what: string, urls: readonly string[]): void {
   for (const url of urls) {
     try {
-      normaliseBaseUrl(url);
+      cacheUrlKey(url);
     } catch (err) {
-      throw new ConfigError(`${what} ${JSON.stringify(url)}: ${errorMessage(err)}`);
+      throw new ConfigError(`${what} ${JSON.stringify(isS3Url(url) ? redactS3Url(url) : url)}: ${errorMessage(err).replace(/^bad S3 cache URL "[^"]*": /, '')}`);
     }
   }
 }
@@ -251,6 +265,8 @@ function resolveSharing(config: ServeConfig, flags: ServeFlags, file: ConfigFile
     }
   }
   config.peer = flags.peer ?? file.peer ?? config.peer;
+  const bucket = config.peer.find(isS3Url);
+  if (bucket !== undefined) throw new ConfigError(`--peer ${JSON.stringify(redactS3Url(bucket))}: a peer is another machine's share (http://HOST:PORT), not an S3 bucket (give a bucket with --lan or --upstream)`);
   checkCacheUrls('--peer', config.peer);
   Object.assign(config.peering, file.peering);
   if (flags['peer-order'] !== undefined) config.peering.order = oneOf(PEER_ORDERS)(flags['peer-order'], '--peer-order') as PeerOrder;

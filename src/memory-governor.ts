@@ -51,11 +51,12 @@ export class MemoryGovernor {
     const { arrayBuffers, heapUsed } = process.memoryUsage();
     this.floor = arrayBuffers;
     this.heapFloor = heapUsed;
-    this.timer = setInterval(() => this.tick(), options.everyMs);
+    this.timer = setInterval(() => this.check(), options.everyMs);
     this.timer.unref();
   }
 
-  private tick(): void {
+  /** Looks at memory now (the timer does this every `everyMs`); starts a collection if Buffers or V8's heap piled up. */
+  check(): void {
     const { arrayBuffers: held, heapUsed } = process.memoryUsage();
     this.floor = Math.min(this.floor, held);
     this.heapFloor = Math.min(this.heapFloor, heapUsed);

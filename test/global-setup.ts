@@ -17,4 +17,13 @@ export default function setup(): void {
   }
   const lines = clients.trim().split('\n').map((l) => l.split(' ')).map(([, suite, version, root]) => `Nix ${version} (${suite === 'bookworm' ? 'Debian 12, this machine' : `Debian ${suite}, chroot ${root}`})`);
   console.log(`Real Nix clients: ${lines.join('; ')}`);
+  let engine: string;
+  try {
+    engine = execFileSync('bash', ['.ci/s3-engine', '--check'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    const e = err as { stderr?: string };
+    throw new Error(`the real S3 engine is not there; make it with: bash .ci/s3-engine\n${e.stderr ?? ''}`);
+  }
+  const [, , version, root] = engine.trim().split(' ');
+  console.log(`Real S3 engine: Ceph radosgw ${version} (Debian unstable, chroot ${root})`);
 }

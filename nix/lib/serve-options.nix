@@ -26,8 +26,14 @@ let
       description = "lan:PORT (every private LAN address of the machine) or HOST:PORT";
     };
 
-  urlType = types.strMatching "https?://[^ ]+" // {
+  # A peer's share is plain HTTP, never a bucket.
+  httpUrlType = types.strMatching "https?://[^ ]+" // {
     description = "http:// or https:// URL";
+  };
+
+  # An S3 bucket (s3://BUCKET?endpoint=URL&region=R) is read with signed requests; its credentials: docs/lab.md.
+  urlType = types.strMatching "(https?://[^ ]+|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\\?[^ ]*)?)" // {
+    description = "http:// or https:// URL, or an S3 bucket s3://BUCKET?endpoint=URL&region=R";
   };
 
   nullOrInt = min: max: description: mkOption {
@@ -142,7 +148,7 @@ rec {
       };
     };
     peers = mkOption {
-      type = types.listOf urlType;
+      type = types.listOf httpUrlType;
       default = [ ];
       example = [ "http://192.168.1.20:37517/" ];
       description = "Other machines' shares (`serve --peer`), asked after the LAN caches, in addition to any found by mDNS.";
@@ -174,6 +180,13 @@ rec {
         prefetchConcurrency = nullOrInt 0 256 "Narinfo lookups of the references of what Nix asked, ahead of Nix, at once (0: off; built-in 16).";
         narPrefetchBytes = nullOrInt 0 4294967296 "Bytes of uncompressed NAR fetched into memory ahead of Nix for the narinfos it asked for (0: off; built-in 32 MiB).";
         narPrefetchConcurrency = nullOrInt 1 64 "NAR fetches ahead of Nix at once (built-in 8).";
+        holdMaxSeconds = nullOrInt 0 240 "A LAN cache's or peer's NAR that another origin could serve is held back until verified, at most this long (0: never held; built-in 60).";
+        spoolDir = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          description = "Where NARs held back that do not fit in memory are spooled (\"\": nowhere, they are streamed; built-in: the service's CacheDirectory).";
+        };
+        spoolBytes = nullOrInt 0 1099511627776 "Bytes of NAR spooled at once, at most (built-in 4 GiB).";
       };
       share = {
         maxInFlight = nullOrInt 1 10000 "Requests to the share in flight at once, all clients together (built-in 64).";

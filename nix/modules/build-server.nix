@@ -10,6 +10,10 @@
 #     keyFile = "/var/lib/secrets/pi.lan-1.sk";
 #     sshKeyFile = "/var/lib/secrets/push-ssh-key";
 #   };
+#
+# A lab pushes into a bucket instead (docs/lab.md):
+#     target = "s3://nix-cache?endpoint=https://s3.lab.example&region=garage";
+#     s3.environmentFile = "/var/lib/secrets/nix-cache-s3.env";
 { config, lib, pkgs, ... }:
 let
   inherit (lib) mkEnableOption mkOption mkIf types;
@@ -17,12 +21,8 @@ let
   pkg = config.services.nix-lan-cache.package;
   stateDir = "/var/lib/nix-lan-cache-build";
 
-  # A secret: an absolute path read at run time, never copied into the store.
-  secretPath = types.addCheck types.str
-    (s: lib.hasPrefix "/" s && !(lib.hasPrefix "${builtins.storeDir}/" s)) // {
-      name = "secretPath";
-      description = "absolute path outside the Nix store, given as a string (a secret must not be copied into the store)";
-    };
+  s3 = import ../lib/s3-credentials.nix { inherit lib; };
+  inherit (s3) secretPath;
 
   # `ssh` for git and for `push --to ssh://`: the pushing key, known hosts from
   # /etc/ssh/ssh_known_hosts (programs.ssh.knownHosts) or the state dir, no prompts.
@@ -66,10 +66,16 @@ in
     };
 
     target = mkOption {
-      type = types.strMatching "(/|ssh://).+" // { description = "cache directory (/…) or ssh://[user@]host/path"; };
+      type = types.either (types.strMatching "(/|ssh://).+") s3.s3UrlType // { description = "cache directory (/…), ssh://[user@]host/path or s3://BUCKET?endpoint=URL&region=R"; };
       example = "ssh://nix-cache@pi.local/var/lib/nix-cache";
-      description = "Where `nix-lan-cache push --to` writes.";
+      description = ''
+        Where `nix-lan-cache push --to` writes: the Pi's cache directory over
+        ssh, a local directory, or an S3 bucket (docs/lab.md; credentials in
+        `s3`).
+      '';
     };
+
+    s3 = s3.options "the push into an s3:// target";
 
     keyFile = mkOption {
       type = secretPath;
@@ -132,7 +138,8 @@ in
         GIT_AUTHOR_EMAIL = "nix-lan-cache@localhost";
         GIT_COMMITTER_NAME = "nix-lan-cache";
         GIT_COMMITTER_EMAIL = "nix-lan-cache@localhost";
-      } // lib.optionalAttrs (cfg.branch != null) { FLAKE_BRANCH = cfg.branch; }
+      } // s3.environment cfg.s3
+        // lib.optionalAttrs (cfg.branch != null) { FLAKE_BRANCH = cfg.branch; }
         // lib.optionalAttrs (cfg.compression != null) { COMPRESSION = cfg.compression; };
       serviceConfig = {
         Type = "oneshot";
@@ -141,7 +148,8 @@ in
         StateDirectory = "nix-lan-cache-build";
         StateDirectoryMode = "0700";
         LoadCredential = [ "signing-key:${cfg.keyFile}" ]
-          ++ lib.optional (cfg.sshKeyFile != null) "ssh-key:${cfg.sshKeyFile}";
+          ++ lib.optional (cfg.sshKeyFile != null) "ssh-key:${cfg.sshKeyFile}"
+          ++ s3.loadCredential cfg.s3;
         # Building NixOS systems takes long; the next timer tick waits.
         TimeoutStartSec = "6h";
         Nice = 10;
@@ -159,7 +167,7 @@ in
         RestrictSUIDSGID = true;
         LockPersonality = true;
         CapabilityBoundingSet = "";
-      };
+      } // lib.optionalAttrs (cfg.s3.environmentFile != null) { EnvironmentFile = cfg.s3.environmentFile; };
     };
 
     systemd.timers.nix-lan-cache-build = {

@@ -6,10 +6,15 @@
 #     enable = true;
 #     trustedPublicKeys = [ "pi.lan-1:…" ];
 #   };
+#
+# In a lab whose cache is a bucket (docs/lab.md):
+#     lan = [ "s3://nix-cache?endpoint=https://s3.lab.example&region=garage" ];
+#     s3.environmentFile = "/run/secrets/nix-cache-read.env";
 { config, options, lib, pkgs, ... }:
 let
   inherit (lib) mkEnableOption mkOption mkIf mkDefault mkForce types;
   serve = import ../lib/serve-options.nix { inherit lib; };
+  s3 = import ../lib/s3-credentials.nix { inherit lib; };
   hardening = import ../lib/hardening.nix;
   cfg = config.services.nix-lan-cache;
 
@@ -113,6 +118,8 @@ in
       '';
     };
 
+    s3 = s3.options "the proxy, to read the s3:// caches in `lan`, `lanFill` and `upstreams`";
+
     narinfoNegativeTtl = mkOption {
       type = types.ints.unsigned;
       default = 60;
@@ -138,6 +145,7 @@ in
       # Works offline too (it falls through to upstream and back): no network-online.
       after = [ "network.target" ];
       restartTriggers = [ configFile ];
+      environment = s3.environment cfg.s3;
       # No start-rate limit: a proxy that crashed five times in a row still restarts.
       unitConfig.StartLimitIntervalSec = 0;
       serviceConfig = hardening // {
@@ -150,6 +158,9 @@ in
         DynamicUser = true;
         StateDirectory = "nix-lan-cache";
         StateDirectoryMode = "0700";
+        # NARs held back until verified that do not fit in memory are spooled here (unlinked files).
+        CacheDirectory = "nix-lan-cache";
+        CacheDirectoryMode = "0700";
         UMask = "0077";
         WorkingDirectory = stateDir;
 
@@ -159,7 +170,7 @@ in
         ProtectProc = "invisible";
         # AF_NETLINK: Node sees interface and address changes (re-browse mDNS).
         RestrictAddressFamilies = [ "AF_INET" "AF_INET6" "AF_UNIX" "AF_NETLINK" ];
-      };
+      } // s3.serviceConfig cfg.s3;
     };
 
     networking.firewall.allowedUDPPorts = mkIf cfg.openFirewall [ 5353 ];

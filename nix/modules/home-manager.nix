@@ -63,6 +63,8 @@ in
       Service = {
         ExecStart = "${lib.getExe cfg.package} serve --config ${configFile} --state-dir %S/nix-lan-cache";
         StateDirectory = "nix-lan-cache";
+        # NARs held back until verified that do not fit in memory are spooled here (unlinked files).
+        CacheDirectory = "nix-lan-cache";
         # Back within a second if it ever dies (the fatal error is in the journal).
         Restart = "always";
         RestartSec = "500ms";

@@ -12,14 +12,18 @@ let
   fcfg = cfg.fill;
   pkg = config.services.nix-lan-cache.package;
   hardening = import ../lib/hardening.nix;
+  s3 = import ../lib/s3-credentials.nix { inherit lib; };
+  bucket = fcfg.bucket;
+  spoolDir = "/var/lib/nix-lan-cache-fill";
 
   configFile = pkgs.writeText "nix-lan-cache-fill.json" (builtins.toJSON ({
-    cache = cfg.cacheDir;
+    cache = if bucket != null then bucket else cfg.cacheDir;
     listen = "127.0.0.1:${toString fcfg.port}";
     upstream = fcfg.upstreams;
     trustedPublicKeys = fcfg.trustedPublicKeys;
     logLevel = fcfg.logLevel;
-  } // lib.optionalAttrs (fcfg.maxSize != null) { maxSize = fcfg.maxSize; }));
+  } // lib.optionalAttrs (fcfg.maxSize != null) { maxSize = fcfg.maxSize; }
+    // lib.optionalAttrs (bucket != null) { inherit spoolDir; }));
 
   # fill answers paths relative to the cache root.
   stripPath = lib.optionalString (cfg.path != "/") "rewrite ^${cfg.path}(.*)$ /$1 break;\n";
@@ -52,6 +56,21 @@ in
       '';
     };
 
+    bucket = mkOption {
+      type = types.nullOr s3.s3UrlType;
+      default = null;
+      example = "s3://nix-cache?endpoint=https://s3.lab.example&region=garage";
+      description = ''
+        Keep the cache in an S3 bucket instead of `cacheDir` (a lab's cache;
+        docs/lab.md): fill publishes what it fetches into the bucket and
+        serves the bucket's paths too (nginx hands it every request, as
+        `cacheDir` stays empty), and the gc timer collects the bucket.
+        Credentials: `s3`.
+      '';
+    };
+
+    s3 = s3.options "fill and gc, to read and write `bucket`";
+
     port = mkOption {
       type = types.port;
       default = 37516;
@@ -73,6 +92,7 @@ in
       wants = [ "network-online.target" ];
       before = [ "nginx.service" ];
       restartTriggers = [ configFile ];
+      environment = s3.environment fcfg.s3;
       # No start-rate limit: a fill that crashed five times in a row still restarts.
       unitConfig.StartLimitIntervalSec = 0;
       serviceConfig = hardening // {
@@ -85,8 +105,20 @@ in
         Restart = "always";
         RestartSec = "500ms";
         RestrictAddressFamilies = [ "AF_INET" "AF_INET6" "AF_UNIX" ];
-      };
+      } // lib.optionalAttrs (bucket != null) ({
+        # Downloads are checked here before they are uploaded.
+        StateDirectory = "nix-lan-cache-fill";
+        StateDirectoryMode = "0700";
+      } // s3.serviceConfig fcfg.s3);
     };
+
+    assertions = [{
+      assertion = bucket == null || fcfg.s3.environmentFile != null || fcfg.s3.credentialsFile != null;
+      message = "services.nix-lan-cache.pi.fill.bucket is set: give fill its credentials with services.nix-lan-cache.pi.fill.s3.environmentFile or .credentialsFile (never the Nix store).";
+    }];
+
+    # An empty cache directory hands nginx's every request to fill; Nix first asks for nix-cache-info.
+    systemd.tmpfiles.rules = lib.optional (bucket != null) "f ${cfg.cacheDir}/nix-cache-info 0644 ${cfg.user} ${cfg.group} - StoreDir: /nix/store";
 
     services.nginx.virtualHosts.nix-lan-cache.locations = {
       "~ ^${cfg.path}[^/]+\\.narinfo$".tryFiles = "$uri @fill";
@@ -103,15 +135,27 @@ in
       };
     };
 
-    # A second gc run on the same timer holds the cache under maxSize.
-    systemd.services.nix-lan-cache-gc.serviceConfig.ExecStart = mkIf (cfg.gc.enable && fcfg.maxSize != null) [
-      (lib.concatStringsSep " " [
-        (lib.getExe pkg) "gc"
-        "--cache" cfg.cacheDir
-        "--keep" (toString cfg.gc.keep)
-        "--keep-days" (toString cfg.gc.keepDays)
-        "--max-size" fcfg.maxSize
-      ])
-    ];
+    systemd.services.nix-lan-cache-gc = mkIf cfg.gc.enable {
+      # gc of a bucket talks to the bucket, with fill's credentials.
+      environment = mkIf (bucket != null) (s3.environment fcfg.s3);
+      serviceConfig = lib.mkMerge [
+        {
+          # A second gc run on the same timer holds the cache under maxSize.
+          ExecStart = mkIf (fcfg.maxSize != null) [
+            (lib.concatStringsSep " " [
+              (lib.getExe pkg) "gc"
+              "--cache" (lib.escapeShellArg (if bucket != null then bucket else cfg.cacheDir))
+              "--keep" (toString cfg.gc.keep)
+              "--keep-days" (toString cfg.gc.keepDays)
+              "--max-size" fcfg.maxSize
+            ])
+          ];
+        }
+        (mkIf (bucket != null) ({
+          PrivateNetwork = lib.mkForce false;
+          RestrictAddressFamilies = lib.mkForce [ "AF_INET" "AF_INET6" "AF_UNIX" ];
+        } // s3.serviceConfig fcfg.s3))
+      ];
+    };
   };
 }

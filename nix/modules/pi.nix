@@ -251,7 +251,7 @@ in
           Type = "oneshot";
           ExecStart = lib.concatStringsSep " " [
             (lib.getExe pkg) "gc"
-            "--cache" cfg.cacheDir
+            "--cache" (lib.escapeShellArg (if cfg.fill.enable && cfg.fill.bucket != null then cfg.fill.bucket else cfg.cacheDir))
             "--keep" (toString cfg.gc.keep)
             "--keep-days" (toString cfg.gc.keepDays)
           ];

@@ -1,6 +1,9 @@
 import { stat } from 'node:fs/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, errorMessage } from '../errors.js';
+import { LocalFiles } from '../push/cachefiles.js';
+import type { CacheFiles } from '../push/files.js';
+import { isS3Url, parseS3Url } from '../s3/url.js';
 
 type ParseArgsOptionsConfig = NonNullable<ParseArgsConfig['options']>;
 
@@ -24,9 +27,29 @@ export function parseCount(command: string, flag: string, value: string | undefi
   return Number(value);
 }
 
+/**
+ * The `--cache` of gc and verify: a directory, or a bucket as
+ * `s3://BUCKET?endpoint=URL&region=R` (checked: the credentials are found
+ * and the bucket answers). The S3 code is loaded only for an s3:// cache.
+ */
+export async function openCache(command: string, cache: string | undefined): Promise<CacheFiles> {
+  if (cache && isS3Url(cache)) {
+    const [{ Bucket }, { S3Files }] = await Promise.all([import('../s3/bucket.js'), import('../push/s3-files.js')]);
+    const bucket = new Bucket(parseS3Url(cache));
+    try {
+      await bucket.check();
+    } catch (err) {
+      bucket.close();
+      throw new ConfigError(`${command}: ${errorMessage(err)}`);
+    }
+    return new S3Files(bucket);
+  }
+  return new LocalFiles(await requireCacheDir(command, cache));
+}
+
 /** The `--cache DIR` of gc and verify: given, and a directory. */
 export async function requireCacheDir(command: string, dir: string | undefined): Promise<string> {
-  if (!dir) throw new ConfigError(`${command}: --cache DIR is required`);
+  if (!dir) throw new ConfigError(`${command}: --cache DIR (or s3://BUCKET?endpoint=URL&region=R) is required`);
   const st = await stat(dir).catch(() => undefined);
   if (!st?.isDirectory()) throw new ConfigError(`${command}: ${dir} is not a directory`);
   return dir;

@@ -4,6 +4,7 @@ import { parseCommandArgs } from './args.js';
 /** `fill`'s flags; src/fill/config.ts layers them over the defaults and the config file. */
 export const FILL_OPTIONS = {
   cache: { type: 'string' },
+  'spool-dir': { type: 'string' },
   listen: { type: 'string' },
   upstream: { type: 'string', multiple: true },
   'trusted-public-key': { type: 'string', multiple: true },

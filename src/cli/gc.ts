@@ -1,9 +1,9 @@
-import { parseCommandArgs, requireCacheDir, parseCount } from './args.js';
+import { openCache, parseCommandArgs, parseCount } from './args.js';
 import { gc } from '../push/gc.js';
 import { formatBytes, parseSize } from '../format.js';
 import { ConfigError } from '../errors.js';
 
-const HELP = `usage: nix-lan-cache gc --cache DIR [--keep N] [--keep-days D] [--grace-minutes M] [--max-size SIZE] [--dry-run]
+const HELP = `usage: nix-lan-cache gc --cache DIR|s3://BUCKET?endpoint=URL&region=R [--keep N] [--keep-days D] [--grace-minutes M] [--max-size SIZE] [--dry-run]
 
 Deletes from a static binary cache what no kept root needs: keeps the closures
 of the newest N roots of each name (default 3), of roots younger than D days,
@@ -35,24 +35,25 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
-  const cache = await requireCacheDir('gc', values.cache);
   const dryRun = values['dry-run'] === true;
   const maxSizeText = values['max-size'];
   const maxSize = maxSizeText === undefined ? undefined : parseSize(maxSizeText);
   if (maxSizeText !== undefined && !maxSize) throw new ConfigError(`gc: --max-size must be a size such as 200G or a number of bytes, got ${JSON.stringify(maxSizeText)}`);
+  const cache = await openCache('gc', values.cache);
   const report = await gc(cache, {
     keep: parseCount('gc', 'keep', values.keep, 3),
     keepDays: parseCount('gc', 'keep-days', values['keep-days'], 14),
     graceMinutes: parseCount('gc', 'grace-minutes', values['grace-minutes'], 60),
     dryRun,
     ...(maxSize ? { maxSize } : {}),
-  });
+  }).finally(() => cache.close());
   const verb = dryRun ? 'would delete' : 'deleted';
   for (const r of report.rootsExpired) process.stdout.write(`${verb} root ${r}\n`);
   for (const f of report.narinfosDeleted) process.stdout.write(`${verb} ${f}\n`);
   for (const f of report.evicted) process.stdout.write(`${verb} ${f} (least recently served, over --max-size)\n`);
   for (const f of report.narsDeleted) process.stdout.write(`${verb} ${f}\n`);
   for (const f of report.tempsDeleted) process.stdout.write(`${verb} stale ${f}\n`);
+  for (const f of report.staleDeleted) process.stdout.write(`${verb} ${f}\n`);
   process.stdout.write(
     `gc: kept ${report.rootsKept.length} roots and ${report.narinfosKept} narinfos; ${verb} ${report.rootsExpired.length} roots, ` +
       `${report.narinfosDeleted.length} narinfos, ${report.narsDeleted.length} NARs, ${report.tempsDeleted.length} stale temporary files; ` +

@@ -7,11 +7,12 @@ import { MemoryGovernor } from '../memory-governor.js';
 import { resolveServeConfig, type ServeConfig } from '../config.js';
 import { parseServeFlags } from './serve-flags.js';
 import { createLogger } from '../log.js';
-import { HttpOrigin } from '../origins/http-origin.js';
+import { createOrigin } from '../origins/s3-origin.js';
 import { OriginSet } from '../origins/origin-set.js';
 import { TrustedKeys } from '../protocol/signing.js';
 import { RECOMMENDED_NEGATIVE_TTL } from '../doctor/nix-checks.js';
 import { NAR_PREFETCH_LIMITS } from '../nar/nar-prefetch.js';
+import { defaultSpoolDir } from '../nar/nar-hold.js';
 import { buildApp } from '../server/app.js';
 import { NarInfoResolver } from '../server/narinfo-resolver.js';
 import { openStats } from '../stats/setup.js';
@@ -22,7 +23,10 @@ const HELP = `usage: nix-lan-cache serve [options]
 Runs the localhost substituter. Point Nix at it as the only substituter.
 
   --listen HOST:PORT          where to listen (default 127.0.0.1:37515)
-  --lan URL                   a static LAN cache, asked first (repeatable)
+  --lan URL                   a static LAN cache, asked first (repeatable); an
+                              S3 bucket is s3://BUCKET?endpoint=URL&region=R
+                              (AWS credentials from the environment or
+                              ~/.aws; docs/lab.md), here and below
   --lan-fill URL              a static LAN cache that fills itself from upstream
                               (nix-lan-cache fill behind it): waited for, not
                               raced against upstream (repeatable)
@@ -60,15 +64,18 @@ export interface Running {
 export async function startProxy(config: ServeConfig, log: Logger): Promise<Running> {
   const trusted = TrustedKeys.parse(config.trustedPublicKeys);
   const origins = new OriginSet([], config.peering.order);
-  config.lan.forEach((url, i) =>
-    origins.add(new HttpOrigin({ url, kind: 'lan', priority: 10 + i, timeouts: config.timeouts.lan, trusted, log })),
-  );
-  config.lanFill.forEach((url, i) =>
-    origins.add(new HttpOrigin({ url, kind: 'lan', priority: 10 + config.lan.length + i, fills: true, timeouts: config.timeouts.lanFill, trusted, log })),
-  );
-  config.peer.forEach((url, i) => origins.add(new HttpOrigin({ url, kind: 'peer', priority: 10 + i, timeouts: config.timeouts.peer, trusted, log })));
-  for (const url of config.upstream) {
-    origins.add(new HttpOrigin({ url, kind: 'upstream', timeouts: config.timeouts.upstream, trusted, log }));
+  // An s3:// URL is a bucket read with signed requests (origins/s3-origin.ts); its credentials are read here, once.
+  const made = await Promise.allSettled([
+    ...config.lan.map((url, i) => createOrigin({ url, kind: 'lan', priority: 10 + i, timeouts: config.timeouts.lan, trusted, log })),
+    ...config.lanFill.map((url, i) => createOrigin({ url, kind: 'lan', priority: 10 + config.lan.length + i, fills: true, timeouts: config.timeouts.lanFill, trusted, log })),
+    ...config.peer.map((url, i) => createOrigin({ url, kind: 'peer', priority: 10 + i, timeouts: config.timeouts.peer, trusted, log })),
+    ...config.upstream.map((url) => createOrigin({ url, kind: 'upstream', timeouts: config.timeouts.upstream, trusted, log })),
+  ]);
+  const failed = made.find((m) => m.status === 'rejected');
+  for (const m of made) if (m.status === 'fulfilled') origins.add(m.value);
+  if (failed) {
+    await origins.close();
+    throw failed.reason;
   }
   const { stats, close: closeStats } = openStats(config.stateDir, (name) => origins.ordered().find((o) => o.name === name)?.kind, log);
   let app: FastifyInstance | undefined;
@@ -78,7 +85,7 @@ export async function startProxy(config: ServeConfig, log: Logger): Promise<Runn
   try {
     stats.attachOrigins(origins);
     const hedgeMs = { lan: config.timeouts.lan.hedgeMs, peer: config.timeouts.peer.hedgeMs, upstream: config.timeouts.upstream.hedgeMs };
-    const { prefetchConcurrency, prefetchDepth, narPrefetchBytes, narPrefetchConcurrency, ...cache } = config.cache;
+    const { prefetchConcurrency, prefetchDepth, narPrefetchBytes, narPrefetchConcurrency, spoolDir, spoolBytes, holdMaxSeconds, ...cache } = config.cache;
     const resolver = new NarInfoResolver(origins, { ...cache, hedgeMs, prefetch: { concurrency: prefetchConcurrency, depth: prefetchDepth }, peers: { fanout: config.peering.fanout, missTtlSeconds: config.peering.missTtlSeconds } }, stats, log);
     // mDNS discovery (docs/discovery.md): loaded only when browsing is on, started only once the proxy listens.
     const mdns = config.mdns ? await import('../discovery/index.js') : undefined;
@@ -87,7 +94,7 @@ export async function startProxy(config: ServeConfig, log: Logger): Promise<Runn
     peerDiscovery = mdns?.createPeerDiscovery({ origins, trusted, timeouts: config.timeouts.peer, log, isSelf: mdns.ownShare(() => share?.port) });
     const narPrefetch = { ...NAR_PREFETCH_LIMITS, budgetBytes: narPrefetchBytes, concurrency: narPrefetchConcurrency };
     const shareView = { snapshot: () => share?.snapshot() ?? { enabled: false } };
-    app = buildApp({ config, origins, resolver, stats, log, discovery, peerDiscovery, share: shareView, narPrefetch, lanNarHeadMs: config.timeouts.lan.hedgeMs });
+    app = buildApp({ config, origins, resolver, stats, log, discovery, peerDiscovery, share: shareView, narPrefetch, narHold: holdMaxSeconds > 0 ? { spoolDir: spoolDir ?? defaultSpoolDir(), spoolBytes, maxHoldMs: holdMaxSeconds * 1000 } : undefined, lanNarHeadMs: config.timeouts.lan.hedgeMs });
     try {
       await app.listen({ host: config.listen.host, port: config.listen.port });
     } catch (err) {

@@ -2,10 +2,11 @@ import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { ConfigError, errorMessage } from '../errors.js';
 import { parsePublicKey, TrustedKeys, type PublicKey } from '../protocol/signing.js';
-import { parseCommandArgs, requireCacheDir } from './args.js';
+import { openCache, parseCommandArgs } from './args.js';
+import { LocalFiles } from '../push/cachefiles.js';
 import { verify } from '../push/verify.js';
 
-const HELP = `usage: nix-lan-cache verify --cache DIR [--trusted-public-key KEY]... [--deep]
+const HELP = `usage: nix-lan-cache verify --cache DIR|s3://BUCKET?endpoint=URL&region=R [--trusted-public-key KEY]... [--deep]
 
 Checks a static binary cache: every narinfo parses, its NAR exists with the
 right FileSize and FileHash (with --deep: unpacks to the right NarHash), its
@@ -46,10 +47,12 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
-  const cache = await requireCacheDir('verify', values.cache);
   const keys = values['trusted-public-key'] ?? [];
   const trustedKeys = keys.length > 0 ? new TrustedKeys(await Promise.all(keys.map(loadPublicKey))) : undefined;
-  const report = await verify(cache, { deep: values.deep === true, concurrency: availableParallelism(), ...(trustedKeys ? { trustedKeys } : {}) });
+  const cache = await openCache('verify', values.cache);
+  // A bucket is read over the network: more NARs at once than a disk is read.
+  const concurrency = cache instanceof LocalFiles ? availableParallelism() : Math.max(8, availableParallelism());
+  const report = await verify(cache, { deep: values.deep === true, concurrency, ...(trustedKeys ? { trustedKeys } : {}) }).finally(() => cache.close());
   for (const p of report.problems) process.stdout.write(`${p.kind}: ${p.file}: ${p.message}\n`);
   for (const o of report.orphans) process.stdout.write(`orphan: ${o}\n`);
   for (const t of report.temps) process.stdout.write(`temporary: ${t}\n`);

@@ -65,6 +65,10 @@ export class DiscoveredOrigin implements Origin {
     this.http.reportFailure(reason);
   }
 
+  reportProgress(): void {
+    this.http.reportProgress();
+  }
+
   close(): Promise<void> {
     return this.http.close();
   }

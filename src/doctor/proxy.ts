@@ -39,20 +39,29 @@ export function checkProxy(proxyUrl: string, view: ProxyView): Finding {
   };
 }
 
-/** Reaches every origin directly (nix-cache-info) and reads trust problems from the proxy's counters. */
+/** Why a cache's nix-cache-info cannot be read, or undefined when it can. */
+async function whyNotReachable(url: string, timeoutMs: number): Promise<string | undefined> {
+  try {
+    const res = await fetch(new URL('nix-cache-info', url), { signal: AbortSignal.timeout(timeoutMs) });
+    const text = await res.text();
+    return res.status !== 200 || !text.includes('StoreDir:') ? `HTTP ${res.status}${res.status === 200 ? ', not a binary cache' : ''}` : undefined;
+  } catch (err) {
+    const why = errorMessage(err).replace(/^fetch failed$/, 'connection failed');
+    const cause = (err as { cause?: unknown }).cause;
+    return cause ? `${why}: ${errorMessage(cause)}` : why;
+  }
+}
+
+/** Reaches every origin directly (nix-cache-info; a bucket: the proxy's view of it) and reads trust problems from the proxy's counters. */
 export async function checkOrigins(view: ProxyView, timeoutMs = 2000): Promise<Finding[]> {
   const out: Finding[] = [];
   for (const o of view.health?.origins ?? []) {
-    let reachable: string | undefined;
-    try {
-      const res = await fetch(new URL('nix-cache-info', o.url), { signal: AbortSignal.timeout(timeoutMs) });
-      const text = await res.text();
-      if (res.status !== 200 || !text.includes('StoreDir:')) reachable = `HTTP ${res.status}${res.status === 200 ? ', not a binary cache' : ''}`;
-    } catch (err) {
-      reachable = errorMessage(err).replace(/^fetch failed$/, 'connection failed');
-      const cause = (err as { cause?: unknown }).cause;
-      if (cause) reachable = `${reachable}: ${errorMessage(cause)}`;
-    }
+    // A bucket answers only signed requests, with the proxy's credentials: its circuit says whether it does.
+    const reachable = o.name.startsWith('s3://')
+      ? o.state === 'open'
+        ? `${o.reason} (as the proxy sees it: a bucket answers only its signed requests)`
+        : undefined
+      : await whyNotReachable(o.url, timeoutMs);
     if (reachable === undefined) {
       out.push({ id: `origin-reachable`, level: 'ok', message: `${o.kind} cache ${o.name} (${o.url}) answers${o.state === 'open' ? ", but the proxy still counts it as down (it re-checks it in the background)" : ''}` });
     } else {

@@ -1,6 +1,3 @@
-import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
-import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -12,9 +9,10 @@ import { NARINFO_RE } from '../http/paths.js';
 import type { Filler } from './filler.js';
 import { parseNarName } from './layout.js';
 import type { FillStats } from './stats.js';
+import type { FillStore } from './store.js';
 
 export interface FillAppDeps {
-  cacheDir: string;
+  store: FillStore;
   filler: Filler;
   upstreams: readonly Origin[];
   stats: FillStats;
@@ -58,11 +56,11 @@ export function buildFillApp(deps: FillAppDeps): FastifyInstance {
   app.get<{ Params: { name: string } }>('/nar/:name', async (req, reply) => {
     const nar = parseNarName(req.params.name);
     if (!nar) throw new AppError('BAD_PATH', `not a NAR file name of this cache: ${JSON.stringify(req.params.name.slice(0, 120))}`);
-    // Published between nginx's look and now: serve the file.
-    const onDisk = await stat(join(deps.cacheDir, nar.rel)).catch(() => undefined);
-    if (onDisk?.isFile()) {
-      reply.type('application/x-nix-nar').header('content-length', onDisk.size);
-      return req.method === 'HEAD' ? reply.send() : reply.send(createReadStream(join(deps.cacheDir, nar.rel)));
+    // Published between nginx's look and now (or, for a bucket, a hit: fill serves those too): serve the file.
+    const stored = await deps.store.file(nar.rel);
+    if (stored) {
+      reply.type('application/x-nix-nar').header('content-length', stored.size);
+      return req.method === 'HEAD' ? reply.send() : reply.send(await stored.stream());
     }
     const bad = filler.badNar(nar.fileHash.slice(7));
     if (bad) throw new AppError('NOT_IN_ANY_ORIGIN', `${nar.rel} failed its check a moment ago (${bad}); get it from another cache`);
@@ -85,13 +83,13 @@ export function buildFillApp(deps: FillAppDeps): FastifyInstance {
     res.on('error', () => {}); // a client that hangs up mid-NAR is not an error of fill's
     if (filler.download(entry).attach(res)) return;
     // It finished between the check above and now: the file is in place.
-    const done = await stat(join(deps.cacheDir, nar.rel)).catch(() => undefined);
-    if (!done?.isFile()) {
+    const done = await deps.store.file(nar.rel).catch(() => undefined);
+    if (!done) {
       writeRawError(res, new AppError('ORIGINS_UNAVAILABLE', `${nar.rel} cannot be served now (its download failed or is not being stored); try again`));
       return;
     }
     res.writeHead(200, { 'content-type': 'application/x-nix-nar', 'content-length': done.size });
-    await pipeline(createReadStream(join(deps.cacheDir, nar.rel)), res).catch(() => res.destroy());
+    await pipeline(await done.stream(), res).catch(() => res.destroy());
   });
 
   app.get('/_/health', async () => ({

@@ -16,11 +16,11 @@ export class CacheSize {
   bytes = 0;
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly dir: string) {}
+  constructor(private readonly count: () => Promise<number>) {}
 
   async start(recountMs: number): Promise<void> {
-    this.bytes = await cacheBytes(this.dir);
-    this.timer = setInterval(() => void cacheBytes(this.dir).then((b) => (this.bytes = b), () => {}), recountMs);
+    this.bytes = await this.count();
+    this.timer = setInterval(() => void this.count().then((b) => (this.bytes = b), () => {}), recountMs);
     this.timer.unref();
   }
 

@@ -22,8 +22,10 @@ import { DEFAULT_TIMEOUTS, type OriginTimeouts } from '../origins/timeouts.js';
 export const DEFAULT_FILL_PORT = 37516;
 
 export interface FillConfig {
-  /** The static cache directory nginx serves and fill publishes into. */
+  /** The static cache directory nginx serves and fill publishes into, or a bucket (s3://…). */
   cache: string;
+  /** With a bucket: where downloads are written before they are uploaded. */
+  spoolDir?: string;
   listen: { host: string; port: number };
   /** Asked in order on a miss. */
   upstream: string[];
@@ -37,6 +39,7 @@ export interface FillConfig {
 
 export interface FillFlags {
   cache?: string;
+  'spool-dir'?: string;
   listen?: string;
   upstream?: string[];
   'trusted-public-key'?: string[];
@@ -54,6 +57,7 @@ const size: Checker = (v, where) => {
 
 const fileShape = object({
   cache: str,
+  spoolDir: str,
   listen: str,
   upstream: strList,
   trustedPublicKeys: strList,
@@ -62,7 +66,7 @@ const fileShape = object({
   timeouts: timeoutsShape,
 });
 
-type FillFile = Partial<{ cache: string; listen: string; upstream: string[]; trustedPublicKeys: string[]; maxSize: number; logLevel: string; timeouts: Partial<OriginTimeouts> }>;
+type FillFile = Partial<{ cache: string; spoolDir: string; listen: string; upstream: string[]; trustedPublicKeys: string[]; maxSize: number; logLevel: string; timeouts: Partial<OriginTimeouts> }>;
 
 /** Defaults < config file < flags, validated once; unknown config keys are named. */
 export function resolveFillConfig(flags: FillFlags, readFile: (p: string) => string = (p) => readFileSync(p, 'utf8')): FillConfig {
@@ -78,7 +82,10 @@ export function resolveFillConfig(flags: FillFlags, readFile: (p: string) => str
     logLevel: checkLogLevel(flags['log-level'] ?? file.logLevel ?? 'info'),
     timeouts: { ...DEFAULT_TIMEOUTS.upstream, ...file.timeouts },
   };
+  const spoolDir = flags['spool-dir'] ?? file.spoolDir;
+  if (spoolDir !== undefined) config.spoolDir = spoolDir;
   if (config.upstream.length === 0) throw new ConfigError('fill: at least one upstream is needed');
+  checkCacheUrls('--cache', /^s3:\/\//i.test(cache) ? [cache] : []);
   checkCacheUrls('--upstream', config.upstream);
   checkPublicKeys(config.trustedPublicKeys);
   return config;

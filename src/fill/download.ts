@@ -6,12 +6,12 @@ import type { Logger } from 'pino';
 import { AppError, errorMessage } from '../errors.js';
 import { writeRawError } from '../http/errors.js';
 import { sha256FromBytes } from '../protocol/hash.js';
-import type { LocalTarget } from '../push/local-target.js';
 import { tempName } from '../push/target.js';
 import { drainedOrGone } from './drain.js';
 import { describeMismatch, NarCheck } from './nar-check.js';
 import type { FillEntry } from './entry.js';
 import type { FillStats } from './stats.js';
+import type { FillStore } from './store.js';
 
 /** Fill's own temporaries end in this, so a restarted fill can remove those of a fill that died. */
 export const FILL_TEMP_SUFFIX = '.fill';
@@ -23,7 +23,7 @@ export type DownloadResult =
   | { status: 'failed'; code: 'absent' | 'unavailable' | 'upstream-broke' | 'hash-mismatch'; reason: string };
 
 export interface DownloadDeps {
-  target: LocalTarget;
+  target: FillStore;
   stats: FillStats;
   log: Logger;
   /** Why nothing should be stored now (e.g. the cache is over its size cap), or undefined. */

@@ -1,5 +1,3 @@
-import { readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { errorMessage } from '../errors.js';
@@ -7,16 +5,16 @@ import { sha256Digits } from '../protocol/hash.js';
 import { formatBytes } from '../format.js';
 import type { Origin } from '../origins/origin.js';
 import { Semaphore } from '../push/limit.js';
-import type { LocalTarget } from '../push/local-target.js';
 import type { CacheSize } from './cache-size.js';
 import { NarDownload, type DownloadResult } from './download.js';
 import type { FillEntry } from './entry.js';
 import { lookupUpstreams, type UpstreamLookup } from './lookup.js';
 import { HandedOut } from './handed-out.js';
 import type { FillStats } from './stats.js';
+import type { FillStore } from './store.js';
 
 export interface FillerDeps {
-  target: LocalTarget;
+  target: FillStore;
   upstreams: readonly Origin[];
   stats: FillStats;
   log: Logger;
@@ -61,13 +59,13 @@ export class Filler {
     await this.handedOut.open();
   }
 
-  private path(rel: string): string {
-    return join(this.deps.target.root, rel);
+  private async stored(rel: string): Promise<boolean> {
+    return (await this.deps.target.file(rel).catch(() => undefined)) !== undefined;
   }
 
   /** A narinfo miss at nginx: the one already published (a race with a fill), or upstream's, signed and rewritten. */
   async narinfo(storeHash: string): Promise<NarInfoAnswer> {
-    const onDisk = await readFile(this.path(`${storeHash}.narinfo`), 'utf8').catch(() => undefined);
+    const onDisk = await this.deps.target.readNarInfo(storeHash).catch(() => undefined);
     if (onDisk) return { status: 'found', text: onDisk, source: 'cache' };
     const found = await this.lookup(storeHash);
     if (found.status !== 'found') return found;
@@ -79,7 +77,7 @@ export class Filler {
     }
     this.handedOut.remember(sha256Digits(entry.info.fileHash), entry);
     // The NAR is already here (a fill whose references failed last time): publish without downloading it again.
-    if (await exists(this.path(entry.info.url))) void this.fill(storeHash, entry).catch(() => {});
+    if (await this.stored(entry.info.url)) void this.fill(storeHash, entry).catch(() => {});
     return { status: 'found', text: entry.text, source: 'upstream' };
   }
 
@@ -149,7 +147,7 @@ export class Filler {
       if (found.status !== 'found') throw new Error(found.status === 'missing' ? 'no upstream has a trusted narinfo for it' : `upstreams unreachable: ${found.unknown.join('; ')}`);
       entry = found.entry;
     }
-    if (!(await exists(this.path(entry.info.url)))) {
+    if (!(await this.stored(entry.info.url))) {
       const bad = this.badNars.get(sha256Digits(entry.info.fileHash));
       if (bad) throw new Error(`its NAR failed its check a moment ago: ${bad}`);
       const notStored = this.notStored.get(storeHash);
@@ -173,7 +171,7 @@ export class Filler {
   private lookup(storeHash: string): Promise<UpstreamLookup> {
     let pending = this.lookups.get(storeHash);
     if (!pending) {
-      pending = lookupUpstreams(this.deps.upstreams, storeHash, this.deps.stats, this.deps.log).finally(() => this.lookups.delete(storeHash));
+      pending = lookupUpstreams(this.deps.upstreams, storeHash, this.deps.stats, this.deps.log, this.deps.target.dotlessNames).finally(() => this.lookups.delete(storeHash));
       this.lookups.set(storeHash, pending);
     }
     return pending;
@@ -186,11 +184,4 @@ export class Filler {
     await Promise.allSettled([...this.downloads.values()].map((d) => d.done));
     await Promise.allSettled([...this.fills.values()]);
   }
-}
-
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    () => false,
-  );
 }

@@ -10,14 +10,19 @@ export function knownCompression(compression: string): boolean {
   return compression in EXTENSIONS;
 }
 
-/** Where a NAR lives in push's layout: `nar/<FileHash>.nar.<ext>` (the file keeps upstream's compression and FileHash). */
-export function narRelFor(fileHash: Sha256, compression: string): string {
+/**
+ * Where a NAR lives in push's layout: `nar/<FileHash>.nar.<ext>` (the file
+ * keeps upstream's compression and FileHash); in a bucket `nar/<FileHash>-<ext>`
+ * (no '.': push/s3-target.ts).
+ */
+export function narRelFor(fileHash: Sha256, compression: string, dotless = false): string {
   const ext = EXTENSIONS[compression];
   if (ext === undefined) throw new Error(`no file name for compression ${compression}`);
+  if (dotless) return `nar/${sha256Digits(fileHash)}${ext ? `-${ext}` : ''}`;
   return `nar/${sha256Digits(fileHash)}.nar${ext ? `.${ext}` : ''}`;
 }
 
-const NAR_NAME_RE = new RegExp(`^([${NIX32_CHARS}]{52})\\.nar(?:\\.(xz|zst|bz2))?$`);
+const NAR_NAME_RE = new RegExp(`^([${NIX32_CHARS}]{52})(?:\\.nar(?:\\.(xz|zst|bz2))?|-(xz|zst|bz2))?$`);
 
 /** The FileHash a request for `nar/<name>` names, or undefined if it is not a NAR file name of this layout. */
 export function parseNarName(name: string): { fileHash: Sha256; rel: string } | undefined {
@@ -27,6 +32,6 @@ export function parseNarName(name: string): { fileHash: Sha256; rel: string } | 
 }
 
 /** The narinfo as fill serves and stores it: upstream's, with the URL pointing into this cache. */
-export function localNarInfo(info: NarInfo): NarInfo & { fileHash: Sha256 } {
-  return { ...info, fileHash: info.fileHash!, url: narRelFor(info.fileHash!, info.compression) };
+export function localNarInfo(info: NarInfo, dotless = false): NarInfo & { fileHash: Sha256 } {
+  return { ...info, fileHash: info.fileHash!, url: narRelFor(info.fileHash!, info.compression, dotless) };
 }

@@ -18,7 +18,7 @@ export type UpstreamLookup =
  * absent). An upstream whose circuit is open is skipped at once, so with the
  * Pi's internet down a miss costs nothing.
  */
-export async function lookupUpstreams(origins: readonly Origin[], storeHash: string, stats: FillStats, log: Logger): Promise<UpstreamLookup> {
+export async function lookupUpstreams(origins: readonly Origin[], storeHash: string, stats: FillStats, log: Logger, dotless = false): Promise<UpstreamLookup> {
   const unknown: string[] = [];
   for (const origin of origins) {
     if (origin.breaker.isOpen) {
@@ -39,7 +39,7 @@ export async function lookupUpstreams(origins: readonly Origin[], storeHash: str
       log.warn({ event: 'fill-unsupported', storePath: info.storePath, origin: origin.name, compression: info.compression, fileHash: info.fileHash ?? null }, 'upstream narinfo has no FileHash or an unknown compression; not filling it');
       continue;
     }
-    const local = localNarInfo(info);
+    const local = localNarInfo(info, dotless);
     return { status: 'found', entry: { storeHash, info: local, text: serialiseNarInfo(local), origin, upstreamUrl: info.url } };
   }
   return unknown.length ? { status: 'unavailable', unknown } : { status: 'missing' };

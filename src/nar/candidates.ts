@@ -45,14 +45,18 @@ export interface CandidateDeps {
  * first just now: when that was an upstream, the Pi lacked the path or was
  * too slow, and asking it again per NAR would cost a round trip or a hang),
  * then LAN caches by priority, then upstreams; origins recently too slow for
- * a NAR go last. Quarantined copies and open circuits are skipped without
- * asking; the others are asked lazily, only when the ones before them failed.
+ * a NAR go last. Quarantined copies are skipped without asking; the others
+ * are asked lazily, only when the ones before them failed. An origin whose
+ * circuit is open comes after all of them, and only for the narinfo it
+ * served: a Pi that broke off a NAR only it has (the path built at home) is
+ * asked again when Nix resumes, rather than Nix being told no origin can.
  */
 export async function* candidates(storeHash: string, narHash: Sha256, deps: CandidateDeps, trail: SearchTrail): AsyncGenerator<Candidate> {
   const cached = deps.infos.cached(storeHash);
   const ordered = [...deps.origins.ordered()];
   if (cached && ordered.includes(cached.origin)) ordered.splice(0, 0, ...ordered.splice(ordered.indexOf(cached.origin), 1));
   const order = [...ordered.filter((o) => !deps.slow.has(o)), ...ordered.filter((o) => deps.slow.has(o))];
+  const openCircuits: Origin[] = [];
   for (const origin of order) {
     if (deps.quarantine.has(origin.id, storeHash)) {
       trail.quarantined++;
@@ -60,6 +64,7 @@ export async function* candidates(storeHash: string, narHash: Sha256, deps: Cand
     }
     if (origin.breaker.isOpen) {
       trail.unknown = true;
+      openCircuits.push(origin);
       continue;
     }
     let facts = cached?.origin === origin ? cached.facts : undefined;
@@ -71,6 +76,10 @@ export async function* candidates(storeHash: string, narHash: Sha256, deps: Cand
     }
     if (facts.narHash !== narHash) continue;
     yield { origin, facts };
+  }
+  // Nothing else could serve it: the request itself probes the circuit (a success closes it).
+  for (const origin of openCircuits) {
+    if (cached?.origin === origin && cached.facts.narHash === narHash) yield { origin, facts: { ...cached.facts, evenIfOpen: true } };
   }
 }
 

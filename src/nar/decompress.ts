@@ -57,9 +57,9 @@ export function createDecompressor(compression: string, fileSize?: number, narSi
     const pass = new PassThrough();
     return { input: pass, output: pass, destroy: () => pass.destroy() };
   }
-  if (compression === 'zstd' && createZstdDecompress) return zstd(() => createZstdDecompress({ chunkSize: zstdChunk(narSize) }));
+  if (compression === 'zstd' && createZstdDecompress) return zlibFilter(() => createZstdDecompress({ chunkSize: zstdChunk(narSize) }), 'zstd');
   const cmd = Object.hasOwn(SPAWNED, compression) ? SPAWNED[compression] : undefined;
-  return cmd ? spawned(cmd) : undefined;
+  return cmd ? spawnFilter(cmd) : undefined;
 }
 
 /**
@@ -74,10 +74,11 @@ function zstdChunk(narSize: number | undefined): number {
   return Math.min(1 << 20, Math.max(64 * 1024, narSize ?? 0));
 }
 
-function zstd(create: () => Transform): Decompressor {
+/** A zlib stream as a filter; its failing destroys `output` with a DecompressError that starts with `label`. */
+export function zlibFilter(create: () => Transform, label: string): Decompressor {
   const z = create();
   const out = new PassThrough();
-  z.on('error', (err: Error) => out.destroy(new DecompressError(`zstd: ${err.message}`)));
+  z.on('error', (err: Error) => out.destroy(new DecompressError(`${label}: ${err.message}`)));
   z.pipe(out);
   return {
     input: z,
@@ -89,7 +90,8 @@ function zstd(create: () => Transform): Decompressor {
   };
 }
 
-function spawned([cmd, ...args]: [string, ...string[]]): Decompressor {
+/** A process as a stream filter: bytes into its stdin, its stdout out; it failing (or missing) destroys `output` with a DecompressError. */
+export function spawnFilter([cmd, ...args]: [string, ...string[]]): Decompressor {
   const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   const out = new PassThrough();
   let stderr = '';

@@ -3,13 +3,14 @@ import { once } from 'node:events';
 import type { Logger } from 'pino';
 import { AppError, errorMessage } from '../errors.js';
 import { parseSha256, type Sha256 } from '../protocol/hash.js';
-import { compressionCompatible, type LegacyNarRef } from '../protocol/narurl.js';
+import type { LegacyNarRef } from '../protocol/narurl.js';
 import { formatRange, parseRange } from '../protocol/range.js';
 import type { Origin } from '../origins/origin.js';
 import type { OriginSet } from '../origins/origin-set.js';
 import type { NarStats } from './nar-stats.js';
 import type { NarInfoAccess } from './candidates.js';
 import { discard } from '../origins/body.js';
+import { createTranscoder } from './transcode.js';
 
 export interface LegacyNarDeps {
   origins: OriginSet;
@@ -24,6 +25,10 @@ interface Source {
   origin: Origin;
   path: string;
   identical: boolean;
+  /** Its file's compression, and sizes (for the decoder) when it is not the one promised. */
+  compression: string;
+  fileSize?: number | undefined;
+  narSize?: number | undefined;
 }
 
 /**
@@ -32,7 +37,9 @@ interface Source {
  * promised a compression, so the origin's compressed file is passed through
  * as before. Tries the NAR's own origin
  * first; if it fails before the first byte, any other origin whose trusted
- * narinfo has the same NarHash (and a compression Nix can sniff). If an origin
+ * narinfo has the same NarHash: its file passed through when it has the
+ * compression promised, re-compressed into it otherwise (nar/transcode.ts;
+ * Nix from 2.22 on decodes only what the narinfo names). If an origin
  * dies mid-stream, the stream continues from an origin holding the identical
  * file; when there is none, the response is aborted, never ended cleanly, so
  * Nix sees a transfer error instead of a short NAR.
@@ -62,6 +69,9 @@ export async function streamLegacyNar(
   for await (const source of sources(ref, expectedFile, deps)) {
     if (abort.signal.aborted) return;
     if ((headSent || offset > 0) && !source.identical) continue; // a byte offset into another file means nothing
+    // Another compression than promised: that file is re-compressed, whole; a range of bytes made here means nothing.
+    const recompress = source.compression !== ref.compression;
+    if (recompress && requested) continue;
     // Ask the origin for a range only when the client did or when resuming.
     const rangeHeader =
       (headSent || requested) && (offset > 0 || requested?.end !== undefined)
@@ -81,13 +91,19 @@ export async function streamLegacyNar(
       log().info({ origin: source.origin.name, status: fetched.statusCode }, 'origin ignored the Range of a legacy NAR URL');
       continue;
     }
+    const transcoder = recompress && method === 'GET' ? createTranscoder(source.compression, ref.compression, source.fileSize, source.narSize) : undefined;
+    if (recompress && method === 'GET' && !transcoder) {
+      discard(fetched.body);
+      log().info({ origin: source.origin.name, from: source.compression, to: ref.compression }, 'cannot re-compress a legacy NAR into the compression promised');
+      continue;
+    }
     if (failedOrigin && failedOrigin !== source.origin) {
       deps.stats.failover(failedOrigin.name, source.origin.name, ref.storeHash);
       log().info({ from: failedOrigin.name, to: source.origin.name, offset }, 'NAR failover');
     }
     deps.stats.narStarted(source.origin.name);
     if (!headSent) {
-      writeHead(res, fetched.statusCode, fetched.headers, requested !== undefined);
+      writeHead(res, fetched.statusCode, recompress ? {} : fetched.headers, requested !== undefined, !recompress);
       headSent = true;
       if (method === 'HEAD') {
         discard(fetched.body);
@@ -95,8 +111,12 @@ export async function streamLegacyNar(
         return;
       }
     }
+    if (transcoder) {
+      fetched.body.once('error', (err) => transcoder.output.destroy(err)); // pipe() does not pass errors on
+      fetched.body.pipe(transcoder.input);
+    }
     try {
-      for await (const chunk of fetched.body as AsyncIterable<Buffer>) {
+      for await (const chunk of (transcoder?.output ?? fetched.body) as AsyncIterable<Buffer>) {
         offset += chunk.length;
         deps.stats.narBytes(source.origin.name, chunk.length);
         if (!res.write(chunk)) await drained(res, abort.signal);
@@ -105,6 +125,7 @@ export async function streamLegacyNar(
       return;
     } catch (err) {
       discard(fetched.body);
+      transcoder?.destroy();
       if (abort.signal.aborted) return; // the client went away; nothing to save
       const reason = `NAR body failed at byte ${offset}: ${errorMessage(err)}`;
       source.origin.reportFailure(reason);
@@ -129,15 +150,15 @@ export async function streamLegacyNar(
 /** The NAR's own origin first, then every other origin whose trusted narinfo describes the same NAR. */
 async function* sources(ref: LegacyNarRef, expectedFile: Sha256 | undefined, deps: LegacyNarDeps): AsyncGenerator<Source> {
   const own = deps.origins.get(ref.originId);
-  if (own) yield { origin: own, path: ref.originUrl, identical: true };
+  if (own) yield { origin: own, path: ref.originUrl, identical: true, compression: ref.compression };
   for (const origin of deps.origins.ordered()) {
     if (origin === own || origin.breaker.isOpen) continue;
     const found = await deps.infos.ask(origin, ref.storeHash);
     if (found.status !== 'present') continue;
     const info = found.info;
-    if (info.narHash !== ref.narHash || !compressionCompatible(ref.compression, info.compression)) continue;
+    if (info.narHash !== ref.narHash) continue;
     const identical = expectedFile !== undefined && info.fileHash === expectedFile && info.compression === ref.compression;
-    yield { origin, path: info.url, identical };
+    yield { origin, path: info.url, identical, compression: info.compression, fileSize: info.fileSize, narSize: info.narSize };
   }
 }
 
@@ -149,8 +170,8 @@ function expectedFileHash(ref: LegacyNarRef, infos: NarInfoAccess): Sha256 | und
   return m ? parseSha256(`sha256:${m[1]}`) : undefined;
 }
 
-function writeHead(res: ServerResponse, status: number, headers: Record<string, string | string[] | undefined>, ranged: boolean): void {
-  const out: Record<string, string> = { 'content-type': 'application/x-nix-nar', 'accept-ranges': 'bytes' };
+function writeHead(res: ServerResponse, status: number, headers: Record<string, string | string[] | undefined>, ranged: boolean, resumable: boolean): void {
+  const out: Record<string, string> = { 'content-type': 'application/x-nix-nar', ...(resumable ? { 'accept-ranges': 'bytes' } : {}) };
   const length = headers['content-length'];
   if (typeof length === 'string') out['content-length'] = length;
   const contentRange = headers['content-range'];

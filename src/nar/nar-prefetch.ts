@@ -1,6 +1,7 @@
 import type { Origin } from '../origins/origin.js';
 import type { NarFacts } from './candidates.js';
 import { openNar, SourceError } from './nar-source.js';
+import { ByteBudget } from './byte-budget.js';
 import { Entry, Taken } from './prefetch-entry.js';
 
 export interface NarPrefetchOptions {
@@ -52,7 +53,8 @@ export class NarPrefetcher {
   private readonly byNar = new Map<string, Set<Entry>>();
   /** Offers not started yet, oldest first (started newest first). */
   private readonly queue: Entry[] = [];
-  private reserved = 0;
+  /** NAR bytes in memory: what is fetched ahead here, and what the NAR route holds back until verified (nar-hold.ts). */
+  readonly budget: ByteBudget;
   private running = 0;
 
   constructor(
@@ -60,7 +62,9 @@ export class NarPrefetcher {
     private readonly counters: NarPrefetchCounters,
     private readonly usable: Usable = () => true,
     private readonly openFile: Open = openNar,
-  ) {}
+  ) {
+    this.budget = new ByteBudget(options.budgetBytes);
+  }
 
   get enabled(): boolean {
     return this.options.budgetBytes > 0 && this.options.concurrency > 0;
@@ -68,7 +72,7 @@ export class NarPrefetcher {
 
   /** The budget (0: off), bytes reserved, fetches running, offers waiting and NARs held: GET /_/health's `narPrefetch`. */
   get pending(): { budgetBytes: number; reservedBytes: number; running: number; queued: number; held: number } {
-    return { budgetBytes: this.enabled ? this.options.budgetBytes : 0, reservedBytes: this.reserved, running: this.running, queued: this.queue.length, held: this.entries.size - this.queue.length };
+    return { budgetBytes: this.enabled ? this.options.budgetBytes : 0, reservedBytes: this.budget.reserved, running: this.running, queued: this.queue.length, held: this.entries.size - this.queue.length };
   }
 
   /** Nix was handed this narinfo: fetch its NAR from `origin` ahead, if it fits. */
@@ -137,7 +141,7 @@ export class NarPrefetcher {
     while (this.running < this.options.concurrency && this.queue.length) {
       // Newest first, the first that fits the budget.
       let i = this.queue.length - 1;
-      while (i >= 0 && this.reserved + this.queue[i]!.facts.narSize > this.options.budgetBytes) i--;
+      while (i >= 0 && !this.budget.fits(this.queue[i]!.facts.narSize)) i--;
       if (i < 0) return;
       const entry = this.queue.splice(i, 1)[0]!;
       if (!this.usable(entry.origin, entry.storeHash)) {
@@ -150,7 +154,7 @@ export class NarPrefetcher {
 
   private start(entry: Entry): void {
     entry.state = 'running';
-    this.reserved += entry.facts.narSize;
+    this.budget.reserve(entry.facts.narSize);
     this.running++;
     this.counters.started();
     entry.opening = this.openFile(entry.origin, entry.facts, entry.abort.signal);
@@ -207,7 +211,7 @@ export class NarPrefetcher {
     if (entry.state !== 'queued') {
       if (entry.state === 'running') entry.abort.abort(); // a finished fetch has nothing left to stop
       entry.nar?.close();
-      this.reserved -= entry.facts.narSize;
+      this.budget.release(entry.facts.narSize);
       if (wasted && !entry.taken) this.counters.wasted(entry.bytes);
     }
     entry.chunks.length = 0;

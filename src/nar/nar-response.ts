@@ -34,11 +34,14 @@ export function planResponse(rangeHeader: string | undefined, size: number): Res
  * Returns the number of bytes written.
  */
 export async function writePart(res: ServerResponse, plan: Extract<ResponsePlan, { start: number }>, chunk: Buffer, at: number, signal: AbortSignal, onBlocked: (blocked: boolean) => void): Promise<number> {
-  const from = Math.max(plan.start, at);
-  const to = Math.min(plan.end + 1, at + chunk.length);
-  if (to <= from) return 0;
+  const part = planned(plan, chunk, at);
+  return part ? sendPart(res, plan, part, signal, onBlocked) : 0;
+}
+
+/** Writes bytes of the planned response (the head first), waiting for 'drain' when the client is slow; returns their number. */
+export async function sendPart(res: ServerResponse, plan: Extract<ResponsePlan, { start: number }>, part: Buffer, signal: AbortSignal, onBlocked: (blocked: boolean) => void): Promise<number> {
   if (!res.headersSent) res.writeHead(plan.status, plan.headers);
-  if (!res.write(chunk.subarray(from - at, to - at))) {
+  if (!res.write(part)) {
     onBlocked(true);
     try {
       await once(res, 'drain', { signal });
@@ -46,5 +49,12 @@ export async function writePart(res: ServerResponse, plan: Extract<ResponsePlan,
       onBlocked(false);
     }
   }
-  return to - from;
+  return part.length;
+}
+
+/** The part of `chunk` (the NAR's bytes from offset `at`) that the plan covers, if any. */
+export function planned(plan: Extract<ResponsePlan, { start: number }>, chunk: Buffer, at: number): Buffer | undefined {
+  const from = Math.max(plan.start, at);
+  const to = Math.min(plan.end + 1, at + chunk.length);
+  return to > from ? chunk.subarray(from - at, to - at) : undefined;
 }

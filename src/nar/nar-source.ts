@@ -12,6 +12,8 @@ export interface NarFile {
   fileSize?: number | undefined;
   /** The NarSize, when known: bounds what a small file may decode to. */
   narSize?: number | undefined;
+  /** Ask the origin although its circuit is open: no other origin could serve this NAR (nar/candidates.ts). */
+  evenIfOpen?: boolean;
 }
 
 /**
@@ -49,6 +51,8 @@ export interface OpenedNar {
   close(): void;
   /** A filling LAN cache fetched this file from upstream for this request (`x-nix-lan-cache-fill: filled`), rather than having it already. */
   readonly filled?: boolean;
+  /** Every byte is (or will be) in memory already, under a budget's reservation: a NAR fetched ahead (nar-prefetch.ts). */
+  readonly inMemory?: boolean;
 }
 
 /** The header `nix-lan-cache fill` marks the NARs it streams from upstream with; nginx's hits carry none. */
@@ -57,10 +61,10 @@ export const FILL_HEADER = 'x-nix-lan-cache-fill';
 export type OpenResult = { ok: true; nar: OpenedNar } | { ok: false; error: SourceError };
 
 export async function openNar(origin: Origin, file: NarFile, signal: AbortSignal): Promise<OpenResult> {
-  if (decodedWhole(file.compression, file.fileSize)) return openWhole(origin, file.url, file.fileSize, file.narSize, signal);
+  if (decodedWhole(file.compression, file.fileSize)) return openWhole(origin, file, file.fileSize, signal);
   const dec = createDecompressor(file.compression, file.fileSize, file.narSize);
   if (!dec) return { ok: false, error: new SourceError('unsupported', `compression ${JSON.stringify(file.compression.slice(0, 40))} is not one the proxy reads`) };
-  const fetched = await origin.fetchFile(file.url, { signal });
+  const fetched = await origin.fetchFile(file.url, { signal, ...(file.evenIfOpen ? { evenIfOpen: true } : {}) });
   if (fetched.status !== 'present') {
     dec.destroy();
     return { ok: false, error: notServed(fetched) };
@@ -70,7 +74,7 @@ export async function openNar(origin: Origin, file: NarFile, signal: AbortSignal
     dec.destroy();
     return { ok: false, error: new SourceError('unavailable', `HTTP ${fetched.statusCode} where 200 was expected`) };
   }
-  return { ok: true, nar: new Piped(fetched.body, dec, fetched.headers[FILL_HEADER] === 'filled') };
+  return { ok: true, nar: new Piped(fetched.body, dec, fetched.headers[FILL_HEADER] === 'filled', origin) };
 }
 
 function notServed(fetched: { status: 'absent'; statusCode: number } | { status: 'unknown'; reason: string }): SourceError {
@@ -78,14 +82,14 @@ function notServed(fetched: { status: 'absent'; statusCode: number } | { status:
 }
 
 /** A small xz file, read whole (no more than its FileSize) and decoded in one go. */
-async function openWhole(origin: Origin, url: string, fileSize: number, narSize: number | undefined, signal: AbortSignal): Promise<OpenResult> {
-  const fetched = await origin.fetchBody(url, { signal, limit: fileSize });
+async function openWhole(origin: Origin, file: NarFile, fileSize: number, signal: AbortSignal): Promise<OpenResult> {
+  const fetched = await origin.fetchBody(file.url, { signal, limit: fileSize, ...(file.evenIfOpen ? { evenIfOpen: true } : {}) });
   if (fetched.status !== 'present') return { ok: false, error: notServed(fetched) };
   if (fetched.statusCode !== 200) {
     fetched.body.abort();
     return { ok: false, error: new SourceError('unavailable', `HTTP ${fetched.statusCode} where 200 was expected`) };
   }
-  return { ok: true, nar: new Gathered(fetched.body, fileSize, narSize, fetched.headers[FILL_HEADER] === 'filled') };
+  return { ok: true, nar: new Gathered(fetched.body, fileSize, file.narSize, fetched.headers[FILL_HEADER] === 'filled') };
 }
 
 /** Why an origin's body broke off: silence past the body-idle timeout is a stalled (slow) origin, anything else transport. */
@@ -155,8 +159,12 @@ class Piped implements OpenedNar {
     private readonly body: Readable,
     private readonly dec: ReturnType<typeof createDecompressor> & object,
     readonly filled: boolean,
+    origin: Origin,
   ) {
-    body.on('data', (chunk: Buffer) => (this.inputBytes += chunk.length));
+    body.on('data', (chunk: Buffer) => {
+      this.inputBytes += chunk.length;
+      origin.reportProgress?.();
+    });
     body.on('error', (err) => {
       this.transportError ??= errorMessage(err);
       // Silence past the body-idle timeout: the origin is alive but not sending (a stalled Pi).

@@ -21,6 +21,11 @@ export interface NarStats {
   narUnavailable(origin: string, why: 'absent' | 'unavailable'): void;
   /** `origin`'s copy of the path is not the NAR its signed narinfo describes. */
   narQuarantined(origin: string, storeHash: string, reason: string): void;
+  /**
+   * A NAR from `origin` was held back until verified, in memory or in a spool
+   * file, or could not be (`none`: no room; streamed as it came).
+   */
+  narHeld(origin: string, where: 'memory' | 'disk' | 'none'): void;
   /** The download moved from one origin to another. */
   failover(from: string, to: string, storeHash?: string): void;
 }

@@ -31,6 +31,7 @@ export class Entry {
 
 /** A prefetched NAR as the NAR route reads it: the chunks held, then the rest as it arrives. */
 export class Taken implements OpenedNar {
+  readonly inMemory = true;
   private closed = false;
 
   constructor(

@@ -5,7 +5,9 @@ import type { Sha256 } from '../protocol/hash.js';
 import type { Origin } from '../origins/origin.js';
 import type { NarStats } from './nar-stats.js';
 import { candidates, hasAlternative, type Candidate, type CandidateDeps, type SearchTrail } from './candidates.js';
-import { planResponse, writePart, type ResponsePlan } from './nar-response.js';
+import { planResponse, type ResponsePlan } from './nar-response.js';
+import type { Holds } from './nar-hold.js';
+import { NarWriter } from './nar-writer.js';
 import { openWithin } from './head-deadline.js';
 import { openNar, SourceError, type SourceFailure } from './nar-source.js';
 import { NarCursor, NarMismatch, type Released } from './nar-verify.js';
@@ -30,7 +32,17 @@ export interface NarDeps extends CandidateDeps {
    * deadline). The proxy uses the LAN hedge delay.
    */
   lanHeadMs?: number;
+  /**
+   * Where a NAR from a LAN cache or a peer is held back until verified, when
+   * another origin could serve it (unset: streamed as it comes).
+   */
+  holds?: Holds;
+  /** A hold longer than this is sent and the rest streamed (default HOLD_MAX_MS). */
+  maxHoldMs?: number;
 }
+
+/** Nix gives up on a transfer that sends nothing for 300 s (stalled-download-timeout); a hold stays well under it. */
+export const HOLD_MAX_MS = 60_000;
 
 export interface NarRequest {
   storeHash: string;
@@ -39,7 +51,8 @@ export interface NarRequest {
   range: string | undefined;
 }
 
-type Served = { done: true } | { done: false; failure: SourceFailure | 'prefix'; reason: string };
+/** `held`: the origin's bytes were all held back, so the client got none of them. */
+type Served = { done: true } | { done: false; failure: SourceFailure | 'prefix'; reason: string; held?: boolean };
 
 /**
  * Serves the uncompressed NAR with this NarHash, whole or a range of it, from
@@ -47,7 +60,9 @@ type Served = { done: true } | { done: false; failure: SourceFailure | 'prefix';
  * decompressed, checked to be a NAR and hashed. If an origin fails half-way,
  * the next one is read from 0 and the response goes on at the same offset
  * (after checking that its bytes so far hash like those already sent). The
- * last bytes are held back until NarSize and NarHash match. Only when no
+ * last bytes are held back until NarSize and NarHash match; a LAN cache's or
+ * a peer's NAR that another origin could serve is held back whole (nar-hold.ts),
+ * so a corrupt copy never reaches Nix. Only when no
  * origin can serve the rest is the response aborted (the socket destroyed),
  * never ended short.
  */
@@ -90,7 +105,7 @@ export async function serveNar(req: NarRequest, res: ServerResponse, deps: NarDe
     const cursor = new NarCursor(req.narHash, size, released);
     const result = await pump(c, cursor, plan, res, abort.signal, req.storeHash, deps);
     if (result.done) return;
-    released = cursor.releasedState();
+    if (!result.held) released = cursor.releasedState();
     if (abort.signal.aborted) return; // the client went away; nothing to save
     failed = { origin: c.origin, failure: result.failure };
     if (result.failure !== 'absent' && result.failure !== 'unsupported') onlyAbsent = false;
@@ -113,47 +128,52 @@ export async function serveNar(req: NarRequest, res: ServerResponse, deps: NarDe
 
 /** Streams one origin's NAR into the response; `done` once the whole planned response is out and verified. */
 async function pump(c: Candidate, cursor: NarCursor, plan: Extract<ResponsePlan, { start: number }>, res: ServerResponse, signal: AbortSignal, storeHash: string, deps: NarDeps): Promise<Served> {
-  // LAN caches and peers (any origin on the LAN, not an upstream) get the head deadline and the slow rule.
-  const headMs = c.origin.kind !== 'upstream' && !c.origin.fills && hasAlternative(c.origin, storeHash, deps) ? deps.lanHeadMs : undefined;
-  const opened = await openWithin(deps.open ?? openNar, c.origin, c.facts, signal, headMs);
+  // LAN caches and peers (any origin on the LAN, not an upstream) get the head deadline, the slow rule and the hold,
+  // while another origin might serve; an open circuit asked as the last resort has none left.
+  const onLan = c.origin.kind !== 'upstream' && !c.facts.evenIfOpen && hasAlternative(c.origin, storeHash, deps);
+  const opened = await openWithin(deps.open ?? openNar, c.origin, c.facts, signal, onLan && !c.origin.fills ? deps.lanHeadMs : undefined);
   if (!opened.ok) return { done: false, failure: opened.error.failure, reason: opened.error.message };
   const nar = opened.nar;
   deps.stats.narStarted(c.origin.name);
   let slow: string | undefined;
   // A filling LAN cache streams a miss at upstream's pace: leaving it for upstream would fetch the path twice.
   const fillSource = c.origin.fills ? (nar.filled ? 'filled' : 'already-there') : undefined;
-  const watch =
-    c.origin.kind !== 'upstream' && !(c.origin.fills && nar.filled) && hasAlternative(c.origin, storeHash, deps)
-      ? new RateWatch(deps.slowRule ?? DEFAULT_SLOW_RULE, () => nar.inputBytes, (rate) => {
-          slow = `${Math.round(rate)} bytes/s`;
-          nar.close();
-        })
-      : undefined;
+  const checked = onLan && !(c.origin.fills && nar.filled);
+  const watch = checked
+    ? new RateWatch(deps.slowRule ?? DEFAULT_SLOW_RULE, () => nar.inputBytes, (rate) => {
+        slow = `${Math.round(rate)} bytes/s`;
+        nar.close();
+      })
+    : undefined;
+  const writer = new NarWriter(res, plan, signal, (b) => watch?.blocked(b), (n) => deps.stats.narBytes(c.origin.name, n, fillSource));
+  if (checked && deps.holds) {
+    const hold = nar.inMemory ? deps.holds.reserved() : await deps.holds.open(plan.end + 1 - Math.max(plan.start, cursor.releasedLength));
+    deps.stats.narHeld(c.origin.name, hold?.where ?? 'none');
+    if (hold) writer.holdBack(hold, deps.maxHoldMs ?? HOLD_MAX_MS);
+  }
   watch?.start();
-  const onBlocked = (b: boolean) => watch?.blocked(b);
-  const write = async (chunk: Buffer | undefined, at: number) => {
-    if (!chunk?.length) return;
-    const n = await writePart(res, plan, chunk, at, signal, onBlocked);
-    if (n) deps.stats.narBytes(c.origin.name, n, fillSource);
-  };
+  const slowReason = () => `slower than ${(deps.slowRule ?? DEFAULT_SLOW_RULE).minBytesPerSecond} bytes/s: ${slow}`;
   try {
     for await (const chunk of nar.chunks) {
       const at = cursor.releasedLength;
-      await write(cursor.feed(chunk), at);
+      await writer.write(cursor.feed(chunk), at);
     }
-    if (slow) return { done: false, failure: 'slow', reason: `slower than ${(deps.slowRule ?? DEFAULT_SLOW_RULE).minBytesPerSecond} bytes/s: ${slow}` };
+    if (slow) return { done: false, failure: 'slow', reason: slowReason(), held: writer.holding };
     const at = cursor.releasedLength;
-    await write(cursor.finish(), at);
+    await writer.write(cursor.finish(), at);
+    await writer.release();
     if (!res.headersSent) res.writeHead(plan.status, plan.headers);
     res.end();
     return { done: true };
   } catch (err) {
-    if (slow) return { done: false, failure: 'slow', reason: `slower than ${(deps.slowRule ?? DEFAULT_SLOW_RULE).minBytesPerSecond} bytes/s: ${slow}` };
-    if (err instanceof NarMismatch) return { done: false, failure: err.kind === 'prefix-mismatch' ? 'prefix' : 'content', reason: err.message };
-    if (err instanceof SourceError) return { done: false, failure: err.failure, reason: err.message };
-    return { done: false, failure: 'transport', reason: errorMessage(err) };
+    const held = writer.holding;
+    if (slow) return { done: false, failure: 'slow', reason: slowReason(), held };
+    if (err instanceof NarMismatch) return { done: false, failure: err.kind === 'prefix-mismatch' ? 'prefix' : 'content', reason: err.message, held };
+    if (err instanceof SourceError) return { done: false, failure: err.failure, reason: err.message, held };
+    return { done: false, failure: 'transport', reason: errorMessage(err), held };
   } finally {
     watch?.stop();
+    writer.discard();
     nar.close();
   }
 }

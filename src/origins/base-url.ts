@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 export function normaliseBaseUrl(url: string): string {
   const parsed = new URL(url);
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
-    throw new Error(`cache URL must be http or https: ${url}`);
+    throw new Error(`cache URL must be http, https or s3 (s3://BUCKET?endpoint=URL&region=R), got ${url}`);
   }
   parsed.search = '';
   parsed.hash = '';

@@ -21,7 +21,7 @@ export class Breaker extends EventEmitter<{ change: [state: CircuitState, reason
   state: CircuitState = 'closed';
   changedAt = Date.now();
   lastReason = 'started';
-  /** When the origin last answered anything (Date.now()); 0 before its first answer. */
+  /** When the origin last answered anything (Date.now()): a response, or bytes of one; 0 before its first answer. */
   lastSuccessAt = 0;
 
   constructor(
@@ -39,6 +39,15 @@ export class Breaker extends EventEmitter<{ change: [state: CircuitState, reason
     this.fails = 0;
     this.lastSuccessAt = Date.now();
     if (this.state === 'open') this.transition('closed', 'request succeeded');
+  }
+
+  /**
+   * Bytes of a response came (a body still streaming): the origin is not
+   * quiet, though no request succeeded or failed just now. An open circuit
+   * stays open (a body started before it opened proves nothing new).
+   */
+  heard(): void {
+    this.lastSuccessAt = Date.now();
   }
 
   failure(reason: string): void {

@@ -2,6 +2,7 @@ import { request, sharedAgent, type Dispatcher } from './undici.js';
 import { errorMessage } from '../errors.js';
 import { drop } from './body.js';
 import type { OriginTimeouts } from './timeouts.js';
+import type { RequestSigner } from '../s3/signer.js';
 
 const MAX_CACHE_INFO_BYTES = 64 * 1024;
 
@@ -14,14 +15,16 @@ export async function checkCacheInfo(
   baseUrl: string,
   timeouts: Pick<OriginTimeouts, 'connectMs' | 'firstByteMs'>,
   dispatcher?: Dispatcher,
+  signer?: RequestSigner,
 ): Promise<string | undefined> {
   try {
     const url = new URL('nix-cache-info', baseUrl);
+    const headers = { 'user-agent': 'nix-lan-cache' };
     const res = await request(dispatcher ?? sharedAgent(), {
       origin: url.origin,
       path: url.pathname + url.search,
       method: 'GET',
-      headers: { 'user-agent': 'nix-lan-cache' },
+      headers: signer ? await signer({ method: 'GET', url, headers }) : headers,
       headersTimeout: timeouts.firstByteMs,
       bodyTimeout: timeouts.firstByteMs,
       signal: AbortSignal.timeout(timeouts.connectMs + timeouts.firstByteMs),

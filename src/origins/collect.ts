@@ -46,6 +46,7 @@ class Collector implements Dispatcher.DispatchHandler, CollectedBody {
     private readonly signal: AbortSignal | undefined,
     private readonly resolveHead: (r: CollectedResponse) => void,
     private readonly rejectHead: (err: Error) => void,
+    private readonly onData: (() => void) | undefined,
   ) {
     this.whole = new Promise<Buffer[]>((resolve, reject) => {
       this.resolveWhole = resolve;
@@ -86,6 +87,7 @@ class Collector implements Dispatcher.DispatchHandler, CollectedBody {
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     this.bytes += chunk.length;
+    this.onData?.();
     if (this.bytes > this.limit) {
       this.keep = false;
       this.pieces.length = 0;
@@ -121,12 +123,13 @@ class Collector implements Dispatcher.DispatchHandler, CollectedBody {
 /**
  * Sends one request with undici's dispatcher and collects its body: resolves
  * at the response head (like `request()`), the body goes on arriving into
- * `body.whole`. Rejects with undici's error when no head came.
+ * `body.whole`. Rejects with undici's error when no head came. `onData` is
+ * called for each piece that arrives (the origin hears from its server).
  */
-export function collect(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, limit: number, signal?: AbortSignal): Promise<CollectedResponse & { drop(smallEnough: boolean): void }> {
+export function collect(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, limit: number, signal?: AbortSignal, onData?: () => void): Promise<CollectedResponse & { drop(smallEnough: boolean): void }> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
-    const collector: Collector = new Collector(limit, signal, (r) => resolve({ ...r, drop: (small) => collector.drop(small) }), reject);
+    const collector: Collector = new Collector(limit, signal, (r) => resolve({ ...r, drop: (small) => collector.drop(small) }), reject, onData);
     dispatcher.dispatch(options, collector);
   });
 }

@@ -10,6 +10,7 @@ import { checkCacheInfo } from './cache-info.js';
 import { normaliseBaseUrl, originId } from './base-url.js';
 import type { BodyFetch, BodyFetchOptions, FetchOptions, Fetched, FileFetch, NarInfoLookup, Origin, OriginKind } from './origin.js';
 import type { OriginTimeouts } from './timeouts.js';
+import type { RequestSigner } from '../s3/signer.js';
 
 const MAX_NARINFO_BYTES = 1 << 20;
 const ABSENT_STATUSES = new Set([403, 404, 410]);
@@ -30,6 +31,11 @@ export interface HttpOriginOptions {
   requireKeyName?: string | readonly string[];
   /** A LAN cache that fills itself from upstream (Origin.fills). */
   fills?: boolean;
+  /**
+   * Signs every request (an S3 bucket: origins/s3-origin.ts). A signed
+   * origin's 403 is a failure (credentials or policy), not "absent".
+   */
+  signer?: RequestSigner;
   log: Logger;
 }
 
@@ -159,7 +165,7 @@ export class HttpOrigin implements Origin {
 
   async fetchBody(path: string, options: BodyFetchOptions): Promise<BodyFetch> {
     return this.exchange(path, options, (url, headers) =>
-      collect(this.agent, { origin: url.origin, path: url.pathname + url.search, method: 'GET', headers }, options.limit, options.signal).then((res) => ({
+      collect(this.agent, { origin: url.origin, path: url.pathname + url.search, method: 'GET', headers }, options.limit, options.signal, () => this.breaker.heard()).then((res) => ({
         statusCode: res.statusCode,
         headers: res.headers,
         body: res.body,
@@ -171,10 +177,10 @@ export class HttpOrigin implements Origin {
   /**
    * One request for a file under the base URL, following redirects that stay
    * under it, with the breaker told what happened; `send` makes the request
-   * (a streamed or a collected body).
+   * (a streamed or a collected body) with the headers given (signed for S3).
    */
   private async exchange<B>(path: string, options: FetchOptions, send: (url: URL, headers: Record<string, string>) => Promise<Exchanged<B>>): Promise<Fetched<B>> {
-    if (this.breaker.isOpen) return { status: 'unknown', cause: 'circuit-open', reason: 'circuit open' };
+    if (this.breaker.isOpen && !options.evenIfOpen) return { status: 'unknown', cause: 'circuit-open', reason: 'circuit open' };
     const resolved = this.resolve(path);
     if (!resolved) {
       this.log.warn({ event: 'path-refused', path: path.slice(0, 300) }, "not fetching a path outside the origin's base URL");
@@ -184,9 +190,10 @@ export class HttpOrigin implements Origin {
     const headers: Record<string, string> = { 'user-agent': 'nix-lan-cache' };
     if (options.range) headers.range = options.range;
     let res: Exchanged<B>;
+    const method = options.method ?? 'GET';
     for (let redirects = 0; ; redirects++) {
       try {
-        res = await send(url, headers);
+        res = await send(url, this.options.signer ? await this.options.signer({ method, url, headers }) : headers);
       } catch (err) {
         if (options.signal?.aborted) return { status: 'unknown', cause: 'aborted', reason: 'client went away' };
         const reason = errorMessage(err);
@@ -215,11 +222,13 @@ export class HttpOrigin implements Origin {
       return { status: 'present', statusCode: res.statusCode, headers: res.headers, body: res.body };
     }
     res.drop(); // drained if small, so the connection is reused
-    if (ABSENT_STATUSES.has(res.statusCode) || res.statusCode === 416) {
+    const refused = res.statusCode === 403 && this.options.signer !== undefined;
+    if ((ABSENT_STATUSES.has(res.statusCode) && !refused) || res.statusCode === 416) {
       this.breaker.success();
       return { status: 'absent', statusCode: res.statusCode };
     }
-    const reason = `HTTP ${res.statusCode}`;
+    const reason = refused ? 'HTTP 403: the bucket refused our signed request (credentials, region or bucket policy)' : `HTTP ${res.statusCode}`;
+    if (refused) this.breaker.failure(reason);
     if (res.statusCode >= 500) this.breaker.failure(reason);
     return { status: 'unknown', cause: 'server-error', reason };
   }
@@ -228,9 +237,13 @@ export class HttpOrigin implements Origin {
     this.breaker.failure(reason);
   }
 
+  reportProgress(): void {
+    this.breaker.heard();
+  }
+
   /** The background probe: the cache's `nix-cache-info` answers for /nix/store. */
   private async probe(): Promise<boolean> {
-    return (await checkCacheInfo(this.baseUrl, this.options.timeouts, this.agent)) === undefined;
+    return (await checkCacheInfo(this.baseUrl, this.options.timeouts, this.agent, this.options.signer)) === undefined;
   }
 
   /** Lets requests in flight finish for a moment, then destroys what is left: a wedged connection never holds up a stop. */

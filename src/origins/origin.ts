@@ -47,6 +47,8 @@ export interface FetchOptions {
   range?: string;
   method?: 'GET' | 'HEAD';
   signal?: AbortSignal;
+  /** Ask even though the circuit is open: the caller has nowhere else to go (an on-demand probe). */
+  evenIfOpen?: boolean;
 }
 
 /** A file read whole (a narinfo, a small compressed NAR): its body as the pieces it came in, no stream. */
@@ -56,6 +58,8 @@ export interface BodyFetchOptions {
   /** A body longer than this is cut off (its `whole` rejects with TooLarge). */
   limit: number;
   signal?: AbortSignal;
+  /** Ask even though the circuit is open (as for FetchOptions). */
+  evenIfOpen?: boolean;
 }
 
 /** What callers see of an origin's circuit: its state and changes. Only the origin itself reports successes and failures. */
@@ -65,7 +69,7 @@ export interface CircuitView {
   /** When the state last changed (ms since the epoch). */
   readonly changedAt: number;
   readonly lastReason: string;
-  /** When the origin last answered anything (ms since the epoch); 0 before its first answer. */
+  /** When the origin last answered anything, a response or bytes of one (ms since the epoch); 0 before its first answer. */
   readonly lastSuccessAt: number;
   on(event: 'change', listener: (state: CircuitState, reason: string) => void): unknown;
   off(event: 'change', listener: (state: CircuitState, reason: string) => void): unknown;
@@ -94,5 +98,12 @@ export interface Origin {
   fetchBody(path: string, options: BodyFetchOptions): Promise<BodyFetch>;
   /** Called by a streaming caller when the body failed after the first byte. */
   reportFailure(reason: string): void;
+  /**
+   * Called by a streaming caller as a body's bytes arrive: the origin is
+   * answering (its circuit's lastSuccessAt), though no new response came. A
+   * Pi whose link is full of NAR bytes is busy, not gone (nar/head-deadline.ts).
+   * Stand-ins may leave it out.
+   */
+  reportProgress?(): void;
   close(): Promise<void>;
 }

@@ -87,16 +87,3 @@ function parseLegacy(rest: string): LegacyNarRef | undefined {
   }
   return { kind: 'legacy', storeHash, narHash, compression, originId, originUrl };
 }
-
-/**
- * Whether a NAR compressed with `actual` can be sent where Nix expects
- * `expected` (legacy URLs only: their narinfo promised a compression). Nix
- * 2.x picks its decompressor by sniffing the bytes for every method except
- * `none` and `br`, so xz, zstd, bzip2 and gzip stand in for each other;
- * uncompressed and brotli bytes only stand for themselves.
- */
-export function compressionCompatible(expected: string, actual: string): boolean {
-  if (expected === actual) return true;
-  const exact = new Set(['none', '', 'br']);
-  return !exact.has(expected) && !exact.has(actual);
-}

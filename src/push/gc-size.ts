@@ -1,6 +1,5 @@
-import { stat, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
 import { readNarInfos, safeNarRel, type NarInfoFile } from './cachefiles.js';
+import type { CacheFiles } from './files.js';
 import type { RootEntry } from './roots.js';
 
 export interface SizeCapResult {
@@ -40,11 +39,13 @@ const refHash = (ref: string) => ref.slice(0, 32);
  * younger than `grace`; only deletes a path no remaining narinfo refers to,
  * so every closure in the cache stays complete.
  */
-export async function capSize(dir: string, keptRoots: RootEntry[], maxSize: number, grace: number, dryRun: boolean, log: (line: string) => void): Promise<SizeCapResult> {
-  const narinfos = await readNarInfos(dir);
+export async function capSize(files: CacheFiles, keptRoots: RootEntry[], maxSize: number, grace: number, dryRun: boolean, log: (line: string) => void): Promise<SizeCapResult> {
+  const narinfos = await readNarInfos(files);
   const protectedHashes = new Set<string>();
   const queue: string[] = [];
   for (const r of keptRoots) for (const p of r.storePaths) queue.push(p.slice('/nix/store/'.length, '/nix/store/'.length + 32));
+  const inUse = await files.inUse(Date.now());
+  queue.push(...inUse.hashes);
   while (queue.length > 0) {
     const h = queue.pop()!;
     if (protectedHashes.has(h)) continue;
@@ -57,8 +58,8 @@ export async function capSize(dir: string, keptRoots: RootEntry[], maxSize: numb
   let total = 0;
   for (const n of narinfos.values()) {
     const narRel = safeNarRel(n.url);
-    const st = await stat(join(dir, n.file)).catch(() => undefined);
-    const nst = narRel ? await stat(join(dir, narRel)).catch(() => undefined) : undefined;
+    const st = await files.stat(n.file);
+    const nst = narRel ? await files.stat(narRel) : undefined;
     if (!st) continue;
     if (narRel) narUsers.set(narRel, (narUsers.get(narRel) ?? 0) + 1);
     const bytes = st.size + (nst?.size ?? 0);
@@ -68,20 +69,20 @@ export async function capSize(dir: string, keptRoots: RootEntry[], maxSize: numb
   for (const c of cands.values()) for (const ref of c.n.info?.references ?? []) if (refHash(ref) !== c.n.hash) cands.get(refHash(ref)) && cands.get(refHash(ref))!.referrers++;
 
   const result: SizeCapResult = { evicted: [], narsDeleted: [], bytesFreed: 0, sizeAfter: total };
-  const evictable = (c: Candidate) => c.referrers === 0 && c.n.info && !protectedHashes.has(c.n.hash) && c.n.mtimeMs < grace;
+  const evictable = (c: Candidate) => c.referrers === 0 && c.n.info && !protectedHashes.has(c.n.hash) && c.n.mtimeMs < grace && !(c.narRel && inUse.nars.has(c.narRel));
   // Few thousand paths: a sorted scan per eviction round is plenty.
   for (let round = 0; total > maxSize && round < cands.size; round++) {
     let oldest: Candidate | undefined;
     for (const c of cands.values()) if (evictable(c) && (!oldest || c.servedMs < oldest.servedMs)) oldest = c;
     if (!oldest) break;
     cands.delete(oldest.n.hash);
-    if (!dryRun) await unlink(join(dir, oldest.n.file)).catch(() => undefined);
+    if (!dryRun) await files.remove(oldest.n.file);
     result.evicted.push(oldest.n.file);
     if (oldest.narRel) {
       const users = (narUsers.get(oldest.narRel) ?? 1) - 1;
       narUsers.set(oldest.narRel, users);
       if (users === 0) {
-        if (!dryRun) await unlink(join(dir, oldest.narRel)).catch(() => undefined);
+        if (!dryRun) await files.remove(oldest.narRel);
         result.narsDeleted.push(oldest.narRel);
       }
     }

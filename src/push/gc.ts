@@ -1,6 +1,5 @@
-import { stat, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
-import { isTemp, listFiles, readNarInfos, safeNarRel, type NarInfoFile } from './cachefiles.js';
+import { cacheFiles, isTemp, readNarInfos, safeNarRel, type NarInfoFile } from './cachefiles.js';
+import { heldNar, type CacheFiles } from './files.js';
 import { capSize } from './gc-size.js';
 import { readRoots, type RootEntry } from './roots.js';
 
@@ -30,6 +29,8 @@ export interface GcReport {
   evicted: string[];
   /** Bytes of narinfos and NARs left, when maxSize was given. */
   sizeAfter?: number;
+  /** Leftovers of writers that died (a bucket's unfinished multipart uploads, stale push leases). */
+  staleDeleted: string[];
 }
 
 const DAY = 86_400_000;
@@ -43,14 +44,19 @@ const refHash = (ref: string) => ref.slice(0, 32);
  * NARs that no narinfo on disk points to any more. Files younger than the
  * grace period are alive, so a push running at the same time keeps its work.
  */
-export async function gc(dir: string, opts: GcOptions): Promise<GcReport> {
+export async function gc(cache: string | CacheFiles, opts: GcOptions): Promise<GcReport> {
+  const files = cacheFiles(cache);
   const now = opts.now ?? Date.now();
   const grace = now - opts.graceMinutes * 60_000;
   const recent = Math.min(grace, now - opts.keepDays * DAY);
   const log = opts.log ?? (() => {});
-  const report: GcReport = { rootsKept: [], rootsExpired: [], narinfosKept: 0, narinfosDeleted: [], narsDeleted: [], tempsDeleted: [], bytesFreed: 0, evicted: [] };
+  const report: GcReport = { rootsKept: [], rootsExpired: [], narinfosKept: 0, narinfosDeleted: [], narsDeleted: [], tempsDeleted: [], bytesFreed: 0, evicted: [], staleDeleted: [] };
 
-  const roots = await readRoots(dir);
+  // In this order: the narinfos, then what running pushes hold, then the roots. A push records its root before it
+  // lets go of its lease, so every narinfo listed is either held by a lease read next or in a root read after that.
+  const narinfos = await readNarInfos(files);
+  let inUse = await files.inUse(now);
+  const roots = await readRoots(files);
   const kept: RootEntry[] = [];
   const expired: RootEntry[] = [];
   for (const entries of roots.values()) {
@@ -59,8 +65,7 @@ export async function gc(dir: string, opts: GcOptions): Promise<GcReport> {
   report.rootsKept = kept.map((r) => r.rel);
   report.rootsExpired = expired.map((r) => r.rel);
 
-  const narinfos = await readNarInfos(dir);
-  // Seeds: kept roots' closures, recent narinfos, and narinfos we cannot read (we cannot know what they need).
+  // Seeds: kept roots' closures, recent narinfos, narinfos we cannot read (we cannot know what they need), and what running pushes hold.
   const live = new Set<string>();
   const queue: string[] = [];
   const mark = (hash: string) => {
@@ -71,9 +76,13 @@ export async function gc(dir: string, opts: GcOptions): Promise<GcReport> {
   };
   for (const r of kept) for (const p of r.storePaths) mark(p.slice('/nix/store/'.length, '/nix/store/'.length + 32));
   for (const n of narinfos.values()) if (n.mtimeMs >= recent || !n.info) mark(n.hash);
-  for (let i = 0; i < queue.length; i++) {
-    for (const ref of narinfos.get(queue[i]!)?.info?.references ?? []) mark(refHash(ref));
-  }
+  const markClosures = () => {
+    for (let i = 0; i < queue.length; i++) {
+      for (const ref of narinfos.get(queue[i]!)?.info?.references ?? []) mark(refHash(ref));
+    }
+  };
+  for (const h of inUse.hashes) mark(h);
+  markClosures();
 
   // Dead narinfos, referrers before references (Kahn's algorithm on "is referenced by a dead one").
   const dead = [...narinfos.values()].filter((n) => !live.has(n.hash));
@@ -95,12 +104,17 @@ export async function gc(dir: string, opts: GcOptions): Promise<GcReport> {
   }
 
   for (const n of order) {
-    const path = join(dir, n.file);
     if (!opts.dryRun) {
-      // A push may have found it present (and touched it) since we listed: then it is alive.
-      const st = await stat(path).catch(() => undefined);
+      // A push may have found it present (a directory: touched it) or started holding it (a bucket: a lease) since we listed: then it is alive.
+      inUse = await files.inUse(now);
+      if ([...inUse.hashes].some((h) => !live.has(h))) {
+        for (const h of inUse.hashes) mark(h);
+        markClosures();
+      }
+      if (live.has(n.hash)) continue;
+      const st = await files.stat(n.file);
       if (!st || st.mtimeMs >= grace) continue;
-      await unlink(path).catch(() => undefined);
+      await files.remove(n.file);
     }
     report.narinfosDeleted.push(n.file);
     report.bytesFreed += n.size;
@@ -109,36 +123,38 @@ export async function gc(dir: string, opts: GcOptions): Promise<GcReport> {
 
   // NARs still referenced by a narinfo that exists now (re-read: a push may have published some meanwhile).
   const referenced = new Set<string>();
-  const remaining = opts.dryRun ? new Map([...narinfos].filter(([h]) => !deadSet.has(h))) : await readNarInfos(dir);
+  const remaining = opts.dryRun ? new Map([...narinfos].filter(([h]) => !deadSet.has(h))) : await readNarInfos(files);
   for (const n of remaining.values()) {
     const rel = safeNarRel(n.url);
     if (rel) referenced.add(rel);
   }
   report.narinfosKept = remaining.size;
-  for (const f of await listFiles(dir, 'nar')) {
+  for (const f of await files.list('nar')) {
     const temp = isTemp(f.rel);
-    if (referenced.has(f.rel) || f.mtimeMs >= grace) continue;
+    if (referenced.has(f.rel) || f.mtimeMs >= grace || heldNar(inUse, f)) continue;
     if (!opts.dryRun) {
-      const st = await stat(join(dir, f.rel)).catch(() => undefined);
-      if (!st || st.mtimeMs >= grace) continue;
-      await unlink(join(dir, f.rel)).catch(() => undefined);
+      inUse = await files.inUse(now);
+      const st = await files.stat(f.rel);
+      if (!st || st.mtimeMs >= grace || heldNar(inUse, st)) continue;
+      await files.remove(f.rel);
     }
     (temp ? report.tempsDeleted : report.narsDeleted).push(f.rel);
     report.bytesFreed += f.size;
   }
   // Stale temporaries elsewhere: narinfos and root listings of pushes that died.
-  const others = [...(await listFiles(dir, '')), ...(await Promise.all([...roots.keys()].map((n) => listFiles(dir, `roots/${n}`)))).flat()];
+  const others = [...(await files.list('')), ...(await Promise.all([...roots.keys()].map((n) => files.list(`roots/${n}`)))).flat()];
   for (const f of others) {
     if (!isTemp(f.rel) || f.mtimeMs >= grace) continue;
-    if (!opts.dryRun) await unlink(join(dir, f.rel)).catch(() => undefined);
+    if (!opts.dryRun) await files.remove(f.rel);
     report.tempsDeleted.push(f.rel);
     report.bytesFreed += f.size;
   }
   for (const r of expired) {
-    if (!opts.dryRun) await unlink(join(dir, r.rel)).catch(() => undefined);
+    if (!opts.dryRun) await files.remove(r.rel);
   }
+  report.staleDeleted = await files.removeStale(grace, opts.dryRun);
   if (opts.maxSize !== undefined) {
-    const capped = await capSize(dir, kept, opts.maxSize, grace, opts.dryRun, log);
+    const capped = await capSize(files, kept, opts.maxSize, grace, opts.dryRun, log);
     report.evicted = capped.evicted;
     report.narsDeleted.push(...capped.narsDeleted);
     report.bytesFreed += capped.bytesFreed;

@@ -61,7 +61,9 @@ async function uploadNar(info: LocalPathInfo, opts: PushOptions): Promise<Upload
       `${info.storePath}: the NAR read from the store (${got.narHash}, ${got.narSize} bytes) does not match the store's NarHash (${info.narHash}, ${info.narSize} bytes); run nix-store --verify --check-contents`,
     );
   }
-  const url = `nar/${sha256Digits(got.fileHash)}.nar.${COMPRESSIONS[compression].ext}`;
+  const digits = sha256Digits(got.fileHash);
+  const ext = COMPRESSIONS[compression].ext;
+  const url = target.narName ? target.narName(digits, ext) : `nar/${digits}.nar.${ext}`;
   await target.commit(u.value, url);
   return { url, fileHash: got.fileHash, fileSize: got.fileSize };
 }

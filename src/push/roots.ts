@@ -1,7 +1,7 @@
-import { readdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { parseStorePath } from '../protocol/storepath.js';
+import { cacheFiles } from './cachefiles.js';
+import type { CacheFiles } from './files.js';
 import { TEMP_PREFIX } from './target.js';
 
 /**
@@ -49,22 +49,23 @@ export interface RootEntry {
 }
 
 /** Every root under `<cache>/roots`, newest first within each name. */
-export async function readRoots(cacheDir: string): Promise<Map<string, RootEntry[]>> {
+export async function readRoots(cache: string | CacheFiles): Promise<Map<string, RootEntry[]>> {
+  const files = cacheFiles(cache);
   const out = new Map<string, RootEntry[]>();
-  const names = await readdir(join(cacheDir, 'roots'), { withFileTypes: true }).catch(() => []);
-  for (const n of names) {
-    if (!n.isDirectory() || !NAME_RE.test(n.name)) continue;
+  for (const name of (await files.listDirs('roots')).sort()) {
+    if (!NAME_RE.test(name)) continue;
     const entries: RootEntry[] = [];
-    for (const file of await readdir(join(cacheDir, 'roots', n.name))) {
+    for (const f of await files.list(`roots/${name}`)) {
+      const file = f.rel.slice(`roots/${name}/`.length);
       if (file.startsWith(TEMP_PREFIX)) continue;
       const time = parseRootFileName(file);
       if (!time) continue;
-      const rel = `roots/${n.name}/${file}`;
-      const storePaths = parseRootListing(await readFile(join(cacheDir, rel), 'utf8'));
-      entries.push({ name: n.name, file, rel, time, storePaths });
+      const text = await files.readText(f.rel);
+      if (text === undefined) continue; // removed since the listing
+      entries.push({ name, file, rel: f.rel, time, storePaths: parseRootListing(text) });
     }
     entries.sort((a, b) => b.time.getTime() - a.time.getTime());
-    out.set(n.name, entries);
+    out.set(name, entries);
   }
   return out;
 }

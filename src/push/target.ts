@@ -11,12 +11,16 @@ export function tempName(dir: string, suffix = ''): string {
 export const CACHE_INFO = 'StoreDir: /nix/store\n';
 
 /**
- * A static binary cache that push writes into: a local directory or a
- * directory on another machine reached over ssh. Paths are relative to the
- * cache root. Every write is to a temporary name, fsynced, then renamed.
+ * A static binary cache that push writes into: a local directory, a
+ * directory on another machine reached over ssh, or an S3 bucket. Paths are
+ * relative to the cache root. Every write is to a temporary name, fsynced,
+ * then renamed (a bucket: a local spool file, then one upload that appears
+ * whole or not at all).
  */
 export interface CacheTarget {
   readonly description: string;
+  /** The name of a NAR file with this FileHash (nix32 digits) and extension; default `nar/<digits>.nar.<ext>`. */
+  narName?(fileHashDigits: string, ext: string): string;
   /** Checks the target is usable; creates `nar/`, `roots/` and `nix-cache-info` unless `dryRun`. */
   open(dryRun: boolean): Promise<void>;
   /**

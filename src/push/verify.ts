@@ -1,11 +1,11 @@
 import { spawn } from 'node:child_process';
-import { stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ConfigError, errorMessage } from '../errors.js';
 import type { NarInfo } from '../protocol/narinfo.js';
 import type { TrustedKeys } from '../protocol/signing.js';
-import { isTemp, listFiles, openNoAtime, readNarInfos, safeNarRel } from './cachefiles.js';
+import { cacheFiles, isTemp, readNarInfos, safeNarRel } from './cachefiles.js';
+import type { CacheFiles } from './files.js';
 import { mapLimit } from './limit.js';
 import { HashTap } from './nar.js';
 
@@ -44,19 +44,32 @@ export interface VerifyReport {
 
 const DECOMPRESSORS: Record<string, string[] | null> = { xz: ['xz', '-dc'], zstd: ['zstd', '-dcq'], bzip2: ['bzip2', '-dc'], gzip: ['gzip', '-dc'], none: null };
 
-async function hashFile(path: string): Promise<{ hash: string; size: number }> {
-  const tap = new HashTap();
-  tap.resume();
-  const fh = await openNoAtime(path);
-  await pipeline(fh.createReadStream(), tap);
-  return { hash: tap.digest, size: tap.bytes };
+interface Hashed {
+  fileHash: string;
+  fileSize: number;
+  /** With `deep`: what the file unpacks to. */
+  narHash?: string;
+  narSize?: number;
 }
 
-async function hashDecompressed(path: string, compression: string): Promise<{ hash: string; size: number }> {
-  const cmd = DECOMPRESSORS[compression];
-  if (cmd === undefined) throw new Error(`unknown compression ${compression}`);
-  if (cmd === null) return hashFile(path);
-  const fh = await openNoAtime(path);
+/**
+ * Reads a NAR file once: hashes it, and with `deep` also unpacks it (xz,
+ * zstd, bzip2 or gzip, by the narinfo's Compression) and hashes the NAR, so
+ * a NAR in a bucket is downloaded once, not twice.
+ */
+async function hashNar(source: Readable, compression: string, deep: boolean): Promise<Hashed> {
+  const fileTap = new HashTap();
+  const cmd = deep ? DECOMPRESSORS[compression] : null;
+  if (deep && cmd === undefined) {
+    source.destroy();
+    throw new Error(`unknown compression ${compression}`);
+  }
+  if (!cmd) {
+    fileTap.resume();
+    await pipeline(source, fileTap);
+    const file = { fileHash: fileTap.digest, fileSize: fileTap.bytes };
+    return deep ? { ...file, narHash: file.fileHash, narSize: file.fileSize } : file;
+  }
   const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
   // A decompressor that cannot be started (not installed) is an error of this machine, not of the cache: stop with it.
   const started = new Promise<void>((resolve, reject) => {
@@ -66,27 +79,28 @@ async function hashDecompressed(path: string, compression: string): Promise<{ ha
   try {
     await started;
   } catch (err) {
-    await fh.close();
+    source.destroy();
     throw new ConfigError(`verify --deep cannot unpack ${compression} NARs: running \`${cmd[0]}\` failed (${errorMessage(err)}); install it or run without --deep`);
   }
   child.on('error', () => {}); // after the start, a failure shows as its exit status below
   child.stdin.on('error', () => {}); // EPIPE when the decompressor gives up: its exit status says why
-  const feeding = pipeline(fh.createReadStream(), child.stdin).catch(() => {});
+  const feeding = pipeline(source, fileTap, child.stdin).catch(() => {});
   let err = '';
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
   const exited = new Promise<number | null>((r) => child.on('close', r));
-  const tap = new HashTap();
-  tap.resume();
-  await pipeline(child.stdout, tap);
+  const narTap = new HashTap();
+  narTap.resume();
+  await pipeline(child.stdout, narTap);
   const code = await exited;
   await feeding;
   if (code !== 0) throw new Error(`${cmd[0]} failed: ${err.trim()}`);
-  return { hash: tap.digest, size: tap.bytes };
+  return { fileHash: fileTap.digest, fileSize: fileTap.bytes, narHash: narTap.digest, narSize: narTap.bytes };
 }
 
-/** Checks a cache directory; reports every problem found rather than stopping at the first. */
-export async function verify(dir: string, opts: VerifyOptions): Promise<VerifyReport> {
-  const narinfos = await readNarInfos(dir);
+/** Checks a cache (a directory or a bucket); reports every problem found rather than stopping at the first. */
+export async function verify(cache: string | CacheFiles, opts: VerifyOptions): Promise<VerifyReport> {
+  const files = cacheFiles(cache);
+  const narinfos = await readNarInfos(files, Math.max(opts.concurrency, 16));
   const problems: Problem[] = [];
   const referenced = new Set<string>();
   const add = (kind: ProblemKind, file: string, message: string) => problems.push({ kind, file, message });
@@ -104,23 +118,23 @@ export async function verify(dir: string, opts: VerifyOptions): Promise<VerifyRe
       return;
     }
     referenced.add(rel);
-    const st = await stat(join(dir, rel)).catch(() => undefined);
+    const st = await files.stat(rel);
     if (!st) add('missing-nar', n.file, `${rel} does not exist`);
     else if (info.fileSize !== undefined && st.size !== info.fileSize) add('wrong-size', n.file, `${rel} has ${st.size} bytes, FileSize says ${info.fileSize}`);
-    else {
+    else if (info.fileHash || opts.deep) {
       try {
-        if (info.fileHash) {
-          const got = await hashFile(join(dir, rel));
-          if (got.hash !== info.fileHash) add('wrong-hash', n.file, `${rel} hashes to ${got.hash}, FileHash says ${info.fileHash}`);
-        }
-        if (opts.deep) {
-          const got = await hashDecompressed(join(dir, rel), info.compression);
-          if (got.hash !== info.narHash || got.size !== info.narSize)
-            add('wrong-nar-hash', n.file, `${rel} unpacks to ${got.hash} (${got.size} bytes), NarHash says ${info.narHash} (${info.narSize} bytes)`);
+        const source = await files.read(rel);
+        if (!source) add('missing-nar', n.file, `${rel} does not exist`);
+        else {
+          const got = await hashNar(source, info.compression, opts.deep);
+          if (info.fileHash && got.fileHash !== info.fileHash) add('wrong-hash', n.file, `${rel} hashes to ${got.fileHash}, FileHash says ${info.fileHash}`);
+          else if (info.fileSize !== undefined && got.fileSize !== info.fileSize) add('wrong-size', n.file, `${rel} has ${got.fileSize} bytes, FileSize says ${info.fileSize}`);
+          if (opts.deep && (got.narHash !== info.narHash || got.narSize !== info.narSize))
+            add('wrong-nar-hash', n.file, `${rel} unpacks to ${got.narHash} (${got.narSize} bytes), NarHash says ${info.narHash} (${info.narSize} bytes)`);
         }
       } catch (err) {
         if (err instanceof ConfigError) throw err;
-        add('wrong-nar-hash', n.file, `${rel}: ${errorMessage(err)}`);
+        add(opts.deep ? 'wrong-nar-hash' : 'wrong-hash', n.file, `${rel}: ${errorMessage(err)}`);
       }
     }
     if (opts.trustedKeys && !opts.trustedKeys.verify(info)) {
@@ -134,12 +148,12 @@ export async function verify(dir: string, opts: VerifyOptions): Promise<VerifyRe
   });
   const orphans: string[] = [];
   const temps: string[] = [];
-  const nars = await listFiles(dir, 'nar');
+  const nars = await files.list('nar');
   for (const f of nars) {
     if (isTemp(f.rel)) temps.push(f.rel);
     else if (!referenced.has(f.rel)) orphans.push(f.rel);
   }
-  for (const f of await listFiles(dir, '')) if (isTemp(f.rel)) temps.push(f.rel);
+  for (const f of await files.list('')) if (isTemp(f.rel)) temps.push(f.rel);
   problems.sort((a, b) => a.file.localeCompare(b.file) || a.kind.localeCompare(b.kind));
   return { narinfos: narinfos.size, nars: nars.length - temps.filter((t) => t.startsWith('nar/')).length, problems, orphans: orphans.sort(), temps: temps.sort() };
 }

@@ -26,6 +26,8 @@ export interface AppDeps {
   slowRule?: SlowRule;
   /** Fetching the NARs of the narinfos handed to Nix ahead of Nix, into memory (nar/nar-prefetch.ts); off when absent. */
   narPrefetch?: NarPrefetchOptions;
+  /** Holding a LAN cache's or peer's NAR back until verified (nar/nar-hold.ts): in memory within the NAR prefetch budget, then spooled here; never held when absent. */
+  narHold?: { spoolDir?: string | undefined; spoolBytes: number; maxHoldMs?: number };
   /** How long a LAN cache gets to start a NAR when another origin could serve it (nar/head-deadline.ts); no deadline when absent. */
   lanNarHeadMs?: number;
 }

@@ -27,6 +27,8 @@ export class LookupSlowness {
   constructor(
     private readonly log: Logger,
     private readonly quietMs = QUIET_MS,
+    /** A marked origin answered again (its mark is cleared). */
+    private readonly onAnswered: (origin: Origin) => void = () => {},
   ) {}
 
   has(origin: Origin): boolean {
@@ -40,7 +42,7 @@ export class LookupSlowness {
 
   /** It answered (anything but "could not be asked"). */
   answered(origin: Origin): void {
-    this.slow.delete(origin);
+    if (this.slow.delete(origin)) this.onAnswered(origin);
   }
 
   clear(): void {
@@ -72,7 +74,7 @@ export class LookupSlowness {
     const asking = origin.fetchFile('nix-cache-info').then((res) => {
       if (res.status === 'present') drop(res.body, res.headers);
       const answered = res.status !== 'unknown';
-      if (answered) this.slow.delete(origin);
+      if (answered) this.answered(origin);
       return answered;
     });
     const early = await settledWithin(asking, hedgeMs);

@@ -11,8 +11,10 @@ import { type LookupOutcome } from '../stats/model.js';
 import { NarInfoPrefetcher, type PrefetchOptions } from './narinfo-prefetch.js';
 import { PeerFanout } from './peer-fanout.js';
 import { servedNarInfo } from './served-narinfo.js';
+import { FoundElsewhere } from './found-elsewhere.js';
 import { LookupSlowness } from './lookup-slowness.js';
-import { firstDefined, settledWithin } from './settle.js';
+import { settledUnlessQuiet } from '../origins/awake-wait.js';
+import { firstDefined } from './settle.js';
 
 export type Resolution =
   /**
@@ -27,6 +29,13 @@ export type Resolution =
   | { status: 'unavailable'; unknown: string[] };
 
 const MAX_CACHE_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Hedge delays a lookup waits at most on an origin that is answering other
+ * requests meanwhile (a Pi busy with Nix's 25 lookups at once): four is the
+ * LAN first-byte timeout (800 ms).
+ */
+const BUSY_HEDGE_WINDOWS = 4;
 
 export interface ResolverOptions {
   maxEntries: number;
@@ -55,6 +64,8 @@ const own = (s: string): string => Buffer.from(s).toString();
 interface Trail {
   unknown: string[];
   lanSaid: Array<{ origin: string; outcome: LookupOutcome }>;
+  /** Origins that answered "absent" (not found, or not validly signed). */
+  absent: Set<Origin>;
 }
 
 /** A prefetched answer no client has asked for yet, and the fallback to record when one does. */
@@ -73,6 +84,8 @@ export class NarInfoResolver {
   private readonly inflight = new Map<string, Promise<Resolution>>();
   /** Origins slow to answer lookups, and the check of a quiet LAN cache (lookup-slowness.ts). */
   private readonly slow: LookupSlowness;
+  /** Cached answers found at another origin while a LAN cache had not answered (found-elsewhere.ts). */
+  private readonly elsewhere = new FoundElsewhere();
   /** Prefetched answers in the cache that no client has asked for yet. */
   private readonly unclaimed = new Map<string, Unclaimed>();
   /** Prefetch lookups in flight that no client has joined yet. */
@@ -88,13 +101,16 @@ export class NarInfoResolver {
     private readonly stats: Stats,
     private readonly log: Logger,
   ) {
-    this.slow = new LookupSlowness(log, options.quietMs);
+    this.slow = new LookupSlowness(log, options.quietMs, (origin) => this.answersAgain(origin));
     // Bounded by count and by bytes: a narinfo is ~0.5-2 KB of text, big closures list many references.
     this.cache = new LRUCache({
       max: options.maxEntries,
       maxSize: MAX_CACHE_BYTES,
       sizeCalculation: (r) => (r.status === 'found' ? r.text.length * 2 + r.facts.url.length * 2 + r.refs.length * 100 + 300 : 100),
-      dispose: (_r, storeHash) => this.unclaimed.delete(storeHash),
+      dispose: (_r, storeHash) => {
+        this.unclaimed.delete(storeHash);
+        this.elsewhere.forget(storeHash);
+      },
     });
     this.peers = new PeerFanout({ width: options.peers?.fanout ?? 4, missTtlMs: (options.peers?.missTtlSeconds ?? 10) * 1000, hedgeMs: options.hedgeMs.peer });
     const p = options.prefetch;
@@ -110,6 +126,7 @@ export class NarInfoResolver {
       this.slow.clear();
       this.generation++;
       this.cache.clear();
+      this.elsewhere.clear();
       this.inflight.clear();
       this.unclaimed.clear();
       this.prefetching.clear();
@@ -131,6 +148,17 @@ export class NarInfoResolver {
   originBack(origin: Origin): void {
     this.log.info({ event: 'origin-back', origin: origin.name }, `origin ${origin.name} serves NARs in time again`);
     this.forget();
+  }
+
+  /**
+   * A LAN cache that was slow to answer lookups answered one (lookup-slowness.ts):
+   * the answers found elsewhere while it had not answered are forgotten, so
+   * their NARs are asked of it first again.
+   */
+  private answersAgain(origin: Origin): void {
+    const hashes = this.elsewhere.takeFor(origin);
+    for (const h of hashes) this.cache.delete(h);
+    if (hashes.length) this.log.info({ event: 'origin-answers', origin: origin.name, forgotten: hashes.length }, `origin ${origin.name} answers lookups again; forgot ${hashes.length} answers found elsewhere meanwhile`);
   }
 
   /** One client request for a narinfo: answered from memory or the origins, and its references prefetched. */
@@ -195,7 +223,7 @@ export class NarInfoResolver {
   /** Asks the origins; a prefetch records its fallback only once a client asks, and caches no "could not ask". */
   private async lookup(storeHash: string, prefetch: boolean): Promise<Resolution> {
     const generation = this.generation;
-    const trail: Trail = { unknown: [], lanSaid: [] };
+    const trail: Trail = { unknown: [], lanSaid: [], absent: new Set() };
     const hit = await this.firstPresent(this.origins.ordered(), 0, storeHash, trail);
     const current = generation === this.generation;
     // Still unclaimed: no client joined this prefetch while it ran.
@@ -210,6 +238,8 @@ export class NarInfoResolver {
       const found: Resolution = { status: 'found', origin, text: serialiseNarInfo(servedNarInfo(info)), facts, refs };
       if (current) {
         this.cache.set(storeHash, found, { ttl: this.options.hitTtlSeconds * 1000 });
+        const ordered = this.origins.ordered();
+        this.elsewhere.record(storeHash, ordered.slice(0, ordered.indexOf(origin)).filter((o) => o.kind === 'lan' && !trail.absent.has(o)));
         if (unclaimed) this.unclaimed.set(storeHash, fallback ? { fallback } : {});
       }
       return found;
@@ -224,7 +254,9 @@ export class NarInfoResolver {
   /**
    * Asks `origins[from..]` in order for the first validly signed narinfo. An
    * origin whose circuit is open is skipped without waiting. One that has not
-   * answered within its kind's hedge delay is not waited on alone: the rest of
+   * answered within its kind's hedge delay, and answered nothing else either
+   * (origins/awake-wait.ts: a busy Pi, or a laptop too busy to read its
+   * answers, is not a Pi that hangs), is not waited on alone: the rest of
    * the chain is asked alongside and the first present answer wins, so a Pi
    * that hangs costs the hedge delay, once, not its whole first-byte timeout.
    */
@@ -242,7 +274,7 @@ export class NarInfoResolver {
       // A filling LAN cache asks upstream itself: racing it would fetch the path twice (docs/fill.md).
       const hedgeMs = origin.fills ? 0 : this.options.hedgeMs[origin.kind];
       const hedged = hedgeMs > 0 && i + 1 < origins.length;
-      const early = !hedged ? { value: await asking } : this.slow.has(origin) ? undefined : await settledWithin(asking, hedgeMs);
+      const early = !hedged ? { value: await asking } : this.slow.has(origin) ? undefined : await settledUnlessQuiet(asking, origin.breaker, hedgeMs, BUSY_HEDGE_WINDOWS);
       if (!early) {
         this.slow.mark(origin);
         return firstDefined(asking, this.firstPresent(origins, i + 1, storeHash, trail));
@@ -256,6 +288,7 @@ export class NarInfoResolver {
   private async ask(origin: Origin, storeHash: string, trail: Trail): Promise<Found | undefined> {
     const result = await this.askOrigin(origin, storeHash);
     if (result.status === 'present') return { origin, info: result.info };
+    if (result.status === 'absent') trail.absent.add(origin);
     if (origin.kind === 'lan') trail.lanSaid.push({ origin: origin.name, outcome: outcomeOf(result) });
     if (result.status === 'unknown') trail.unknown.push(`${origin.name}: ${result.reason}`);
     return undefined;

@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { AppError } from '../errors.js';
+import { AppError, errorMessage } from '../errors.js';
+import { Holds } from '../nar/nar-hold.js';
 import { NAR_PREFETCH_LIMITS, NarPrefetcher } from '../nar/nar-prefetch.js';
 import { Quarantine } from '../nar/quarantine.js';
 import { SlowMarks } from '../nar/slow-marks.js';
@@ -32,7 +33,17 @@ export function registerCacheRoutes(app: FastifyInstance, deps: AppDeps): () => 
     slow.close();
     prefetcher.clear();
   });
-  const nar = { ...deps, quarantine, slow, open: prefetcher.open, lanHeadMs: deps.lanNarHeadMs };
+  let spoolWarned = false;
+  const holds = new Holds(prefetcher.budget, {
+    spoolDir: deps.narHold?.spoolDir,
+    spoolBytes: deps.narHold?.spoolBytes ?? 0,
+    onSpoolError: (err) => {
+      if (spoolWarned) return;
+      spoolWarned = true; // once per run: the NARs that do not fit in memory are then streamed as they come
+      deps.log.warn({ event: 'spool-unavailable', dir: deps.narHold?.spoolDir, err: errorMessage(err) }, 'cannot spool a NAR to hold it back until verified; NARs too large for memory are streamed as they come');
+    },
+  });
+  const nar = { ...deps, quarantine, slow, ...(deps.narHold ? { holds } : {}), maxHoldMs: deps.narHold?.maxHoldMs, open: prefetcher.open, lanHeadMs: deps.lanNarHeadMs };
 
   app.get('/nix-cache-info', async (_req, reply) => {
     reply.type('text/x-nix-cache-info');

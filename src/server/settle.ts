@@ -1,17 +1,7 @@
 /** Small promise races the resolver's hedging is made of. */
 
-/** `{ value }` if `p` settles within `ms`, undefined otherwise. */
-export async function settledWithin<T>(p: Promise<T>, ms: number): Promise<{ value: T } | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<undefined>((resolve) => {
-    timer = setTimeout(() => resolve(undefined), ms);
-  });
-  try {
-    return await Promise.race([p.then((value) => ({ value })), late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+/** `{ value }` if `p` settles within `ms` of this process being awake (origins/awake-wait.ts), undefined otherwise. */
+export { settledWithin } from '../origins/awake-wait.js';
 
 /** The first of two lookups to find something; undefined once both found nothing. */
 export function firstDefined<T>(a: Promise<T | undefined>, b: Promise<T | undefined>): Promise<T | undefined> {

@@ -21,9 +21,10 @@ export interface OriginCounters {
   /**
    * requests: NAR downloads started; bytes: delivered to Nix (not read); errors: broke off or too slow; absent/unavailable: no NAR or not asked; quarantined: copy corrupt.
    * A filling LAN cache's bytes are also split: alreadyThereBytes (it had the file: another machine or the build server put it there) and filledBytes (it fetched them from upstream for this request).
-   * Older state files lack the last two: they load as 0.
+   * heldInMemory / heldOnDisk: NARs held back whole until verified (another origin could serve them); notHeld: no room to hold, streamed as they came.
+   * Older state files lack the last five: they load as 0.
    */
-  nar: { requests: number; bytes: number; errors: number; absent: number; unavailable: number; quarantined: number; alreadyThereBytes: number; filledBytes: number };
+  nar: { requests: number; bytes: number; errors: number; absent: number; unavailable: number; quarantined: number; alreadyThereBytes: number; filledBytes: number; heldInMemory: number; heldOnDisk: number; notHeld: number };
   failoversFrom: number;
   failoversTo: number;
 }
@@ -123,7 +124,7 @@ export function emptyOriginCounters(kind: OriginKind | 'unknown'): OriginCounter
   return {
     kind,
     narinfo: { hit: 0, miss: 0, untrusted: 0, error: 0, timeout: 0, skipped: 0 },
-    nar: { requests: 0, bytes: 0, errors: 0, absent: 0, unavailable: 0, quarantined: 0, alreadyThereBytes: 0, filledBytes: 0 },
+    nar: { requests: 0, bytes: 0, errors: 0, absent: 0, unavailable: 0, quarantined: 0, alreadyThereBytes: 0, filledBytes: 0, heldInMemory: 0, heldOnDisk: 0, notHeld: 0 },
     failoversFrom: 0,
     failoversTo: 0,
   };

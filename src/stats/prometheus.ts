@@ -75,6 +75,13 @@ export function prometheus(stats: Stats, now = new Date()): string {
     w.sample('nix_lan_cache_nar_unavailable_total', { origin, kind: c.kind, reason: 'absent' }, c.nar.absent);
     w.sample('nix_lan_cache_nar_unavailable_total', { origin, kind: c.kind, reason: 'unavailable' }, c.nar.unavailable);
   }
+  w.family('nix_lan_cache_nar_holds_total', 'counter', "NARs from a LAN cache or peer held back until verified because another origin could serve them: in memory, on disk (spool), or none (no room: streamed as they came).");
+  for (const [origin, c] of origins) {
+    if (c.kind === 'upstream') continue;
+    w.sample('nix_lan_cache_nar_holds_total', { origin, kind: c.kind, where: 'memory' }, c.nar.heldInMemory);
+    w.sample('nix_lan_cache_nar_holds_total', { origin, kind: c.kind, where: 'disk' }, c.nar.heldOnDisk);
+    w.sample('nix_lan_cache_nar_holds_total', { origin, kind: c.kind, where: 'none' }, c.nar.notHeld);
+  }
   w.family('nix_lan_cache_failovers_total', 'counter', 'NAR downloads that moved from one origin to another.');
   for (const [from, tos] of Object.entries(s.total.failovers)) for (const [to, n] of Object.entries(tos)) w.sample('nix_lan_cache_failovers_total', { from, to }, n);
 

@@ -208,6 +208,11 @@ export class Stats {
     this.each(origin, (c) => c.nar[why]++);
   }
 
+  /** A NAR was held back until verified (memory or disk), or could not be (none). */
+  narHeld(origin: string, where: 'memory' | 'disk' | 'none'): void {
+    this.each(origin, (c) => c.nar[where === 'memory' ? 'heldInMemory' : where === 'disk' ? 'heldOnDisk' : 'notHeld']++);
+  }
+
   failover(from: string, to: string, storeHash?: string): void {
     this.each(from, (c) => c.failoversFrom++);
     this.each(to, (c) => c.failoversTo++);

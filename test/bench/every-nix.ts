@@ -14,7 +14,7 @@ import { describePerf, perfKinds, perfRecord, perfTop, PERF_NODE_OPTIONS } from 
 import { log, median, summary, table, type CaseReport } from './util.js';
 
 /**
- * Case 14 (issue 23): every link of the issue's table with every real Nix
+ * Case 17 (issue 23): every link of the issue's table with every real Nix
  * client at its defaults (2.8: one substitution at a time; 2.26 and 2.34: up
  * to 16 at once), Nix alone and through the proxy side by side in one run.
  * For each proxy run: the proxy process's CPU time (/proc/PID/stat, all its
@@ -80,7 +80,7 @@ let runs = 0;
 
 async function setUp(o: EveryNixOptions): Promise<Setup> {
   const salt = `bench-every-nix-${Date.now()}`;
-  log(`case 14: building a ${o.shape.levels * o.shape.width + 1}-path closure and two more of the same shape with Nix, and an xz cache of them`);
+  log(`case 17: building a ${o.shape.levels * o.shape.width + 1}-path closure and two more of the same shape with Nix, and an xz cache of them`);
   const { closure, warmups, key, cacheDir, emptyDir } = await layeredCaches(o.dir, salt, o.shape, true);
   let xzBytes = 0;
   for (const p of closure.paths) {
@@ -171,7 +171,7 @@ export async function runEveryNix(o: EveryNixOptions): Promise<CaseReport[]> {
                 await p.stop();
               }
             }
-            log(`  case 14 ${c.key} round ${r}/${o.rounds} ${client.name}: ${line.join('; ')}`);
+            log(`  case 17 ${c.key} round ${r}/${o.rounds} ${client.name}: ${line.join('; ')}`);
           }
         }
       } finally {
@@ -224,7 +224,7 @@ function report(o: EveryNixOptions, s: Setup, cases: LinkCase[], clients: readon
   const peak = all.length ? Math.max(...all.map((x) => x.rssMiB)) : 0;
   const paths = s.closure.paths.length;
   return {
-    title: '14. Every Nix on every link: Nix alone vs through the proxy',
+    title: '17. Every Nix on every link: Nix alone vs through the proxy',
     markdown: [
       `A ${paths}-path closure (${o.shape.levels} levels of ${o.shape.width}, each path referring to ${o.shape.fanout} of the level below, ${o.shape.bytes / 1000} kB of base64 text per path; ${(s.xzBytes / 1e6).toFixed(1)} MB of xz on the Pi), substituted by real Nix at its defaults into a fresh store with a fresh narinfo disk cache: Debian 12's Nix 2.8 (one substitution at a time) and trixie's 2.26 and sid's 2.34 (up to 16 at once). Links (\`test/helpers/link.ts\`, a relay on loopback; one shared rate, latency each way):`,
       '',
@@ -302,7 +302,7 @@ async function settled(o: EveryNixOptions, s: Setup): Promise<string> {
     const start = (await memoryOf(p.child.pid!)).rssMiB;
     for (const root of [...s.warmups.map((w) => w.root), s.closure.root]) await nixRun(o, s, client, p.url, root);
     const after = await memoryOf(p.child.pid!);
-    log('  case 14: waiting a minute for the proxy to settle');
+    log('  case 17: waiting a minute for the proxy to settle');
     await new Promise((r) => setTimeout(r, 60_000));
     const later = (await memoryOf(p.child.pid!)).rssMiB;
     const ok = later - start <= 20;

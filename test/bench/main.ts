@@ -9,8 +9,12 @@
  *   npm run bench -- --quick           # small sizes, for checking the script itself
  *   npm run bench -- --only 7 --write  # run some cases and replace only their sections in docs/benchmarks.md
  *   npm run bench -- --only 13         # a house without a Pi: one laptop fetches from another's share (issue 24)
- *   npm run bench -- --only 14         # every Nix on every link, Nix alone vs the proxy (issue 23)
- *   npm run bench -- --only 14 --links home --clients 2.34 --profile perf   # one link, one Nix, with a CPU profile of the proxy
+ *   npm run bench -- --only hold       # what holding a Pi's NAR back until verified costs (issue 22)
+ *   npm run bench -- --only soak       # case 14: 30 minutes of a flapping link, the proxy's RSS over time (issue 26);
+ *                                      # NLC_SOAK_MS sets the duration, NLC_SOAK_CLIENTS=bookworm,trixie,sid rotates Nix clients (default sid)
+ *   npm run bench -- --only 15,16      # a lab's cache in an S3 bucket (radosgw) vs Nix 2.34's own s3:// store (issue 25)
+ *   npm run bench -- --only 17         # every Nix on every link, Nix alone vs the proxy (issue 23)
+ *   npm run bench -- --only 17 --links home --clients 2.34 --profile perf   # one link, one Nix, with a CPU profile of the proxy
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
@@ -28,7 +32,9 @@ import { runNarCompressed } from './nar-compressed.js';
 import { describeMachine } from './machine.js';
 import { PEER_DIRECTIVES } from './peer.js';
 import { runPush } from './push.js';
+import { runS3Bench } from './s3.js';
 import { runSharing } from './sharing.js';
+import { runSoak } from './soak.js';
 import { log, table, type CaseReport } from './util.js';
 
 const PEER_NOTES: CaseReport = {
@@ -64,7 +70,7 @@ const { values } = parseArgs({
     quick: { type: 'boolean' },
     write: { type: 'boolean' },
     'no-write': { type: 'boolean' },
-    // Case 14: which links and Nix clients (comma-separated; default all), a CPU profile, RSS a minute after load.
+    // Case 17: which links and Nix clients (comma-separated; default all), a CPU profile, RSS a minute after load.
     links: { type: 'string' },
     clients: { type: 'string' },
     profile: { type: 'string' },
@@ -72,7 +78,7 @@ const { values } = parseArgs({
     rounds: { type: 'string' },
   },
 });
-const only = new Set((values.only ?? '1,2,3,4,5,6,7,8,9,10,11,12,13,14').split(',').map((s) => s.trim()));
+const only = new Set((values.only ?? '1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,hold').split(',').map((s) => (s.trim() === 'soak' ? '14' : s.trim())));
 const quick = values.quick === true;
 const write = values['no-write'] ? false : values.write === true || (values.only === undefined && !quick);
 
@@ -152,7 +158,23 @@ try {
   if (only.has('13')) {
     reports.push(await runSharing({ dir: `${dir}/sharing`, shape: quick ? { levels: 3, width: 5, fanout: 2, bytes: 40_000 } : { levels: 10, width: 30, fanout: 3, bytes: 40_000 }, rounds: quick ? 1 : 3 }));
   }
+  if (only.has('hold')) {
+    const { runHoldBench } = await import('./hold.js');
+    reports.push(await runHoldBench({ dir: `${dir}/hold`, large: { count: quick ? 1 : 4, bytes: 16 * 2 ** 20 }, small: { count: quick ? 5 : 40, bytes: 40_000 }, rounds: quick ? 1 : 3 }));
+  }
   if (only.has('14')) {
+    // Imported here: the Nix client chroots are looked for only by the cases that use them.
+    const { NIX_CLIENTS } = await import('../helpers/nix-clients.js');
+    const suites = (process.env.NLC_SOAK_CLIENTS ?? 'sid').split(',').map((s) => s.trim());
+    const clients = NIX_CLIENTS.filter((c) => suites.includes(c.suite));
+    if (clients.length !== suites.length) throw new Error(`NLC_SOAK_CLIENTS=${suites.join(',')}: the Nix clients are ${NIX_CLIENTS.map((c) => c.suite).join(', ')}`);
+    const durationMs = Number(process.env.NLC_SOAK_MS ?? (quick ? 60_000 : 30 * 60_000));
+    reports.push(await runSoak({ durationMs, sampleEveryMs: 10_000, clients }));
+  }
+  if (only.has('15') || only.has('16')) {
+    reports.push(...(await runS3Bench({ dir: `${dir}/s3`, smallLeaves: quick ? 15 : 296, largeLeaves: quick ? 1 : 4, largeBytes: 8 * 2 ** 20, rounds: quick ? 1 : 3, only })));
+  }
+  if (only.has('17')) {
     const list = (v: string | undefined) => v?.split(',').map((x) => x.trim()).filter(Boolean);
     reports.push(
       ...(await runEveryNix({

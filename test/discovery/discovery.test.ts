@@ -8,6 +8,7 @@ import { startAvahiPublisher } from '../helpers/avahi.js';
 import { NetLab } from '../helpers/netns.js';
 import { Nginx } from '../helpers/nginx.js';
 import { buildClosure, generateKey, makeStaticCache, removeDir, substitute, tempDir, type CacheKey, type Closure } from '../helpers/nix.js';
+import { NIX_CLIENTS, type NixClient } from '../helpers/nix-clients.js';
 import { run, startProcess, stopAll, stopProcess } from '../helpers/proc.js';
 import { announce, CLI, startProxy, type ProxyProcess } from '../helpers/proxy.js';
 import { until } from '../helpers/wait.js';
@@ -15,6 +16,8 @@ import { until } from '../helpers/wait.js';
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const LEAVES = Array.from({ length: 6 }, (_, i) => ({ name: `leaf${i}`, size: 40_000 + i * 1000 }));
 type Log = Record<string, unknown>;
+/** For test titles: every Nix each test runs, in turn. */
+const ALL = NIX_CLIENTS.map((c) => c.name).join(', ');
 
 describe('mDNS discovery across network namespaces, with real Nix, nginx, avahi', () => {
   let lab: NetLab;
@@ -58,13 +61,13 @@ describe('mDNS discovery across network namespaces, with real Nix, nginx, avahi'
 
   const proxyArgs = () => ['--upstream', 'http://127.0.0.1:8081/', '--trusted-public-key', piKey.publicKey, '--trusted-public-key', upstreamKey.publicKey];
 
-  /** Real Nix in the laptop's namespace, as a fresh client, through the proxy. */
-  async function fetchClosure(proxy: ProxyProcess) {
+  /** Real Nix (`client`) in the laptop's namespace, as a fresh client, through the proxy. */
+  async function fetchClosure(proxy: ProxyProcess, client: NixClient) {
     n++;
     const store = join(dir, `client-${n}`);
-    const res = await substitute(store, [closure.root], proxy.url, { xdgCache: join(dir, `xdg-${n}`), trustedKeys, wrapper: lab.exec('laptop'), timeoutMs: 60_000 });
-    expect(res.code, res.stderr).toBe(0);
-    expect(closure.paths.every((p) => existsSync(join(store, p)))).toBe(true);
+    const res = await substitute(store, [closure.root], proxy.url, { client, xdgCache: join(dir, `xdg-${n}`), trustedKeys, wrapper: lab.exec('laptop'), timeoutMs: 60_000 });
+    expect(res.code, `${client.name}: ${res.stderr}`).toBe(0);
+    expect(closure.paths.every((p) => existsSync(join(store, p))), client.name).toBe(true);
     return res;
   }
 
@@ -87,18 +90,21 @@ describe('mDNS discovery across network namespaces, with real Nix, nginx, avahi'
     return JSON.parse(res.stdout) as { caches: Array<Record<string, unknown>> };
   }
 
-  it('finds a Pi announced by `nix-lan-cache announce` within 3 s; Nix gets every NAR from the Pi', async () => {
+  it(`finds a Pi announced by \`nix-lan-cache announce\` within 3 s; ${ALL} each get every NAR from the Pi`, async () => {
     const announcer = await announce(lab.exec('pi'), ['--port', '8080', '--key-name', 'pi.lan-1', '--priority', '30', '--name', 'pi', '--host', 'pi.local', '--interface', lab.address('pi')]);
     const started = Date.now();
     const proxy = await startProxy(proxyArgs(), { wrapper: lab.exec('laptop') });
     await until('the Pi admitted', 3000 - (Date.now() - started), () => logged(proxy, 'discovery-admitted', piUrl));
     const ms = Date.now() - started;
 
-    const { pi: fromPi, upstream: fromUpstream } = await narsDuring(() => fetchClosure(proxy));
-    expect(fromPi).toBe(closure.paths.length);
-    expect(fromUpstream).toBe(0);
-    const snap = await discoverySnapshot(proxy);
-    expect(snap.caches).toContainEqual(expect.objectContaining({ url: piUrl, status: 'admitted', keyName: 'pi.lan-1', priority: 30, verified: closure.paths.length }));
+    for (const [i, client] of NIX_CLIENTS.entries()) {
+      const { pi: fromPi, upstream: fromUpstream } = await narsDuring(() => fetchClosure(proxy, client));
+      expect(fromPi, client.name).toBe(closure.paths.length);
+      expect(fromUpstream, client.name).toBe(0);
+      if (i > 0) continue;
+      const snap = await discoverySnapshot(proxy);
+      expect(snap.caches).toContainEqual(expect.objectContaining({ url: piUrl, status: 'admitted', keyName: 'pi.lan-1', priority: 30, verified: closure.paths.length }));
+    }
 
     // Goodbye: the proxy drops the Pi at once instead of waiting out the TTL.
     const mark = proxy.logs.length;
@@ -109,7 +115,7 @@ describe('mDNS discovery across network namespaces, with real Nix, nginx, avahi'
     await proxy.stop();
   });
 
-  it('finds a Pi announced by Debian avahi-daemon with nix/avahi/nix-cache.service within 3 s', async () => {
+  it(`finds a Pi announced by Debian avahi-daemon with nix/avahi/nix-cache.service within 3 s; ${ALL} each get every NAR from it`, async () => {
     const xml = (await readFile(join(ROOT, 'nix/avahi/nix-cache.service'), 'utf8')).replace('<port>80</port>', '<port>8080</port>');
     expect(xml).toContain('<port>8080</port>');
     const proxy1 = await startProxy(proxyArgs(), { wrapper: lab.exec('laptop') });
@@ -125,9 +131,11 @@ describe('mDNS discovery across network namespaces, with real Nix, nginx, avahi'
     console.log(`avahi: heard ${heard} ms after avahi started; found ${Date.now() - started2} ms after a proxy started`);
     await proxy1.stop();
 
-    const { pi: fromPi, upstream: fromUpstream } = await narsDuring(() => fetchClosure(proxy2));
-    expect(fromPi).toBe(closure.paths.length);
-    expect(fromUpstream).toBe(0);
+    for (const client of NIX_CLIENTS) {
+      const { pi: fromPi, upstream: fromUpstream } = await narsDuring(() => fetchClosure(proxy2, client));
+      expect(fromPi, client.name).toBe(closure.paths.length);
+      expect(fromUpstream, client.name).toBe(0);
+    }
     await proxy2.stop();
     await stopProcess(avahi);
   });
@@ -135,13 +143,15 @@ describe('mDNS discovery across network namespaces, with real Nix, nginx, avahi'
   /**
    * The tests below share one set-up, made here and not by an earlier test:
    * the Pi announced by avahi, a proxy that admitted it, and how long a fresh
-   * client takes through it. Each test puts back what it changes (links,
-   * addresses, announcers), so they pass in any order and alone.
+   * client of each Nix takes through it. Each test puts back what it changes
+   * (links, addresses, announcers), so they pass in any order and alone.
+   * Each runs every Nix in turn under the same conditions.
    */
   describe('with the Pi announced by avahi and a proxy that found it', () => {
     let proxy2: ProxyProcess;
     let avahi: ChildProcess;
-    let baselineMs = 0;
+    /** By suite: how long that Nix takes for the closure with the Pi. */
+    const baselineMs: Record<string, number> = {};
 
     beforeAll(async () => {
       const xml = (await readFile(join(ROOT, 'nix/avahi/nix-cache.service'), 'utf8')).replace('<port>80</port>', '<port>8080</port>');
@@ -152,9 +162,11 @@ describe('mDNS discovery across network namespaces, with real Nix, nginx, avahi'
       await writeFile(config, JSON.stringify({ timeouts: { lan: { hedgeMs: 1000 } } }));
       proxy2 = await startProxy([...proxyArgs(), '--config', config], { wrapper: lab.exec('laptop') });
       await until('the Pi admitted', 5000, () => logged(proxy2, 'discovery-admitted', piUrl));
-      const { result, pi: fromPi } = await narsDuring(() => fetchClosure(proxy2));
-      expect(fromPi).toBe(closure.paths.length);
-      baselineMs = result.ms;
+      for (const client of NIX_CLIENTS) {
+        const { result, pi: fromPi } = await narsDuring(() => fetchClosure(proxy2, client));
+        expect(fromPi, client.name).toBe(closure.paths.length);
+        baselineMs[client.suite] = result.ms;
+      }
     });
     afterAll(async () => {
       await proxy2?.stop();
@@ -162,13 +174,17 @@ describe('mDNS discovery across network namespaces, with real Nix, nginx, avahi'
     });
 
 
-    it('the Pi link goes down: the closure comes from upstream at most 2 s slower; link up: the Pi is used again within 5 s', async () => {
+    it(`the Pi link goes down: the closure comes from upstream at most 2 s slower (${ALL}); link up: the Pi is used again within 5 s`, async () => {
       onTestFinished(() => lab.link('pi', 'up'));
       await lab.link('pi', 'down');
-      const down = await narsDuring(() => fetchClosure(proxy2));
-      expect(down.upstream).toBe(closure.paths.length);
-      expect(down.pi).toBe(0);
-      expect(down.result.ms - baselineMs).toBeLessThan(2000);
+      const downMs: string[] = [];
+      for (const client of NIX_CLIENTS) {
+        const down = await narsDuring(() => fetchClosure(proxy2, client));
+        expect(down.upstream, client.name).toBe(closure.paths.length);
+        expect(down.pi, client.name).toBe(0);
+        expect(down.result.ms - baselineMs[client.suite]!, client.name).toBeLessThan(2000);
+        downMs.push(`${client.name} ${down.result.ms.toFixed(0)} ms vs ${baselineMs[client.suite]!.toFixed(0)} ms with the Pi`);
+      }
 
       const mark = proxy2.logs.length;
       await lab.link('pi', 'up');
@@ -178,13 +194,15 @@ describe('mDNS discovery across network namespaces, with real Nix, nginx, avahi'
         proxy2.logs.slice(mark).find((l) => (l.event === 'origin-state' && l.origin === piName && l.state === 'closed') || (l.event === 'discovery-admitted' && l.url === piUrl)),
       );
       const back = Date.now() - up;
-      const again = await narsDuring(() => fetchClosure(proxy2));
-      expect(again.pi).toBe(closure.paths.length);
-      expect(again.upstream).toBe(0);
-      console.log(`link down: ${down.result.ms.toFixed(0)} ms vs ${baselineMs.toFixed(0)} ms with the Pi; Pi usable again ${back} ms after link up`);
+      for (const client of NIX_CLIENTS) {
+        const again = await narsDuring(() => fetchClosure(proxy2, client));
+        expect(again.pi, client.name).toBe(closure.paths.length);
+        expect(again.upstream, client.name).toBe(0);
+      }
+      console.log(`link down: ${downMs.join('; ')}; Pi usable again ${back} ms after link up`);
     });
 
-    it('spoofed announcements (untrusted key; trusted key name but other signatures) are refused and logged; the Pi and upstream are unaffected', async () => {
+    it(`spoofed announcements (untrusted key; trusted key name but other signatures) are refused and logged; the Pi and upstream are unaffected (${ALL})`, async () => {
       const spoofAddr = lab.address('spoof');
       const urlA = `http://${spoofAddr}:8080/a/`;
       const urlB = `http://${spoofAddr}:8080/b/`;
@@ -200,11 +218,13 @@ describe('mDNS discovery across network namespaces, with real Nix, nginx, avahi'
       // B claims the Pi's key name and has a working nix-cache-info: admitted, on probation.
       await until('spoof B admitted', 5000, () => logged(proxy2, 'discovery-admitted', urlB, mark));
 
-      const withSpoofs = await narsDuring(() => fetchClosure(proxy2));
-      expect(withSpoofs.pi).toBe(closure.paths.length);
-      expect(withSpoofs.spoof).toBe(0);
-      expect(withSpoofs.upstream).toBe(0);
-      expect(withSpoofs.result.ms - baselineMs).toBeLessThan(1000);
+      for (const client of NIX_CLIENTS) {
+        const withSpoofs = await narsDuring(() => fetchClosure(proxy2, client));
+        expect(withSpoofs.pi, client.name).toBe(closure.paths.length);
+        expect(withSpoofs.spoof, client.name).toBe(0);
+        expect(withSpoofs.upstream, client.name).toBe(0);
+        expect(withSpoofs.result.ms - baselineMs[client.suite]!, client.name).toBeLessThan(1000);
+      }
       const refusedB = logged(proxy2, 'discovery-refused', urlB, mark);
       expect(String(refusedB?.reason)).toMatch(/without a valid signature by pi\.lan-1/);
       expect(proxy2.logs.slice(mark).some((l) => l.event === 'untrusted-narinfo')).toBe(true);
@@ -215,10 +235,12 @@ describe('mDNS discovery across network namespaces, with real Nix, nginx, avahi'
       // Away from the Pi, with the spoofs still on the network: upstream serves everything.
       await lab.link('pi', 'down');
       try {
-        const away = await narsDuring(() => fetchClosure(proxy2));
-        expect(away.upstream).toBe(closure.paths.length);
-        expect(away.spoof).toBe(0);
-        expect(away.result.ms - baselineMs).toBeLessThan(2000);
+        for (const client of NIX_CLIENTS) {
+          const away = await narsDuring(() => fetchClosure(proxy2, client));
+          expect(away.upstream, client.name).toBe(closure.paths.length);
+          expect(away.spoof, client.name).toBe(0);
+          expect(away.result.ms - baselineMs[client.suite]!, client.name).toBeLessThan(2000);
+        }
       } finally {
         await lab.link('pi', 'up');
       }
@@ -237,7 +259,7 @@ describe('mDNS discovery across network namespaces, with real Nix, nginx, avahi'
       expect(table.stdout.split('\n').find((l) => l.startsWith(urlB))).toMatch(/pi\.lan-1\s+refused\s.*without a valid signature by pi\.lan-1/);
     });
 
-    it('the laptop gets a new address: the proxy notices, rebinds its mDNS sockets and still hears announcements', async () => {
+    it(`the laptop gets a new address: the proxy notices, rebinds its mDNS sockets and still hears announcements; ${ALL} still get the Pi`, async () => {
       const mark = proxy2.logs.length;
       await run('ip', ['-n', lab.ns('laptop'), 'addr', 'add', `10.231.42.200/24`, 'dev', 'eth0']);
       onTestFinished(async () => {
@@ -249,8 +271,10 @@ describe('mDNS discovery across network namespaces, with real Nix, nginx, avahi'
       const refused = await until('the late announcement heard', 5000, () => logged(proxy2, 'discovery-refused', late, mark));
       expect(String(refused.reason)).toMatch(/"late-1" is not one of the trusted keys/);
       // The Pi stays in use.
-      const after = await narsDuring(() => fetchClosure(proxy2));
-      expect(after.pi).toBe(closure.paths.length);
+      for (const client of NIX_CLIENTS) {
+        const after = await narsDuring(() => fetchClosure(proxy2, client));
+        expect(after.pi, client.name).toBe(closure.paths.length);
+      }
       await stopProcess(lateAnnouncer);
     });
     it('a Pi that loses power (no goodbye) is dropped when its announcement\'s TTL runs out', async () => {

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NetLab } from '../helpers/netns.js';
 import { Nginx } from '../helpers/nginx.js';
 import { buildClosure, generateKey, makeStaticCache, removeDir, substitute, tempDir, type CacheKey, type Closure } from '../helpers/nix.js';
+import { NIX_CLIENTS, type NixClient } from '../helpers/nix-clients.js';
 import { collectJsonLines, run, runOk, startProcess, stopAll, stopProcess, type LogEntry } from '../helpers/proc.js';
 import { announce, CLI, exitCode, serveUntilExit, startProxy, type ProxyProcess } from '../helpers/proxy.js';
 import { until } from '../helpers/wait.js';
@@ -16,6 +17,8 @@ import { until } from '../helpers/wait.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const UNKNOWN = `${'0'.repeat(32)}.narinfo`;
+/** For test titles: every Nix each test runs, in turn. */
+const ALL = NIX_CLIENTS.map((c) => c.name).join(', ');
 
 interface Poll {
   at: number;
@@ -211,17 +214,24 @@ describe('a laptop whose network comes and goes, with real Nix, nginx and an ann
   const logged = (event: string, since: number, extra: (l: LogEntry) => boolean = () => true) => proxy.logs.slice(since).find((l) => l.event === event && extra(l));
   const piName = () => `mdns:${new URL(piUrl).host}`;
 
-  /** Real Nix, a fresh client in the laptop's namespace, through the proxy: which server sent the NARs. */
-  async function fetchClosure(): Promise<{ pi: number; upstream: number }> {
+  /** Real Nix (`client`), a fresh client in the laptop's namespace, through the proxy: which server sent the NARs. */
+  async function fetchClosure(client: NixClient): Promise<{ pi: number; upstream: number }> {
     n++;
     const before = await Promise.all([pi.narHits(), upstream.narHits()]);
     const store = join(dir, `client-${n}`);
-    const res = await substitute(store, [closure.root], proxy.url, { xdgCache: join(dir, `xdg-${n}`), trustedKeys: [piKey.publicKey, upstreamKey.publicKey], wrapper: lab.exec('laptop'), timeoutMs: 60_000 });
-    expect(res.code, res.stderr).toBe(0);
-    expect(closure.paths.every((p) => existsSync(join(store, p)))).toBe(true);
+    const res = await substitute(store, [closure.root], proxy.url, { client, xdgCache: join(dir, `xdg-${n}`), trustedKeys: [piKey.publicKey, upstreamKey.publicKey], wrapper: lab.exec('laptop'), timeoutMs: 60_000 });
+    expect(res.code, `${client.name}: ${res.stderr}`).toBe(0);
+    expect(closure.paths.every((p) => existsSync(join(store, p))), client.name).toBe(true);
     const after = await Promise.all([pi.narHits(), upstream.narHits()]);
     const [p, u] = after.map((a, i) => a.length - before[i]!.length);
     return { pi: p!, upstream: u! };
+  }
+
+  /** Each Nix in turn fetches the closure: every NAR from `from`. */
+  async function everyNixFetchesFrom(from: 'pi' | 'upstream'): Promise<void> {
+    for (const client of NIX_CLIENTS) {
+      expect(await fetchClosure(client), client.name).toEqual({ pi: from === 'pi' ? closure.paths.length : 0, upstream: from === 'upstream' ? closure.paths.length : 0 });
+    }
   }
 
   async function routeAppears(): Promise<void> {
@@ -230,7 +240,7 @@ describe('a laptop whose network comes and goes, with real Nix, nginx and an ann
     await run('ip', ['-n', lab.ns('laptop'), 'route', 'add', '224.0.0.0/4', 'dev', 'eth0']);
   }
 
-  it('starts with no address and no route: answers at once; when a route appears, the announced Pi is found within 5 s', async () => {
+  it(`starts with no address and no route: answers at once; when a route appears, the announced Pi is found within 5 s and ${ALL} each get every NAR from it`, async () => {
     await runOk('ip', ['-n', lab.ns('laptop'), 'addr', 'flush', 'dev', 'eth0']);
     await runOk('ip', ['-n', lab.ns('laptop'), 'link', 'set', 'eth0', 'down']);
     proxy = await startProxy(proxyArgs(), { wrapper: lab.exec('laptop') });
@@ -242,7 +252,7 @@ describe('a laptop whose network comes and goes, with real Nix, nginx and an ann
     const t0 = Date.now();
     await until('the Pi admitted after the route appeared', 5000, () => logged('discovery-admitted', mark, (l) => l.url === piUrl));
     console.log(`route appeared: Pi admitted after ${Date.now() - t0} ms`);
-    expect(await fetchClosure()).toEqual({ pi: closure.paths.length, upstream: 0 });
+    await everyNixFetchesFrom('pi');
   });
 
   it('port already taken with mDNS on: the second proxy exits 1 within a second of the failure and releases its lock', async () => {
@@ -258,7 +268,7 @@ describe('a laptop whose network comes and goes, with real Nix, nginx and an ann
     expectAlwaysAnswered(await pollWhile(lab.ns('laptop'), `${proxy.url}/${UNKNOWN}`, 500), 1);
   });
 
-  it("the laptop's link goes down: still answering, and `nix-store -r` works from upstream; link up: the Pi is back within 5 s", async () => {
+  it(`the laptop's link goes down: still answering, and \`nix-store -r\` works from upstream (${ALL}); link up: the Pi is back within 5 s`, async () => {
     const mark = proxy.logs.length;
     const polls = await pollWhile(lab.ns('laptop'), `${proxy.url}/${UNKNOWN}`, 10_000, async () => {
       await lab.link('laptop', 'down');
@@ -269,7 +279,7 @@ describe('a laptop whose network comes and goes, with real Nix, nginx and an ann
     });
     expect(proxy.child.exitCode).toBeNull();
     expectAlwaysAnswered(polls, 20);
-    expect(await fetchClosure()).toEqual({ pi: 0, upstream: closure.paths.length });
+    await everyNixFetchesFrom('upstream');
 
     const mark2 = proxy.logs.length;
     await lab.link('laptop', 'up');
@@ -278,7 +288,7 @@ describe('a laptop whose network comes and goes, with real Nix, nginx and an ann
     console.log(`link up: Pi in use after ${Date.now() - t0} ms`);
   });
 
-  it("the laptop's address is removed with the link up: still answering, `nix-store -r` works from upstream; back: the Pi is found within 5 s", async () => {
+  it(`the laptop's address is removed with the link up: still answering, \`nix-store -r\` works from upstream (${ALL}); back: the Pi is found within 5 s`, async () => {
     const mark = proxy.logs.length;
     const polls = await pollWhile(lab.ns('laptop'), `${proxy.url}/${UNKNOWN}`, 10_000, async () => {
       await runOk('ip', ['-n', lab.ns('laptop'), 'addr', 'del', `${laptopAddr}/24`, 'dev', 'eth0']);
@@ -286,7 +296,7 @@ describe('a laptop whose network comes and goes, with real Nix, nginx and an ann
     });
     expect(proxy.child.exitCode).toBeNull();
     expectAlwaysAnswered(polls, 20);
-    expect(await fetchClosure()).toEqual({ pi: 0, upstream: closure.paths.length });
+    await everyNixFetchesFrom('upstream');
 
     const mark2 = proxy.logs.length;
     await routeAppears();

@@ -6,7 +6,8 @@ import { buildClosure, generateKey, removeDir, substitute, tempDir, type CacheKe
 import { writePushTempFiles, startServerBlock } from '../helpers/pi-server-block.js';
 import { freePort } from '../helpers/ports.js';
 import { run, stopAll } from '../helpers/proc.js';
-import { CLI, startProxy } from '../helpers/proxy.js';
+import { NIX_CLIENTS } from '../helpers/nix-clients.js';
+import { CLI, startProxy, type ProxyProcess } from '../helpers/proxy.js';
 
 const DOC = new URL('../../docs/pi.md', import.meta.url);
 
@@ -34,40 +35,55 @@ describe('docs/pi.md, followed as written on a Pi without NixOS', () => {
     await removeDir(dir);
   });
 
-  it("the doc's nginx server block serves a cache filled by `push`, never push's temporary files; real Nix substitutes it through the proxy", async () => {
-    const cache = join(dir, 'srv-nix-cache');
-    const pushed = await run(process.execPath, [CLI, 'push', '--to', cache, '--key-file', key.secretFile, '--root', 'laptop', closure.root], { timeoutMs: 120_000 });
-    expect(pushed.code, pushed.stderr).toBe(0);
+  describe("the doc's nginx server block, serving a cache filled by `push`, behind the proxy", () => {
+    let cache: string;
+    let port: number;
+    let nginx: Awaited<ReturnType<typeof startServerBlock>>;
+    let proxy: ProxyProcess;
+    const pi = () => `http://127.0.0.1:${port}/`;
 
-    // The block as written, with the port and root of this test and nothing else changed.
-    const port = await freePort();
-    const block = (await docServerBlock())
-      .replace(/listen 8080; listen \[::\]:8080;/, `listen 127.0.0.1:${port};`)
-      .replace('root /srv/nix-cache;', `root ${cache};`);
-    expect(block).toContain(`listen 127.0.0.1:${port};`);
-    expect(block).toContain(`root ${cache};`);
-    const nginx = await startServerBlock(block, join(dir, 'nginx'), port);
-    try {
-      const pi = `http://127.0.0.1:${port}/`;
-      const info = await fetch(`${pi}nix-cache-info`);
+    beforeAll(async () => {
+      cache = join(dir, 'srv-nix-cache');
+      const pushed = await run(process.execPath, [CLI, 'push', '--to', cache, '--key-file', key.secretFile, '--root', 'laptop', closure.root], { timeoutMs: 120_000 });
+      expect(pushed.code, pushed.stderr).toBe(0);
+
+      // The block as written, with the port and root of this test and nothing else changed.
+      port = await freePort();
+      const block = (await docServerBlock())
+        .replace(/listen 8080; listen \[::\]:8080;/, `listen 127.0.0.1:${port};`)
+        .replace('root /srv/nix-cache;', `root ${cache};`);
+      expect(block).toContain(`listen 127.0.0.1:${port};`);
+      expect(block).toContain(`root ${cache};`);
+      nginx = await startServerBlock(block, join(dir, 'nginx'), port);
+      proxy = await startProxy(['--no-mdns', '--lan', pi(), '--upstream', `http://127.0.0.1:${await freePort()}/`, '--trusted-public-key', key.publicKey]);
+    });
+    afterAll(async () => {
+      await proxy?.stop();
+      await nginx?.stop();
+    });
+
+    it('answers nix-cache-info as a cache, and 404 for the roots push keeps', async () => {
+      const info = await fetch(`${pi()}nix-cache-info`);
       expect(info.headers.get('content-type')).toBe('text/x-nix-cache-info');
-      expect((await fetch(`${pi}roots/laptop`)).status).toBe(404);
+      expect((await fetch(`${pi()}roots/laptop`)).status).toBe(404);
+    });
 
-      const proxy = await startProxy(['--no-mdns', '--lan', pi, '--upstream', `http://127.0.0.1:${await freePort()}/`, '--trusted-public-key', key.publicKey]);
-      const store = join(dir, 'client');
-      const res = await substitute(store, [closure.root], proxy.url, { xdgCache: join(dir, 'xdg'), trustedKeys: [key.publicKey] });
-      expect(res.code, res.stderr).toBe(0);
-      expect(closure.paths.every((p) => existsSync(join(store, p)))).toBe(true);
-      const log = await readFile(nginx.accessLog, 'utf8');
-      expect(log.match(/GET \/nar\/\S+ HTTP\/1\.1" 200/g)).toHaveLength(closure.paths.length);
-      await proxy.stop();
-
-      // A push half-way: its temporary narinfo and NAR are never served.
-      for (const p of await writePushTempFiles(cache)) {
-        expect((await fetch(`${pi}${p}`)).status, p).toBe(404);
-      }
-    } finally {
-      await nginx.stop();
+    for (const client of NIX_CLIENTS) {
+      it(`${client.name} substitutes it through the proxy, every NAR from nginx`, async () => {
+        const before = ((await readFile(nginx.accessLog, 'utf8')).match(/GET \/nar\/\S+ HTTP\/1\.1" 200/g) ?? []).length;
+        const store = join(dir, `client-${client.suite}`);
+        const res = await substitute(store, [closure.root], proxy.url, { client, xdgCache: join(dir, `xdg-${client.suite}`), trustedKeys: [key.publicKey] });
+        expect(res.code, res.stderr).toBe(0);
+        expect(closure.paths.every((p) => existsSync(join(store, p)))).toBe(true);
+        const after = ((await readFile(nginx.accessLog, 'utf8')).match(/GET \/nar\/\S+ HTTP\/1\.1" 200/g) ?? []).length;
+        expect(after - before).toBe(closure.paths.length);
+      });
     }
+
+    it("never serves push's temporary files: a push half-way", async () => {
+      for (const p of await writePushTempFiles(cache)) {
+        expect((await fetch(`${pi()}${p}`)).status, p).toBe(404);
+      }
+    });
   });
 });

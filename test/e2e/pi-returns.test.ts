@@ -1,11 +1,14 @@
 import { request } from 'node:http';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { LINKS, startLink, type LinkMode } from '../helpers/link.js';
+import { NIX_CLIENTS, type NixClient } from '../helpers/nix-clients.js';
 import { household, type Household } from '../helpers/scenario.js';
 import { startProxy, type ProxyProcess } from '../helpers/proxy.js';
 import { run, stopAll } from '../helpers/proc.js';
-import { nixEnv } from '../helpers/nix.js';
-import { readFile } from 'node:fs/promises';
+import { nixEnv, removeDir, substitute } from '../helpers/nix.js';
+import { piHome, type NarRead, type PiHome } from '../helpers/pi-home.js';
 import { parseNarInfo } from '../../src/protocol/narinfo.js';
 
 const LEAVES = Array.from({ length: 4 }, (_, i) => ({ name: `leaf${i}`, size: 50_000 }));
@@ -136,5 +139,89 @@ describe('the proxy as an HTTP server', () => {
     expect(post.status).toBe(404);
     expect(proxy.child.exitCode).toBeNull();
     expect((await get(proxy.url, '/nix-cache-info')).status).toBe(200);
+  });
+});
+
+/** What the Pi does while it is away (test/helpers/link.ts). */
+const AWAY: LinkMode[] = ['refused', 'blackhole', 'slow', 'drip'];
+/** How long the Pi stays away at least, Nix working all the while: past every first-byte timeout, and its probes fail. */
+const AWAY_MS = 3000;
+/** How soon after it is back the Pi must serve a NAR again (issue 22). */
+const BACK_WITHIN_MS = 5000;
+/** How long the laptop goes on after the Pi is back, at most, to see when it is used again (or that it is not). */
+const WATCH_MS = 15_000;
+
+describe('the Pi comes back, whatever it did while away: real Nix gets NARs from it again within 5 s', () => {
+  let home: PiHome;
+
+  // 13 paths of 60 kB of text, two levels under the root.
+  beforeAll(async () => void (home = await piHome('back', { levels: 2, width: 6, fanout: 2, bytes: 60_000 })), 600_000);
+  afterAll(async () => {
+    await stopAll();
+    await home?.cleanup();
+  });
+
+  /**
+   * One laptop and its proxy: its Nix keeps its narinfo cache from one command to the next (as ~/.cache/nix
+   * does), and each command substitutes the closure into a fresh store, so it fetches every NAR again. `left`:
+   * the laptop used the Pi before it went away (the proxy holds the Pi's narinfos, Nix asks it for NARs only,
+   * each tried at the Pi first); otherwise it first meets the Pi away (the proxy finds the narinfos upstream
+   * while the Pi does not answer in time, and keeps them).
+   */
+  async function leaveAndReturn(client: NixClient, mode: LinkMode, left: boolean): Promise<void> {
+    const { closure, upstream } = home;
+    const link = await startLink({ target: { host: '127.0.0.1', port: home.pi.port }, ...LINKS.wifi });
+    onTestFinished(() => link.close());
+    const proxy = await home.proxyBehind(link);
+    onTestFinished(() => proxy.stop());
+    const name = `${client.suite}-${mode}-${left ? 'left' : 'away'}`;
+    const xdgCache = join(home.dir, `xdg-${name}`);
+    let n = 0;
+    const nix = async () => {
+      const store = join(home.dir, `store-${name}-${++n}`);
+      const res = await substitute(store, [closure.root], proxy.url, { client, xdgCache, trustedKeys: home.trustedKeys, timeoutMs: 90_000, wrapper: home.laptop });
+      await removeDir(store);
+      expect(res.code, res.stderr.slice(-2000)).toBe(0);
+      return Math.round(res.ms);
+    };
+    const narsToNix = async () => {
+      const s = (await (await fetch(`${proxy.url}/_/stats`)).json()) as { periods: { sinceInstall: { origins: Record<string, { nar: { requests: number } }> } } };
+      const of = (url: string) => s.periods.sinceInstall.origins[new URL(url).host]?.nar.requests ?? 0;
+      return { pi: of(link.url), upstream: of(upstream.url) };
+    };
+
+    if (left) await nix();
+    const before = await narsToNix();
+    await link.setMode(mode);
+    const gone = Date.now();
+    const away: number[] = [];
+    for (let i = 0; i < 40 && (i === 0 || Date.now() - gone < AWAY_MS); i++) away.push(await nix());
+    const whileAway = await narsToNix();
+    // Nix worked all the while, from upstream.
+    expect(whileAway.upstream - before.upstream).toBeGreaterThan(0);
+
+    await link.setMode('up');
+    const back = Date.now();
+    let first: NarRead | undefined;
+    const commands: number[] = [];
+    for (let i = 0; i < 40 && !first && Date.now() - back < WATCH_MS; i++) {
+      commands.push(await nix());
+      first = (await home.piNarReads()).find((r) => r.startedAt >= back);
+    }
+    const after = await narsToNix();
+    const why = JSON.stringify(proxy.logs.filter((l) => Number(l.level) >= 40 || ['origin-state', 'origin-back', 'origin-slow', 'origin-answers'].includes(String(l.event))).slice(-8));
+    console.log(
+      `${client.name}, ${left ? 'left home' : 'started away'}, the Pi ${mode}: away ${back - gone} ms, ${away.length} commands of ${Math.min(...away)}-${Math.max(...away)} ms ` +
+        `(NARs from upstream ${whileAway.upstream - before.upstream}, the Pi ${whileAway.pi - before.pi}); back: first NAR read from the Pi ` +
+        `${first ? `${first.startedAt - back} ms` : `none in ${WATCH_MS / 1000} s`} after its return, commands ${commands.join(', ')} ms; NARs to Nix since: from the Pi ${after.pi - whileAway.pi}, upstream ${after.upstream - whileAway.upstream}`,
+    );
+    expect(first, why).toBeDefined();
+    expect(first!.startedAt - back, why).toBeLessThan(BACK_WITHIN_MS);
+    expect(after.pi - whileAway.pi, why).toBeGreaterThan(0);
+  }
+
+  describe.each(NIX_CLIENTS)('$name', (client) => {
+    it.each(AWAY)('left home, the Pi %s while Nix works from upstream, then back: its first NAR read comes within 5 s', (mode) => leaveAndReturn(client, mode, true), 120_000);
+    it.each(AWAY)('started away, the Pi %s while Nix works from upstream, then back: its first NAR read comes within 5 s', (mode) => leaveAndReturn(client, mode, false), 120_000);
   });
 });

@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { request } from 'node:http';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseNarInfo } from '../../src/protocol/narinfo.js';
@@ -39,7 +39,10 @@ describe('graceful shutdown', () => {
   });
 
   it('SIGTERM during a NAR download: the download completes whole, the proxy then exits 0', async () => {
-    const proxy = await startProxy(['--no-mdns', '--lan', h.pi.url, '--upstream', h.upstream.url, '--trusted-public-key', h.piKey.publicKey]);
+    // Streamed, not held back until verified (holdMaxSeconds 0): the first byte comes while the Pi still sends.
+    const config = join(h.dir, 'streamed.json');
+    await writeFile(config, JSON.stringify({ cache: { holdMaxSeconds: 0 } }));
+    const proxy = await startProxy(['--no-mdns', '--config', config, '--lan', h.pi.url, '--upstream', h.upstream.url, '--trusted-public-key', h.piKey.publicKey]);
     const big = h.closure.paths.find((p) => p.endsWith('-big'))!;
     const hash = big.slice(11, 43);
     const served = parseNarInfo((await fetchBody(`${proxy.url}/${hash}.narinfo`)).body.toString());

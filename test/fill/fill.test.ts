@@ -7,7 +7,8 @@ import { request } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { buildFillApp } from '../../src/fill/app.js';
-import { CacheSize } from '../../src/fill/cache-size.js';
+import { cacheBytes, CacheSize } from '../../src/fill/cache-size.js';
+import { LocalFillStore } from '../../src/fill/store.js';
 import { Filler } from '../../src/fill/filler.js';
 import { FillStats } from '../../src/fill/stats.js';
 import { HttpOrigin } from '../../src/origins/http-origin.js';
@@ -52,11 +53,12 @@ async function startFill(opts: { maxSize?: number; upstreamUrl?: string } = {}):
     }),
   ];
   const stats = new FillStats();
-  const size = new CacheSize(cache);
+  const size = new CacheSize(() => cacheBytes(cache));
   await size.start(60_000);
-  const filler = new Filler({ target, upstreams, stats, log, size, maxSize: opts.maxSize });
+  const store = new LocalFillStore(target);
+  const filler = new Filler({ target: store, upstreams, stats, log, size, maxSize: opts.maxSize });
   await filler.open();
-  const app = buildFillApp({ cacheDir: target.root, filler, upstreams, stats, log });
+  const app = buildFillApp({ store, filler, upstreams, stats, log });
   await app.listen({ host: '127.0.0.1', port: 0 });
   const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}/`;
   return {

@@ -12,9 +12,25 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
  *   flow again when the link is back up, as TCP would retransmit them;
  * - `refused`: nothing listens (new connections are refused) and every open
  *   connection is closed with a FIN toward the client, as when the Pi's
- *   nginx dies mid-response.
+ *   nginx dies mid-response;
+ * - `slow`: bytes flow, late and slowly (SLOW: 300 ms more each way, so a
+ *   response head comes past the proxy's 200 ms deadlines but within its
+ *   800 ms first-byte timeout, and 32 kB/s shared): a Pi at the far edge of
+ *   the Wi-Fi, or one that is swapping;
+ * - `drip`: each connection's bytes trickle, a few at a time (DRIP: 64
+ *   bytes every 100 ms each way), never silent long enough for an idle
+ *   timeout: a dying SD card, a link about to drop.
+ *
+ * Whatever the mode was, bytes it still holds go on at the link's own
+ * latency and rate from the moment it is `up` again (TCP's retransmits once
+ * the air is clear), in order.
  */
-export type LinkMode = 'up' | 'blackhole' | 'refused';
+export type LinkMode = 'up' | 'blackhole' | 'refused' | 'slow' | 'drip';
+
+/** The `slow` mode: added to the link's latency each way, and the rate it is held to (bytes per second, shared). */
+export const SLOW = { extraLatencyMs: 300, bytesPerSec: 32_000 };
+/** The `drip` mode: each connection's bytes, each way, in pieces of `bytes` every `everyMs`. */
+export const DRIP = { bytes: 64, everyMs: 100 };
 
 export interface LinkProfile {
   /** Added to every chunk, each way (half the round trip). */
@@ -63,85 +79,159 @@ interface Pipe {
   nextFree: number;
 }
 
+/** How the link treats bytes in the mode it is in: latency each way, the pipe's rate (0: unlimited), and the pieces of a drip. */
+interface Shape {
+  latencyMs: number;
+  bytesPerSec: number;
+  piece: number;
+  gapMs: number;
+}
+
+function shapeOf(mode: LinkMode, latencyMs: number, bytesPerSec: number): Shape {
+  if (mode === 'slow') return { latencyMs: latencyMs + SLOW.extraLatencyMs, bytesPerSec: bytesPerSec > 0 ? Math.min(bytesPerSec, SLOW.bytesPerSec) : SLOW.bytesPerSec, piece: Infinity, gapMs: 0 };
+  if (mode === 'drip') return { latencyMs, bytesPerSec, piece: DRIP.bytes, gapMs: DRIP.everyMs };
+  return { latencyMs, bytesPerSec, piece: Infinity, gapMs: 0 };
+}
+
+/** Bytes that go on the wire at once (an aggregate of Wi-Fi frames): what another connection waits behind. */
+const WIRE_PIECE = 16 * 1024;
+
+type Timer = NodeJS.Timeout | NodeJS.Immediate;
+
+/** Sub-millisecond waits (Gigabit) would round up to a whole timer tick. */
+function after(ms: number, fn: () => void): Timer {
+  return ms < 1 ? setImmediate(fn) : setTimeout(fn, ms);
+}
+
+function clear(timer: Timer | undefined): void {
+  clearTimeout(timer as NodeJS.Timeout);
+  clearImmediate(timer as NodeJS.Immediate);
+}
+
 /**
- * One direction of one connection: each chunk leaves the link's shared pipe
- * no faster than its rate allows and arrives `latencyMs` later. One FIFO and
- * one timer per direction, so order is kept whatever the timers' granularity.
- * While `held()` nothing is delivered (a blackhole); `release()` goes on.
+ * One direction of one connection, in two stages as on a real link. On the
+ * wire: one piece at a time, each taking the link's shared pipe for as long
+ * as its rate says, so connections take turns a piece each (a new
+ * connection's first bytes wait behind one piece per busy connection, not
+ * behind all their bytes). In flight: each piece arrives `latencyMs` after it
+ * left the wire, in order. A receiver that stops reading (its socket's
+ * buffer full) stops its connection's next pieces from going on the wire,
+ * as TCP's window does, and its source stops being read once a megabyte
+ * waits. While `held()` nothing moves (a blackhole). When the mode changes,
+ * `retime()` sends what is in flight or waiting anew, from now.
  */
 class Direction {
-  private readonly queue: Array<{ chunk: Buffer | null; at: number }> = [];
+  /** Read from the source, not on the wire yet. */
+  private waiting: Array<Buffer | null> = [];
+  /** Off the wire, arriving at `at`, in order. */
+  private flying: Array<{ chunk: Buffer | null; at: number }> = [];
+  /** Bytes waiting or in flight (the source is paused above MAX_QUEUED). */
   private queued = 0;
-  private timer: NodeJS.Timeout | NodeJS.Immediate | undefined;
+  /** When the last piece sent arrives: the next never arrives before it (plus a drip's gap). */
+  private lastAt = -Infinity;
+  /** A piece is on the wire; the next goes when it is off. */
+  private sending: Timer | undefined;
+  private delivering: Timer | undefined;
+  /** The receiver asked to wait (its socket's buffer is full) until 'drain'. */
+  private full = false;
 
   constructor(
     private readonly src: Socket,
     private readonly dst: Socket,
-    private readonly latencyMs: number,
     private readonly pipe: Pipe,
+    private readonly shape: (pipeBytesPerSec: number) => Shape,
     private readonly held: () => boolean,
     private readonly onBytes: (n: number) => void,
   ) {
     src.on('data', (chunk: Buffer) => {
       this.queued += chunk.length;
       if (this.queued > MAX_QUEUED) src.pause();
-      this.enqueue(chunk);
+      this.waiting.push(chunk);
+      this.send();
     });
-    src.on('end', () => this.enqueue(null));
+    src.on('end', () => {
+      this.waiting.push(null);
+      this.send();
+    });
+    dst.on('drain', () => {
+      this.full = false;
+      this.send();
+    });
     dst.on('close', () => {
       this.cancel();
-      this.queue.length = 0;
+      this.waiting = [];
+      this.flying = [];
     });
   }
 
-  release(): void {
+  /** The mode changed: what is in flight or waiting goes on as the link now is, from now. */
+  retime(): void {
     this.cancel();
-    this.schedule();
+    this.waiting = [...this.flying.map((f) => f.chunk), ...this.waiting];
+    this.flying = [];
+    this.lastAt = -Infinity;
+    this.send();
+    this.deliver();
   }
 
-  private enqueue(chunk: Buffer | null): void {
-    const n = chunk?.length ?? 0;
-    // The pipe is shared by every connection in this direction; latency is per chunk.
-    const start = Math.max(performance.now(), this.pipe.nextFree);
-    this.pipe.nextFree = start + (this.pipe.bytesPerSec > 0 ? (n * 1000) / this.pipe.bytesPerSec : 0);
-    this.queue.push({ chunk, at: Math.max(this.pipe.nextFree + this.latencyMs, this.queue.at(-1)?.at ?? 0) });
-    if (!this.timer) this.schedule();
+  /** Puts the next piece on the wire, if the link, the receiver and the wire let it. */
+  private send(): void {
+    if (this.sending || this.full || this.held() || this.waiting.length === 0) return;
+    const shape = this.shape(this.pipe.bytesPerSec);
+    const size = Math.min(shape.piece, WIRE_PIECE);
+    let chunk = this.waiting[0]!;
+    if (chunk !== null && chunk.length > size) {
+      this.waiting[0] = chunk.subarray(size);
+      chunk = chunk.subarray(0, size);
+    } else this.waiting.shift();
+    const now = performance.now();
+    const start = Math.max(now, this.pipe.nextFree);
+    const off = start + (shape.bytesPerSec > 0 ? ((chunk?.length ?? 0) * 1000) / shape.bytesPerSec : 0);
+    this.pipe.nextFree = off;
+    this.lastAt = Math.max(off + shape.latencyMs, this.lastAt + shape.gapMs);
+    this.flying.push({ chunk, at: this.lastAt });
+    if (!this.delivering) this.deliver();
+    this.sending = after(off - now, () => {
+      this.sending = undefined;
+      this.send();
+    });
   }
 
-  private schedule(): void {
-    if (this.queue.length === 0 || this.held()) return;
-    const wait = this.queue[0]!.at - performance.now();
-    // Sub-millisecond latencies (Gigabit) would round up to a whole timer tick.
-    this.timer = wait < 1 ? setImmediate(() => this.flush()) : setTimeout(() => this.flush(), wait);
-  }
-
-  private cancel(): void {
-    if (this.timer) {
-      clearTimeout(this.timer as NodeJS.Timeout);
-      clearImmediate(this.timer as NodeJS.Immediate);
-    }
-    this.timer = undefined;
-  }
-
-  private flush(): void {
-    this.timer = undefined;
+  /** Hands the receiver every piece that has arrived, in order; waits for the next. */
+  private deliver(): void {
+    this.delivering = undefined;
     if (this.held()) return;
     const now = performance.now();
-    while (this.queue.length > 0 && this.queue[0]!.at <= now) {
-      const { chunk } = this.queue.shift()!;
+    while (this.flying.length > 0 && this.flying[0]!.at <= now) {
+      const { chunk } = this.flying.shift()!;
       if (chunk === null) {
         this.dst.end();
         continue;
       }
       this.queued -= chunk.length;
       if (!this.dst.destroyed) {
-        this.dst.write(chunk);
+        if (!this.dst.write(chunk)) this.full = true;
         this.onBytes(chunk.length);
       }
     }
     if (this.queued <= MAX_QUEUED && this.src.isPaused()) this.src.resume();
-    this.schedule();
+    if (this.flying.length > 0) this.delivering = after(this.flying[0]!.at - now, () => this.deliver());
   }
+
+  private cancel(): void {
+    clear(this.sending);
+    clear(this.delivering);
+    this.sending = this.delivering = undefined;
+  }
+}
+
+interface LinkState {
+  options: LinkOptions;
+  down: Pipe;
+  up: Pipe;
+  shape: (pipeBytesPerSec: number) => Shape;
+  held: () => boolean;
+  onBytes: (n: number) => void;
 }
 
 /** One relayed connection: the client's socket, the target's (made when the link is up), both directions. */
@@ -152,7 +242,7 @@ class Relayed {
 
   constructor(
     readonly client: Socket,
-    private readonly link: { options: LinkOptions; down: Pipe; up: Pipe; held: () => boolean; onBytes: (n: number) => void },
+    private readonly link: LinkState,
   ) {
     client.on('error', () => this.destroy());
     client.on('close', () => this.target?.destroy());
@@ -163,21 +253,21 @@ class Relayed {
 
   private readonly hold = (chunk: Buffer) => void this.early.push(chunk);
 
-  /** The link is up (again): connect a connection that came in while blackholed, release held bytes. */
+  /** The link changed mode (and is not blackholed): connect a connection that came in while it was, time held bytes anew. */
   resume(): void {
     if (!this.target) this.connect();
-    for (const d of this.directions) d.release();
+    for (const d of this.directions) d.retime();
   }
 
   private connect(): void {
-    const { options, down, up, held, onBytes } = this.link;
+    const { options, down, up, shape, held, onBytes } = this.link;
     const target = createConnection(options.target);
     this.target = target;
     target.on('error', () => this.destroy());
     target.on('close', () => setTimeout(() => this.client.destroy(), options.latencyMs + 10_000).unref());
     this.client.off('data', this.hold);
-    this.directions.push(new Direction(this.client, target, options.latencyMs, up, held, () => {}));
-    this.directions.push(new Direction(target, this.client, options.latencyMs, down, held, onBytes));
+    this.directions.push(new Direction(this.client, target, up, shape, held, () => {}));
+    this.directions.push(new Direction(target, this.client, down, shape, held, onBytes));
     for (const chunk of this.early.splice(0)) this.client.emit('data', chunk);
   }
 
@@ -199,11 +289,12 @@ export async function startLink(options: LinkOptions): Promise<Link> {
   let mode: LinkMode = 'up';
   let down = 0;
   let accepted = 0;
-  const link = {
+  const link: LinkState = {
     options,
     down: { bytesPerSec: options.downBytesPerSec, nextFree: 0 },
     up: { bytesPerSec: options.upBytesPerSec ?? 0, nextFree: 0 },
-    held: () => mode !== 'up',
+    shape: (pipeBytesPerSec) => shapeOf(mode, options.latencyMs, pipeBytesPerSec),
+    held: () => mode === 'blackhole' || mode === 'refused',
     onBytes: (n: number) => void (down += n),
   };
   const server: Server = createServer((client) => {
@@ -240,7 +331,10 @@ export async function startLink(options: LinkOptions): Promise<Link> {
         return;
       }
       if (was === 'refused') await listen(port);
-      if (next === 'up') for (const r of open) r.resume();
+      if (next === 'blackhole') return;
+      // What the last mode queued on the shared pipes goes on at this mode's pace, from now.
+      link.down.nextFree = link.up.nextFree = 0;
+      for (const r of open) r.resume();
     },
     async close() {
       mode = 'refused';

@@ -53,11 +53,14 @@ const built: string[] = [];
  * Deletes from the real /nix/store every closure this test file built, with
  * the derivations that built them, so runs don't pile up test paths. Paths
  * something else still uses (another file's closures never are: salts differ)
- * are left, as `nix-store --delete` refuses live paths.
+ * are left, as `nix-store --delete` refuses live paths. A root already gone
+ * (another run on this machine built and deleted the same path) is skipped.
  */
 export async function deleteBuiltClosures(): Promise<void> {
   if (built.length === 0) return;
-  const roots = built.splice(0);
+  const invalid = new Set((await runOk('nix-store', ['--check-validity', '--print-invalid', ...built], { env: nixEnv() })).trim().split('\n'));
+  const roots = built.splice(0).filter((r) => !invalid.has(r));
+  if (roots.length === 0) return;
   const outputs = (await runOk('nix-store', ['-qR', ...roots], { env: nixEnv() })).trim().split('\n');
   const drvs = (await runOk('nix-store', ['-qd', ...outputs], { env: nixEnv() })).trim().split('\n').filter((d) => d.endsWith('.drv'));
   await runOk('nix-store', ['--delete', ...outputs], { env: nixEnv(), timeoutMs: 60_000 });

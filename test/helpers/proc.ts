@@ -54,6 +54,8 @@ export async function stopAll(): Promise<void> {
 
 export interface RunResult {
   code: number | null;
+  /** The signal that ended it, if one did (the timeout's SIGKILL, or a crash). */
+  signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
   ms: number;
@@ -70,9 +72,9 @@ export async function run(cmd: string, args: string[], options: SpawnOptions & {
   const timer = setTimeout(() => {
     if (child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
   }, options.timeoutMs ?? 120_000);
-  const [code] = (await once(child, 'exit')) as [number | null];
+  const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
   clearTimeout(timer);
-  return { code, stdout, stderr, ms: performance.now() - started };
+  return { code, signal, stdout, stderr, ms: performance.now() - started };
 }
 
 export async function runOk(cmd: string, args: string[], options: SpawnOptions & { timeoutMs?: number } = {}): Promise<string> {

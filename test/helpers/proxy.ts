@@ -37,8 +37,8 @@ export async function startProxy(
   const argv = ['serve', '--listen', '127.0.0.1:0', '--log-level', 'debug', ...args];
   // Stats persist by default (~/.local/state): without --state-dir, keep them in a temp dir removed on stop.
   const ownState = !args.includes('--state-dir') && !options.env?.XDG_STATE_HOME && !options.env?.STATE_DIRECTORY ? mkdtempSync(join(tmpdir(), 'nlc-proxy-state-')) : undefined;
-  // Its compile cache (src/cli/compile-cache.ts) goes there too, not into the home of whoever runs the tests.
-  if (ownState) options = { ...options, env: { XDG_CACHE_HOME: ownState, ...options.env, XDG_STATE_HOME: ownState, STATE_DIRECTORY: '' } };
+  // Its compile cache (src/cli/compile-cache.ts) and NAR spool (~/.cache) go there too, not into the home of whoever runs the tests.
+  if (ownState) options = { ...options, env: { XDG_CACHE_HOME: ownState, CACHE_DIRECTORY: '', ...options.env, XDG_STATE_HOME: ownState, STATE_DIRECTORY: '' } };
   const [cmd, ...pre] = options.wrapper ?? [];
   // The CLI sets its own memory settings (src/cli/memory.ts): none leak in from the test runner's environment.
   const env = { ...withoutMemorySettings(process.env), NIX_LAN_CACHE_LOG_FORMAT: 'json', ...(options.asFromNpm ? { PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}` } : {}), ...options.env };

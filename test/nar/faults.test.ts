@@ -71,6 +71,45 @@ describe('the Pi fails after its first byte: the proxy goes on from upstream at 
   });
 });
 
+describe('the Pi breaks off a NAR only it has (a path built at home): its circuit opens, and the resume still goes to it', () => {
+  const SIZE = 2_000_000;
+  async function breakOnce(sc: Scenario) {
+    let first = true;
+    sc.pi.nar((req, res, body) => {
+      const b = first ? behave.resetAfter(600_000) : behave.ok();
+      first = false;
+      return b(req, res, body);
+    });
+    sc.upstream.nar(behave.status(404));
+    await sc.narinfo();
+    const base = await sc.listen();
+    const cut = await fetchNar(base, sc.narUrl());
+    expect(cut.error).toBeDefined(); // nowhere to go on from: aborted, as Nix must see it
+    expect(sc.origins.ordered()[0]!.breaker.isOpen).toBe(true);
+    return { base, cut };
+  }
+
+  it("Nix's resume (Range from where the break left it) is asked of the Pi although its circuit is open: 206, the NAR whole, the circuit closed", async () => {
+    s = await scenario({ size: SIZE, piCompression: 'none' });
+    const { base, cut } = await breakOnce(s);
+    const rest = await fetchNar(base, s.narUrl(), { range: `bytes=${cut.body.length}-` });
+    expect(rest.error).toBeUndefined();
+    expect(rest.status).toBe(206);
+    expect(Buffer.concat([cut.body, rest.body]).equals(s.fixture.nar)).toBe(true);
+    expect(s.origins.ordered()[0]!.breaker.isOpen).toBe(false);
+  });
+
+  it('the Pi then gone for good: the resume is answered 503 at once, never waited on', async () => {
+    s = await scenario({ size: SIZE, piCompression: 'none' });
+    const { base, cut } = await breakOnce(s);
+    await s.pi.server.close(); // refused from now on
+    const started = performance.now();
+    const rest = await fetchNar(base, s.narUrl(), { range: `bytes=${cut.body.length}-` });
+    expect(rest.status).toBe(503);
+    expect(performance.now() - started).toBeLessThan(1000);
+  });
+});
+
 describe('corrupt files on the Pi: verified in stream, quarantined, the next attempt comes from upstream', () => {
   it('one byte flipped near the end of a same-size NAR (in the held-back bytes): Nix gets the right NAR at once', async () => {
     s = await scenario({ size: 200_000, piCompression: 'none' });

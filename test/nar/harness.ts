@@ -50,6 +50,12 @@ export interface ScenarioOptions {
   noUpstream?: boolean;
   /** What the "Pi" is to the proxy: a LAN cache (default), or another machine's share (a peer). */
   piKind?: 'lan' | 'peer';
+  /**
+   * Hold a LAN cache's NAR back until verified (nar/nar-hold.ts): in memory
+   * within `memoryBytes` (the NAR prefetch budget; prefetch itself stays off
+   * unless `narPrefetch`), then in `spoolDir`. Off when absent.
+   */
+  hold?: { memoryBytes: number; spoolDir?: string; spoolBytes?: number; maxHoldMs?: number };
 }
 
 export interface HouseOptions extends ScenarioOptions {
@@ -121,7 +127,12 @@ export async function house(options: HouseOptions = {}): Promise<House> {
   stats.attachOrigins(origins);
   const resolver = new NarInfoResolver(origins, { maxEntries: 1000, hitTtlSeconds: 60, missTtlSeconds: 0, hedgeMs: { lan: 0, peer: 0, upstream: 0 } }, stats, log);
   const quarantine = new Quarantine();
-  const narPrefetch = options.narPrefetch ? { budgetBytes: 32 * 1024 * 1024, concurrency: 4, idleMs: 30_000, maxQueued: 1024, ...options.narPrefetch } : undefined;
+  const narPrefetch = options.narPrefetch
+    ? { budgetBytes: 32 * 1024 * 1024, concurrency: 4, idleMs: 30_000, maxQueued: 1024, ...options.narPrefetch }
+    : options.hold
+      ? { budgetBytes: options.hold.memoryBytes, concurrency: 0, idleMs: 30_000, maxQueued: 1024 }
+      : undefined;
+  const narHold = options.hold ? { spoolDir: options.hold.spoolDir, spoolBytes: options.hold.spoolBytes ?? 1024 ** 3, ...(options.hold.maxHoldMs !== undefined ? { maxHoldMs: options.hold.maxHoldMs } : {}) } : undefined;
   const app = buildApp({
     config: { priority: 30, lan: [], upstream: [], trustedPublicKeys: [] },
     origins,
@@ -131,6 +142,7 @@ export async function house(options: HouseOptions = {}): Promise<House> {
     quarantine,
     ...(options.slowRule ? { slowRule: options.slowRule } : {}),
     ...(narPrefetch ? { narPrefetch } : {}),
+    ...(narHold ? { narHold } : {}),
     ...(options.lanNarHeadMs !== undefined ? { lanNarHeadMs: options.lanNarHeadMs } : {}),
   });
   return {
@@ -170,6 +182,7 @@ export interface Scenario {
   quarantine: Quarantine;
   origins: OriginSet;
   logs: Array<Record<string, unknown>>;
+  health(): Promise<HealthResponse>;
   /** The proxy's served narinfo for the fixture, as Nix would get it. */
   narinfo(): Promise<string>;
   narUrl(): string;
@@ -202,6 +215,7 @@ export async function scenario(options: ScenarioOptions = {}): Promise<Scenario>
       return `/${narUrl}`;
     },
     listen: () => h.listen(),
+    health: () => h.health(),
     close: () => h.close(),
   };
 }

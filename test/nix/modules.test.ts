@@ -34,6 +34,7 @@ describe('client module (services.nix-lan-cache)', () => {
     expect(sc).toMatchObject({
       DynamicUser: true,
       StateDirectory: 'nix-lan-cache',
+      CacheDirectory: 'nix-lan-cache',
       NoNewPrivileges: true,
       ProtectSystem: 'strict',
       ProtectHome: true,

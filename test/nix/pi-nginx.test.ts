@@ -5,6 +5,7 @@ import { buildClosure, generateKey, removeDir, substitute, tempDir, type CacheKe
 import { onLoopback, startServerBlock, writePushTempFiles } from '../helpers/pi-server-block.js';
 import { freePort } from '../helpers/ports.js';
 import { run, stopAll } from '../helpers/proc.js';
+import { NIX_CLIENTS } from '../helpers/nix-clients.js';
 import { CLI } from '../helpers/proxy.js';
 import { evalExpr, evalOk } from './nix-eval.js';
 
@@ -35,33 +36,48 @@ describe("the Pi module's nginx, run with real nginx", () => {
     await removeDir(dir);
   });
 
-  it('serves the cache to real Nix over IPv4 and IPv6, and answers 404 for the files a push is still writing', async () => {
-    const port = await freePort();
-    const block = onLoopback(await renderedServer(), port, cache);
-    expect(block).toContain(`listen 127.0.0.1:${port} default_server;`);
-    expect(block).toContain(`listen [::1]:${port} default_server;`);
-    const nginx = await startServerBlock(block, join(dir, 'nginx'), port);
-    try {
-      for (const pi of [`http://127.0.0.1:${port}/`, `http://[::1]:${port}/`]) {
-        const info = await fetch(`${pi}nix-cache-info`);
+  describe('the rendered block, run with real nginx', () => {
+    let port: number;
+    let nginx: Awaited<ReturnType<typeof startServerBlock>>;
+    const pi = () => `http://127.0.0.1:${port}/`;
+
+    beforeAll(async () => {
+      port = await freePort();
+      const block = onLoopback(await renderedServer(), port, cache);
+      expect(block).toContain(`listen 127.0.0.1:${port} default_server;`);
+      expect(block).toContain(`listen [::1]:${port} default_server;`);
+      nginx = await startServerBlock(block, join(dir, 'nginx'), port);
+    });
+    afterAll(async () => {
+      await nginx?.stop();
+    });
+
+    it('answers over IPv4 and IPv6: nix-cache-info as a cache, 404 for the roots push keeps', async () => {
+      for (const base of [pi(), `http://[::1]:${port}/`]) {
+        const info = await fetch(`${base}nix-cache-info`);
         expect(info.status).toBe(200);
         expect(info.headers.get('content-type')).toBe('text/x-nix-cache-info');
-        expect((await fetch(`${pi}roots/laptop`)).status).toBe(404);
+        expect((await fetch(`${base}roots/laptop`)).status).toBe(404);
       }
-      const pi = `http://127.0.0.1:${port}/`;
-      const res = await substitute(join(dir, 'client'), [closure.root], pi, { xdgCache: join(dir, 'xdg'), trustedKeys: [key.publicKey] });
-      expect(res.code, res.stderr).toBe(0);
-      expect(closure.paths.every((p) => existsSync(join(dir, 'client', p)))).toBe(true);
+    });
 
+    for (const client of NIX_CLIENTS) {
+      it(`${client.name} substitutes the cache straight from it`, async () => {
+        const store = join(dir, `client-${client.suite}`);
+        const res = await substitute(store, [closure.root], pi(), { client, xdgCache: join(dir, `xdg-${client.suite}`), trustedKeys: [key.publicKey] });
+        expect(res.code, res.stderr).toBe(0);
+        expect(closure.paths.every((p) => existsSync(join(store, p)))).toBe(true);
+      });
+    }
+
+    it('answers 404 for the files a push is still writing, GET and HEAD', async () => {
       const temps = await writePushTempFiles(cache);
       for (const p of temps) {
-        const r = await fetch(`${pi}${p}`);
+        const r = await fetch(`${pi()}${p}`);
         expect(r.status, p).toBe(404);
-        expect((await fetch(`${pi}${p}`, { method: 'HEAD' })).status, `HEAD ${p}`).toBe(404);
+        expect((await fetch(`${pi()}${p}`, { method: 'HEAD' })).status, `HEAD ${p}`).toBe(404);
       }
-    } finally {
-      await nginx.stop();
-    }
+    });
   });
 
   it('the 404s come from the dot-file rules: without them nginx would serve the same files', async () => {

@@ -1,10 +1,13 @@
-import { readdir, rename, stat, utimes } from 'node:fs/promises';
+import { mkdir, readdir, rename, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { rootFileName } from '../../src/push/roots.js';
+import { LocalFiles } from '../../src/push/cachefiles.js';
+import { gc } from '../../src/push/gc.js';
+import { formatRootListing, rootFileName } from '../../src/push/roots.js';
 import { checkCache, cli } from '../helpers/cache.js';
 import { Nginx } from '../helpers/nginx.js';
-import { buildClosure, generateKey, removeDir, substitute, tempDir, type CacheKey, type Closure } from '../helpers/nix.js';
+import { buildClosure, generateKey, makeStaticCache, removeDir, substitute, tempDir, type CacheKey, type Closure } from '../helpers/nix.js';
+import { NIX_CLIENTS } from '../helpers/nix-clients.js';
 import { stopAll } from '../helpers/proc.js';
 
 const salt = `gc-${process.pid}-${Date.now()}`;
@@ -46,7 +49,7 @@ async function age(paths: string[], rootDir: string, days: number): Promise<void
 }
 
 describe('gc with two roots of which the older expires', () => {
-  it('keeps the newer root closure substitutable and removes the older one\'s unique files', async () => {
+  it(`keeps the newer root closure substitutable (${NIX_CLIENTS.map((c) => c.name).join(', ')}) and removes the older one's unique files`, async () => {
     const sharedLeaf = older.paths.find((p) => p.endsWith('-shared'))!;
     expect((await cli(['push', '--to', cache, '--key-file', key.secretFile, '--root', 'pi', older.root])).code).toBe(0);
     await age(older.paths, join(cache, 'roots', 'pi'), 20);
@@ -74,10 +77,12 @@ describe('gc with two roots of which the older expires', () => {
 
     const nginx = await Nginx.start({ root: cache, workDir: join(work, 'nginx') });
     try {
-      const ok = await substitute(join(work, 'client-new'), [newer.root, sharedLeaf], nginx.url, { xdgCache: join(work, 'xdg1'), trustedKeys: [key.publicKey] });
-      expect(ok.code).toBe(0);
-      const gone = await substitute(join(work, 'client-old'), [older.root], nginx.url, { xdgCache: join(work, 'xdg2'), trustedKeys: [key.publicKey] });
-      expect(gone.code).not.toBe(0);
+      for (const client of NIX_CLIENTS) {
+        const ok = await substitute(join(work, `client-new-${client.suite}`), [newer.root, sharedLeaf], nginx.url, { client, xdgCache: join(work, `xdg1-${client.suite}`), trustedKeys: [key.publicKey] });
+        expect(ok.code, `${client.name}: ${ok.stderr}`).toBe(0);
+        const gone = await substitute(join(work, `client-old-${client.suite}`), [older.root], nginx.url, { client, xdgCache: join(work, `xdg2-${client.suite}`), trustedKeys: [key.publicKey] });
+        expect(gone.code, client.name).not.toBe(0);
+      }
     } finally {
       await nginx.stop();
     }
@@ -113,5 +118,30 @@ describe('gc with two roots of which the older expires', () => {
     expect((await checkCache(cache2)).narinfos.size).toBe(0);
     expect(await readdir(join(cache2, 'nar'))).toEqual([]);
     expect((await stat(join(cache2, 'nix-cache-info'))).isFile()).toBe(true);
+  });
+});
+
+describe('gc racing the end of a push', () => {
+  it('a push that records its root and lets go of its hold while gc reads the cache loses nothing (grace 0)', async () => {
+    const dir = join(work, 'race');
+    await makeStaticCache(dir, [newer.root], key);
+    // What a bucket's push does as it ends, at the worst moment for gc: between two of gc's reads, it records its
+    // root and then releases the lease that held its closure. gc must see one or the other.
+    let ended = false;
+    const files = new (class extends LocalFiles {
+      override async inUse() {
+        if (ended) return { hashes: new Set<string>(), nars: new Set<string>() };
+        ended = true;
+        await mkdir(join(dir, 'roots', 'lab'), { recursive: true });
+        await writeFile(join(dir, 'roots', 'lab', rootFileName(new Date())), formatRootListing(newer.paths));
+        return { hashes: new Set<string>(), nars: new Set<string>() };
+      }
+    })(dir);
+    const report = await gc(files, { keep: 1, keepDays: 0, graceMinutes: 0, dryRun: false, now: Date.now() + 60_000 });
+    expect(ended).toBe(true);
+    expect(report.narinfosDeleted).toEqual([]);
+    const check = await checkCache(dir);
+    expect(check.problems).toEqual([]);
+    expect(check.narinfos.size).toBe(newer.paths.length);
   });
 });

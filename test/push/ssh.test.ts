@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkCache, cli, narFiles } from '../helpers/cache.js';
 import { Nginx } from '../helpers/nginx.js';
 import { buildClosure, generateKey, removeDir, substitute, tempDir, type CacheKey, type Closure } from '../helpers/nix.js';
+import { NIX_CLIENTS } from '../helpers/nix-clients.js';
 import { stopAll } from '../helpers/proc.js';
 import { Sshd } from '../helpers/sshd.js';
 
@@ -29,7 +30,7 @@ afterAll(async () => {
 });
 
 describe('push to ssh:// against a local sshd on a loopback port', () => {
-  it('streams the closure over ssh; nginx serves it and real Nix substitutes it; a second push sends nothing', async () => {
+  it(`streams the closure over ssh; nginx serves it and ${NIX_CLIENTS.map((c) => c.name).join(', ')} each substitute it; a second push sends nothing`, async () => {
     const cache = join(work, 'remote cache'); // a space, to exercise remote quoting
     const url = `ssh://root@127.0.0.1:${sshd.port}${cache}`;
     const env = { ...process.env, NIX_SSHOPTS: sshd.clientOpts };
@@ -44,8 +45,10 @@ describe('push to ssh:// against a local sshd on a loopback port', () => {
     await symlink(cache, join(work, 'served'));
     const nginx = await Nginx.start({ root: join(work, 'served'), workDir: join(work, 'nginx') });
     try {
-      const sub = await substitute(join(work, 'client'), [closure.root], nginx.url, { xdgCache: join(work, 'xdg'), trustedKeys: [key.publicKey] });
-      expect(sub.code).toBe(0);
+      for (const client of NIX_CLIENTS) {
+        const sub = await substitute(join(work, `client-${client.suite}`), [closure.root], nginx.url, { client, xdgCache: join(work, `xdg-${client.suite}`), trustedKeys: [key.publicKey] });
+        expect(sub.code, `${client.name}: ${sub.stderr}`).toBe(0);
+      }
     } finally {
       await nginx.stop();
     }

@@ -7,6 +7,7 @@ import { household, type Household } from '../helpers/scenario.js';
 import { startProxy, CLI, type ProxyProcess } from '../helpers/proxy.js';
 import { run, stopAll } from '../helpers/proc.js';
 import { removeDir, tempDir } from '../helpers/nix.js';
+import { NIX_CLIENTS } from '../helpers/nix-clients.js';
 import type { AccessLogEntry, Nginx } from '../helpers/nginx.js';
 import { parseNarInfo } from '../../src/protocol/narinfo.js';
 import { parsePrometheus } from '../../src/stats/prometheus.js';
@@ -58,18 +59,17 @@ describe('stats with real Nix and nginx: Pi up, then Pi down', () => {
   let h: Household;
   let stateDir: string;
   let proxy: ProxyProcess;
+  let piDown = false;
   let browser: BrowserContext | undefined;
   let userDataDir: string | undefined;
   // NAR prefetch off: this scenario checks failover accounting (Nix's NAR request meets the Pi gone); with
   // prefetch the proxy's fetch ahead meets it first and Nix's request goes to upstream without a failover.
   // Counters with prefetch on are checked against nginx in test/e2e/prefetch-nix.test.ts.
-  const args = () => ['--no-mdns', '--state-dir', stateDir, '--config', join(h.dir, 'no-nar-prefetch.json'), '--lan', h.pi.url, '--upstream', h.upstream.url, '--trusted-public-key', h.piKey.publicKey, '--trusted-public-key', h.upstreamKey.publicKey];
+  const args = () => ['--no-mdns', '--state-dir', stateDir!, '--config', join(h.dir, 'no-nar-prefetch.json'), '--lan', h.pi.url, '--upstream', h.upstream.url, '--trusted-public-key', h.piKey.publicKey, '--trusted-public-key', h.upstreamKey.publicKey];
 
   beforeAll(async () => {
     h = await household('stats', LEAVES);
-    stateDir = await tempDir('stats-state');
     writeFileSync(join(h.dir, 'no-nar-prefetch.json'), JSON.stringify({ cache: { narPrefetchBytes: 0 } }));
-    proxy = await startProxy(args(), { env: FLUSH });
   });
   afterAll(async () => {
     await browser?.close();
@@ -80,17 +80,27 @@ describe('stats with real Nix and nginx: Pi up, then Pi down', () => {
     if (userDataDir) await removeDir(userDataDir);
   });
 
-  it('/_/stats, /metrics and `stats --json` agree with each other and with both nginx access logs', async () => {
-    const up = await h.fetch(proxy.url);
+  // Each Nix with a proxy and stats of its own, from the Pi up to the Pi gone; the last one's go on to the tests below.
+  for (const client of NIX_CLIENTS) it(`${client.name}: /_/stats, /metrics and \`stats --json\` agree with each other and with both nginx access logs`, async () => {
+    await proxy?.stop();
+    if (stateDir) await removeDir(stateDir);
+    if (piDown) await h.pi.start();
+    piDown = false;
+    stateDir = await tempDir(`stats-state-${client.suite}`);
+    const p = (proxy = await startProxy(args(), { env: FLUSH }));
+    const proxyUrl = p.url;
+    const [piMark, upstreamMark] = [(await h.pi.log()).length, (await h.upstream.log()).length];
+    const up = await h.fetch(proxyUrl, { client });
     expect(up.code, up.stderr).toBe(0);
     await h.pi.stop(); // the laptop leaves home
-    const down = await h.fetch(proxy.url);
+    piDown = true;
+    const down = await h.fetch(proxyUrl, { client });
     expect(down.code, down.stderr).toBe(0);
     for (const p of h.closure.paths) expect(existsSync(join(down.store, p))).toBe(true);
 
-    const s = await getStats(proxy.url);
-    const pi = served(await h.pi.log(), await narSizes(h.piDir));
-    const upstream = served(await h.upstream.log(), await narSizes(h.upstreamDir));
+    const s = await getStats(proxyUrl);
+    const pi = served((await h.pi.log()).slice(piMark), await narSizes(h.piDir));
+    const upstream = served((await h.upstream.log()).slice(upstreamMark), await narSizes(h.upstreamDir));
     // Sanity: the scenario did what it says: the Pi served the first closure, upstream (part of) the second.
     expect(pi.narRequests).toBe(h.closure.paths.length);
     expect(upstream.narRequests).toBeGreaterThan(0);
@@ -120,7 +130,7 @@ describe('stats with real Nix and nginx: Pi up, then Pi down', () => {
     expect(s.recentFallbacks.some((f) => f.what === 'nar' && f.from === hostOf(h.pi) && f.to === hostOf(h.upstream))).toBe(true);
 
     // What Nix asked the proxy: the proxy's own request log (debug) against the client counters.
-    const reqs = proxy.logs.filter((l) => l.msg === 'request' && typeof l.url === 'string' && (l.url as string).endsWith('.narinfo'));
+    const reqs = p.logs.filter((l) => l.msg === 'request' && typeof l.url === 'string' && (l.url as string).endsWith('.narinfo'));
     expect(all.client.narinfoFound).toBe(reqs.filter((l) => l.status === 200).length);
     expect(all.client.narinfoMissing + all.client.narinfoUnavailable).toBe(reqs.filter((l) => l.status === 404).length);
     expect(all.client.narinfoFromLan + all.client.narinfoFromUpstream).toBe(all.client.narinfoFound);
@@ -129,7 +139,7 @@ describe('stats with real Nix and nginx: Pi up, then Pi down', () => {
     expect(s.periods.last7Days.nar).toEqual(all.nar);
 
     // /metrics says the same.
-    const m = await getMetrics(proxy.url);
+    const m = await getMetrics(proxyUrl);
     const metric = (name: string, labels: Record<string, string>) =>
       m.filter((x) => x.name === name && Object.entries(labels).every(([k, v]) => x.labels[k] === v)).reduce((a, x) => a + x.value, 0);
     for (const origin of [hostOf(h.pi), hostOf(h.upstream)]) {
@@ -148,12 +158,12 @@ describe('stats with real Nix and nginx: Pi up, then Pi down', () => {
     expect(metric('nix_lan_cache_client_narinfo_requests_total', { result: 'found' })).toBe(all.client.narinfoFound);
 
     // `stats --json` and the table.
-    const json = await run(process.execPath, [CLI, 'stats', '--url', proxy.url, '--json']);
+    const json = await run(process.execPath, [CLI, 'stats', '--url', proxyUrl, '--json']);
     expect(json.code, json.stderr).toBe(0);
     const viaCli = JSON.parse(json.stdout) as StatsResponse;
     expect(viaCli.periods).toEqual(s.periods);
     expect(viaCli.origins.map((o) => [o.name, o.state])).toEqual(s.origins.map((o) => [o.name, o.state]));
-    const table = await run(process.execPath, [CLI, 'stats', '--url', proxy.url]);
+    const table = await run(process.execPath, [CLI, 'stats', '--url', proxyUrl]);
     expect(table.code, table.stderr).toBe(0);
     const pct = `${((pi.narBytes / (pi.narBytes + upstream.narBytes)) * 100).toFixed(1)}%`;
     expect(table.stdout).toContain(pct);
@@ -165,7 +175,7 @@ describe('stats with real Nix and nginx: Pi up, then Pi down', () => {
     expect(upRow).toContain(formatBytes(upstream.narBytes));
   });
 
-  it('counters survive a restart (SIGTERM) and a kill -9', async () => {
+  it(`counters survive a restart (SIGTERM) and a kill -9, with traffic from ${NIX_CLIENTS.map((c) => c.name).join(', ')} between`, async () => {
     const before = await getStats(proxy.url);
     await proxy.stop('SIGTERM');
     proxy = await startProxy(args(), { env: FLUSH });
@@ -175,9 +185,11 @@ describe('stats with real Nix and nginx: Pi up, then Pi down', () => {
     expect(afterRestart.recentFallbacks).toEqual(before.recentFallbacks);
     expect(afterRestart.startedAt).not.toBe(before.startedAt);
 
-    // More traffic (Pi still down: all upstream), then kill -9 once it is on disk.
-    const res = await h.fetch(proxy.url);
-    expect(res.code, res.stderr).toBe(0);
+    // More traffic from each Nix (Pi still down: all upstream), then kill -9 once it is on disk.
+    for (const client of NIX_CLIENTS) {
+      const res = await h.fetch(proxy.url, { client });
+      expect(res.code, `${client.name}: ${res.stderr}`).toBe(0);
+    }
     const live = await getStats(proxy.url);
     expect(live.periods.sinceInstall.nar.upstreamBytes).toBeGreaterThan(before.periods.sinceInstall.nar.upstreamBytes);
     const file = join(stateDir, 'stats.json');

@@ -53,7 +53,7 @@ describe('stats: what came from a filling Pi', () => {
     writeFileSync(file, JSON.stringify({ ...old, total: bucket, days: { '2024-05-10': bucket } }));
 
     const loaded = openStats(dir, (n) => kinds[n], pino({ level: 'silent' }));
-    expect(loaded.stats.state.total.origins.pi!.nar).toEqual({ ...oldNar, alreadyThereBytes: 0, filledBytes: 0 });
+    expect(loaded.stats.state.total.origins.pi!.nar).toEqual({ ...oldNar, alreadyThereBytes: 0, filledBytes: 0, heldInMemory: 0, heldOnDisk: 0, notHeld: 0 });
     loaded.stats.narBytes('pi', 10, 'filled');
     await loaded.close();
     expect(parseState(readFileSync(file, 'utf8')).total.origins.pi!.nar).toMatchObject({ bytes: 5010, filledBytes: 10, alreadyThereBytes: 0 });

@@ -31,7 +31,7 @@ describe('serve configuration: defaults < config file < flags', () => {
     [['--bogus'], /bogus/],
     [['--listen', 'nonsense'], /HOST:PORT/],
     [['--listen', '127.0.0.1:70000'], /HOST:PORT/],
-    [['--lan', 'ftp://pi/'], /http or https/],
+    [['--lan', 'ftp://pi/'], /http, https or s3/],
     [['--trusted-public-key', 'pi:xyz'], /trusted public key "pi:xyz"/],
     [['--log-level', 'loud'], /log level/],
     [['extra-arg'], /unexpected argument "extra-arg"/],
@@ -84,7 +84,7 @@ describe('serve configuration: defaults < config file < flags', () => {
     it.each([
       ['{"timeouts": {"lanFill": {"hedgeMs": 100}}}', /timeouts\.lanFill: unknown key "hedgeMs"/],
       ['{"lanFill": "http://pi/"}', /lanFill must be a list of strings/],
-      ['{"lanFill": ["ftp://pi/"]}', /--lan-fill "ftp:\/\/pi\/": .*http or https/],
+      ['{"lanFill": ["ftp://pi/"]}', /--lan-fill "ftp:\/\/pi\/": .*http, https or s3/],
       ['{"lan": ["http://pi:8080"], "lanFill": ["http://pi:8080/"]}', /both as --lan and as --lan-fill/],
     ])('refuses %s with a message that names the problem', (text, message) => {
       const read = files({ '/x.json': text });

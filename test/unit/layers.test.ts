@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
  */
 const LAYERS: string[][] = [
   ['errors', 'format', 'log', 'atomic-file', 'process-alive', 'memory-governor', 'protocol'],
+  ['s3'],
   ['origins'],
   ['discovery', 'stats', 'nar', 'push', 'store', 'config'],
   ['api'],

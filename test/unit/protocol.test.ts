@@ -4,7 +4,7 @@ import { decodeNix32, encodeNix32 } from '../../src/protocol/nix32.js';
 import { parseSha256, sha256FromBytes } from '../../src/protocol/hash.js';
 import { parsePublicKey, parseSecretKey } from '../../src/protocol/signing.js';
 import { fingerprint, NarInfoError, parseNarInfo, serialiseNarInfo } from '../../src/protocol/narinfo.js';
-import { compressionCompatible, formatLegacyNarUrl, formatNarUrl, parseNarUrl } from '../../src/protocol/narurl.js';
+import { formatLegacyNarUrl, formatNarUrl, parseNarUrl } from '../../src/protocol/narurl.js';
 
 const SAMPLE = `StorePath: /nix/store/3kklkssmzr75mhpv3s4qw1m26y4w6zrn-x
 URL: nar/03lzs95hsqhn8i2krdmlvw8r1q6mfcjrzg2cp18saf5a0f9f3jdn.nar.xz
@@ -92,13 +92,6 @@ describe('NAR URLs handed out by the proxy', () => {
     expect(parseNarUrl('x/y/z')).toBeUndefined();
     expect(parseNarUrl(`${ref.storeHash}-1z36l1l7cvc7d3x3y814zv4pdgx17j6i2i8ml4japbpzwc5yh155.nar.xz`)).toBeUndefined();
     expect(parseNarUrl(`${ref.storeHash}-1z36l1l7cvc7d3x3y814zv4pdgx17j6i2i8ml4japbpzwc5yh15e.nar`)).toBeUndefined();
-  });
-  it('lets Nix-sniffed compressions stand in for each other, never raw or brotli', () => {
-    expect(compressionCompatible('xz', 'zstd')).toBe(true);
-    expect(compressionCompatible('xz', 'none')).toBe(false);
-    expect(compressionCompatible('none', 'xz')).toBe(false);
-    expect(compressionCompatible('br', 'xz')).toBe(false);
-    expect(compressionCompatible('none', 'none')).toBe(true);
   });
 });
 
