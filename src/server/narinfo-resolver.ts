@@ -2,8 +2,8 @@ import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { NarFacts } from '../nar/candidates.js';
 import type { NarInfo } from '../protocol/narinfo.js';
-import type { Sha256 } from '../protocol/hash.js';
 import { serialiseNarInfo } from '../protocol/narinfo.js';
+import { keptFacts } from './narinfo-facts.js';
 import type { NarInfoLookup, Origin, OriginKind } from '../origins/origin.js';
 import type { OriginSet } from '../origins/origin-set.js';
 import { outcomeOf, type Stats } from '../stats/recorder.js';
@@ -51,14 +51,6 @@ export interface ResolverOptions {
 }
 
 type Found = { origin: Origin; info: NarInfo };
-
-/**
- * A copy of a string: the fields of a parsed narinfo are slices of the
- * origin's whole text, and keeping one in the cache would keep all of that
- * text alive beside the text served (V8 slices strings, measured: ~1 KB per
- * cached path).
- */
-const own = (s: string): string => Buffer.from(s).toString();
 
 /** What the origins said on the way, for the log and the fallback record. */
 interface Trail {
@@ -232,9 +224,7 @@ export class NarInfoResolver {
       const { origin, info } = hit;
       const fallback = origin.kind === 'upstream' && trail.lanSaid.length ? { to: origin.name, lan: [...trail.lanSaid] } : undefined;
       if (fallback && !unclaimed) this.stats.narinfoFallback(storeHash, fallback.to, fallback.lan);
-      const { compression, narSize, fileSize } = info;
-      const refs = info.references.map((r) => own(r.slice(0, 32))).filter((h) => h !== storeHash);
-      const facts = { url: own(info.url), compression, narHash: own(info.narHash) as Sha256, narSize, fileHash: info.fileHash && (own(info.fileHash) as Sha256), fileSize };
+      const { facts, refs } = keptFacts(info, storeHash);
       const found: Resolution = { status: 'found', origin, text: serialiseNarInfo(servedNarInfo(info)), facts, refs };
       if (current) {
         this.cache.set(storeHash, found, { ttl: this.options.hitTtlSeconds * 1000 });

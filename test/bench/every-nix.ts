@@ -8,7 +8,8 @@ import { removeDir, substitute, type CacheKey } from '../helpers/nix.js';
 import { memoryOf } from '../helpers/proc.js';
 import { startProxy, type ProxyProcess } from '../helpers/proxy.js';
 import { describeProfile, mainThreadProfile, summariseProfile } from './cpu-profile.js';
-import { cpuBetween, cpuSnapshot } from './proc-cpu.js';
+import { coresBusy, cpuBetween, cpuSnapshot, machineCpu, reapedChildrenMs } from './proc-cpu.js';
+import { cpus } from 'node:os';
 import { layeredCaches } from './gen.js';
 import { describePerf, perfKinds, perfRecord, perfTop, PERF_NODE_OPTIONS } from './perf-profile.js';
 import { log, median, summary, table, type CaseReport } from './util.js';
@@ -65,8 +66,14 @@ interface Setup {
   empty: Nginx;
 }
 
-interface ProxyRun {
+/** One Nix run: seconds, Nix's own CPU per path (all its processes), and how many of the machine's cores were busy on average. */
+interface NixRun {
   s: number;
+  nixMs: number;
+  busy: number;
+}
+
+interface ProxyRun extends NixRun {
   cpuMs: number;
   xzMs: number;
   rssMiB: number;
@@ -74,7 +81,9 @@ interface ProxyRun {
   conns: number | undefined;
 }
 
-type Cell = { direct: number[]; runs: Record<ProxySide, ProxyRun[]> };
+type Cell = { direct: NixRun[]; runs: Record<ProxySide, ProxyRun[]> };
+
+const CORES = cpus().length;
 
 let runs = 0;
 
@@ -94,16 +103,23 @@ async function setUp(o: EveryNixOptions): Promise<Setup> {
   return { key, closure, warmups, xzBytes, pi: await nginx(cacheDir, 'pi-nginx'), empty: await nginx(emptyDir, 'empty-nginx') };
 }
 
-/** Real Nix (`client`, at its defaults) substitutes `root`'s closure into a fresh store through `substituter`; seconds. */
-async function nixRun(o: EveryNixOptions, s: Setup, client: NixClient, substituter: string, root = s.closure.root): Promise<number> {
+/**
+ * Real Nix (`client`, at its defaults) substitutes `root`'s closure into a
+ * fresh store through `substituter`: seconds, Nix's CPU per path (its
+ * processes are this one's children, reaped when done) and the machine's
+ * busy cores over the run.
+ */
+async function nixRun(o: EveryNixOptions, s: Setup, client: NixClient, substituter: string, root = s.closure.root): Promise<NixRun> {
   const n = ++runs;
   const store = join(o.dir, `client-${n}`);
   const xdg = join(o.dir, `xdg-${n}`);
+  const [reaped0, machine0] = [await reapedChildrenMs(), await machineCpu()];
   const res = await substitute(store, [root], substituter, { client, xdgCache: xdg, trustedKeys: [s.key.publicKey], timeoutMs: 300_000 });
+  const [reaped1, machine1] = [await reapedChildrenMs(), await machineCpu()];
   if (res.code !== 0) throw new Error(`${client.name}: nix-store -r via ${substituter} failed (exit ${res.code}): ${res.stderr.slice(-400)}`);
   await removeDir(store);
   await removeDir(xdg);
-  return res.ms / 1000;
+  return { s: res.ms / 1000, nixMs: (reaped1 - reaped0) / s.closure.paths.length, busy: coresBusy(machine0, machine1, CORES) };
 }
 
 function proxyArgs(s: Setup, c: LinkCase, cacheUrl: string): string[] {
@@ -127,10 +143,10 @@ async function measured(o: EveryNixOptions, s: Setup, client: NixClient, p: Prox
   const pid = p.child.pid!;
   const conns0 = link?.connections();
   const before = await cpuSnapshot(pid);
-  const t = await nixRun(o, s, client, p.url);
+  const run = await nixRun(o, s, client, p.url);
   const cpu = cpuBetween(before, await cpuSnapshot(pid));
   const paths = s.closure.paths.length;
-  return { s: t, cpuMs: cpu.self / paths, xzMs: cpu.children / paths, rssMiB: (await memoryOf(pid)).hwmMiB, conns: link && conns0 !== undefined ? link.connections() - conns0 : undefined };
+  return { ...run, cpuMs: cpu.self / paths, xzMs: cpu.children / paths, rssMiB: (await memoryOf(pid)).hwmMiB, conns: link && conns0 !== undefined ? link.connections() - conns0 : undefined };
 }
 
 /** The wire's limit: the closure's xz bytes at the link's rate, plus one round trip. */
@@ -160,13 +176,13 @@ export async function runEveryNix(o: EveryNixOptions): Promise<CaseReport[]> {
             const into = cell(c, client);
             const d = await nixRun(o, s, client, cacheUrl);
             into.direct.push(d);
-            const line = [`Nix alone ${d.toFixed(2)} s`];
+            const line = [`Nix alone ${d.s.toFixed(2)} s (Nix ${d.nixMs.toFixed(2)} ms CPU/path, ${d.busy.toFixed(2)} cores busy)`];
             for (const side of c.sides) {
               const p = await proxyFor(o, s, c, client, side, cacheUrl);
               try {
                 const m = await measured(o, s, client, p, link);
                 into.runs[side].push(m);
-                line.push(`${side} proxy ${m.s.toFixed(2)} s (${m.cpuMs.toFixed(2)} + xz ${m.xzMs.toFixed(2)} ms CPU/path, ${m.rssMiB.toFixed(0)} MiB${m.conns !== undefined ? `, ${m.conns} connections` : ''})`);
+                line.push(`${side} proxy ${m.s.toFixed(2)} s (Nix ${m.nixMs.toFixed(2)}, proxy ${m.cpuMs.toFixed(2)} + xz ${m.xzMs.toFixed(2)} ms CPU/path, ${m.busy.toFixed(2)} cores busy, ${m.rssMiB.toFixed(0)} MiB${m.conns !== undefined ? `, ${m.conns} connections` : ''})`);
               } finally {
                 await p.stop();
               }
@@ -194,9 +210,9 @@ function report(o: EveryNixOptions, s: Setup, cases: LinkCase[], clients: readon
     for (const client of clients) {
       const cl = cells.get(`${c.key}|${client.version}`);
       if (!cl) continue;
-      const direct = median(cl.direct);
+      const direct = median(cl.direct.map((x) => x.s));
       const vsWire = (x: number) => (limit ? `${(x / limit).toFixed(2)}×` : 'CPU-bound');
-      rows.push([c.key, client.version, 'Nix alone', summary(cl.direct), '1.00×', vsWire(direct), '', '', '', '']);
+      rows.push([c.key, client.version, 'Nix alone', summary(cl.direct.map((x) => x.s)), '1.00×', vsWire(direct), summary(cl.direct.map((x) => x.nixMs)), '', '', '', summary(cl.direct.map((x) => x.busy)), '', '']);
       for (const side of c.sides) {
         const rs = cl.runs[side];
         if (!rs.length) continue;
@@ -209,8 +225,10 @@ function report(o: EveryNixOptions, s: Setup, cases: LinkCase[], clients: readon
           summary(rs.map((x) => x.s)),
           `${(t / direct).toFixed(2)}×`,
           vsWire(t),
+          summary(rs.map((x) => x.nixMs)),
           summary(rs.map((x) => x.cpuMs)),
           summary(rs.map((x) => x.xzMs)),
+          summary(rs.map((x) => x.busy)),
           summary(rs.map((x) => x.rssMiB), 0, ' MiB'),
           conns.length ? summary(conns, 0) : '–',
         ]);
@@ -230,9 +248,9 @@ function report(o: EveryNixOptions, s: Setup, cases: LinkCase[], clients: readon
       '',
       ...cases.map((c) => `- **${c.key}**: ${c.what}.`),
       '',
-      `**Nix alone** reads the cache directly (through the same link); the proxy sides are \`nix-lan-cache serve\` with the cache as its LAN cache (\`--lan\`, an empty upstream) or, on the slow link, as its upstream: **fresh**, started for the run; **running**, started for the round and used first to substitute two other closures of the same shape from the same cache (its code optimised by V8, its \`xz\` processes and connections up, nothing of this closure cached). ${o.rounds} rounds, sides alternating within each client. The wire's limit is the closure's xz bytes over the link's rate plus one round trip. CPU is the proxy process's (all threads: /proc/PID/stat utime + stime over the run) and its \`xz\` processes', per path served; peak RSS is VmHWM at the end of the run (a running proxy's includes its two earlier closures); connections are those the proxy opened through the link during the run.`,
+      `**Nix alone** reads the cache directly (through the same link); the proxy sides are \`nix-lan-cache serve\` with the cache as its LAN cache (\`--lan\`, an empty upstream) or, on the slow link, as its upstream: **fresh**, started for the run; **running**, started for the round and used first to substitute two other closures of the same shape from the same cache (its code optimised by V8, its \`xz\` processes and connections up, nothing of this closure cached). ${o.rounds} rounds, sides alternating within each client. The wire's limit is the closure's xz bytes over the link's rate plus one round trip. CPU is Nix's (all its processes, reaped when the run ends), the proxy process's (all threads: /proc/PID/stat utime + stime over the run) and its \`xz\` processes', per path served; cores busy is the whole machine's (/proc/stat) over the run, the link relay and nginx included; peak RSS is VmHWM at the end of the run (a running proxy's includes its two earlier closures); connections are those the proxy opened through the link during the run.`,
       '',
-      table(['link', 'Nix', 'side', 'seconds, median (min–max)', 'vs Nix alone', "vs the wire's limit", 'proxy CPU ms/path', 'xz CPU ms/path', 'peak RSS', 'connections'], rows),
+      table(['link', 'Nix', 'side', 'seconds, median (min–max)', 'vs Nix alone', "vs the wire's limit", 'Nix CPU ms/path', 'proxy CPU ms/path', 'xz CPU ms/path', `cores busy (of ${CORES})`, 'peak RSS', 'connections'], rows),
       '',
       'Goals (issue 23): home and Gigabit, ≤ 0.9× Nix alone; Wi-Fi and slow link, ≤ 1.1× the wire\'s limit; peak RSS < 150 MiB.',
       '',

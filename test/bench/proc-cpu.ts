@@ -38,3 +38,28 @@ export function cpuBetween(a: CpuSnapshot, b: CpuSnapshot): { self: number; chil
   for (const [pid, ms] of b.children) children += ms - (a.children.get(pid) ?? 0);
   return { self: b.self - a.self, children };
 }
+
+/** CPU time of this process's reaped children so far (cutime + cstime of /proc/self/stat), ms: a Nix run's, read around it. */
+export async function reapedChildrenMs(): Promise<number> {
+  return (await statCpu(process.pid)).reaped;
+}
+
+/** The whole machine's CPU counters (/proc/stat, all cores), jiffies. */
+export interface MachineCpu {
+  busy: number;
+  total: number;
+}
+
+export async function machineCpu(): Promise<MachineCpu> {
+  const line = (await readFile('/proc/stat', 'utf8')).split('\n', 1)[0]!;
+  // cpu user nice system idle iowait irq softirq steal (guest times are inside user already)
+  const f = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - f[3]! - f[4]!, total };
+}
+
+/** How many cores were busy on average between two readings (of all the machine's). */
+export function coresBusy(a: MachineCpu, b: MachineCpu, cores: number): number {
+  const total = b.total - a.total;
+  return total > 0 ? ((b.busy - a.busy) / total) * cores : 0;
+}
