@@ -5,10 +5,15 @@
  *
  * - MALLOC_ARENA_MAX=2: glibc otherwise gives every thread that allocates an
  *   arena of its own (libuv's threadpool has 16) and keeps what they freed.
- * - MALLOC_MMAP_THRESHOLD_=131072: a Buffer of 128 KiB or more (NAR pieces)
- *   is mapped on its own and handed back to the system when freed; glibc's
- *   default raises that threshold after each such free, and the freed pieces
- *   then stay in its heap: RSS grew by a few MiB a minute under steady use.
+ * - MALLOC_MMAP_THRESHOLD_=32768: a Buffer of 32 KiB or more (NAR pieces,
+ *   pipe and socket reads, a small decoded NAR) is mapped on its own and
+ *   handed back to the system when freed; glibc's default raises that
+ *   threshold after each such free, and the freed pieces then stay in its
+ *   heap: RSS grew by a few MiB a minute under steady use. 131072 until
+ *   issue 23: a minute after three closures glibc's heap still held ~22 MiB
+ *   of freed 32-128 KiB pieces (RSS 111-116 MiB, 83 at start); with 32768,
+ *   103-106 MiB at the same CPU per path. 16384 brought it to 93-94 MiB but
+ *   cost ~20% more CPU per path (a map and an unmap per piece).
  * - --max-semi-space-size=4: V8's young generation stays at 4 MiB halves
  *   instead of growing to 16 MiB ones under a closure's burst of requests,
  *   at the same speed.
@@ -25,7 +30,7 @@
  * the same PID, for systemd and for anyone who started it). A setting already
  * present (the user's own) is kept.
  */
-export const MEMORY_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072' };
+export const MEMORY_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '32768' };
 export const MEMORY_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--heap-growing-percent=100'];
 
 /** Set in the re-executed process: never re-execute twice. */

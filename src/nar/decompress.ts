@@ -67,7 +67,7 @@ export function createDecompressor(compression: string, fileSize?: number, narSi
  * a separate allocation that a NAR fetched ahead keeps until Nix comes: many
  * small pieces fragment glibc's heap, which then holds on to the memory. A
  * piece the size of the NAR (64 KiB to 1 MiB) is one allocation, and from
- * 128 KiB on it is mapped on its own and given back when freed
+ * 32 KiB on it is mapped on its own and given back when freed
  * (MALLOC_MMAP_THRESHOLD_, cli/memory.ts).
  */
 function zstdChunk(narSize: number | undefined): number {

@@ -20,7 +20,7 @@ describe('the memory settings of a proxy that runs for days', () => {
     proxy = await startProxy(['--no-mdns', '--upstream', 'http://127.0.0.1:9/'], { asFromNpm: true });
     const pid = proxy.child.pid!;
     const env = await environOf(pid);
-    expect(env).toMatchObject({ MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072' });
+    expect(env).toMatchObject({ MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '32768' });
     expect(await cmdlineOf(pid)).toContain('--max-semi-space-size=4');
     expect(await cmdlineOf(pid)).toContain('--heap-growing-percent=100');
     expect((await fetch(`${proxy.url}/nix-cache-info`)).status).toBe(200);
@@ -29,12 +29,12 @@ describe('the memory settings of a proxy that runs for days', () => {
   it("the user's own settings are kept: a MALLOC_ARENA_MAX and a semi-space size of theirs win", async () => {
     proxy = await startProxy(['--no-mdns', '--upstream', 'http://127.0.0.1:9/'], { env: { MALLOC_ARENA_MAX: '4', NODE_OPTIONS: '--max-semi-space-size=8' } });
     const pid = proxy.child.pid!;
-    expect(await environOf(pid)).toMatchObject({ MALLOC_ARENA_MAX: '4', MALLOC_MMAP_THRESHOLD_: '131072' });
+    expect(await environOf(pid)).toMatchObject({ MALLOC_ARENA_MAX: '4', MALLOC_MMAP_THRESHOLD_: '32768' });
     expect(await cmdlineOf(pid)).not.toContain('--max-semi-space-size=4');
   });
 
   it('nothing is missing: no re-execution', () => {
     expect(missingMemorySettings({ MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '1' }, ['--max-semi-space-size=2', '--heap-growing-percent=50'])).toEqual({ env: {}, flags: [] });
-    expect(missingMemorySettings({}, [])).toEqual({ env: { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072' }, flags: ['--max-semi-space-size=4', '--heap-growing-percent=100'] });
+    expect(missingMemorySettings({}, [])).toEqual({ env: { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '32768' }, flags: ['--max-semi-space-size=4', '--heap-growing-percent=100'] });
   });
 });
