@@ -373,7 +373,7 @@ async function settled(o: EveryNixOptions, s: Setup): Promise<string> {
     await new Promise((r) => setTimeout(r, 60_000));
     const later = (await memoryOf(p.child.pid!)).rssMiB;
     const ok = later - start <= 20;
-    return `**Memory after load** (Nix ${client.version}, home, three closures through one fresh proxy): RSS ${start.toFixed(0)} MiB once listening, ${after.rssMiB.toFixed(0)} MiB right after (peak ${after.hwmMiB.toFixed(0)} MiB), ${later.toFixed(0)} MiB a minute later: ${(later - start).toFixed(0)} MiB above its start — **${ok ? 'met' : `NOT met, by ${(later - start - 20).toFixed(0)} MiB`}** (goal: within 20 MiB). What stays is mostly not garbage: V8's heap is back within a few MiB of its start, the Buffers within 1 MiB (\`/_/health\`), and the rest is code V8 compiled and optimised for the requests, and what glibc's heap keeps of freed pieces under 32 KiB (docs/cpu-profile.md, step 6); a full collection when quiet did not lower it.`;
+    return `**Memory after load** (Nix ${client.version}, home, three closures through one fresh proxy): RSS ${start.toFixed(1)} MiB once listening, ${after.rssMiB.toFixed(0)} MiB right after (peak ${after.hwmMiB.toFixed(0)} MiB), ${later.toFixed(1)} MiB a minute later: ${(later - start).toFixed(1)} MiB above its start — **${ok ? 'met' : `NOT met, by ${(later - start - 20).toFixed(1)} MiB`}** (goal: within 20 MiB). What stays is mostly not garbage: V8's heap is back within a few MiB of its start, the Buffers within 1 MiB (\`/_/health\`), and the rest is code V8 compiled and optimised for the requests, and what glibc's heap keeps of freed pieces under 32 KiB (docs/cpu-profile.md, step 6); a full collection when quiet did not lower it.`;
   } finally {
     await p.stop();
   }
