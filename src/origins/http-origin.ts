@@ -165,7 +165,7 @@ export class HttpOrigin implements Origin {
 
   async fetchBody(path: string, options: BodyFetchOptions): Promise<BodyFetch> {
     return this.exchange(path, options, (url, headers) =>
-      collect(this.agent, { origin: url.origin, path: url.pathname + url.search, method: 'GET', headers }, options.limit, options.signal, () => this.breaker.heard()).then((res) => ({
+      collect(this.agent, { origin: url.origin, path: url.pathname + url.search, method: 'GET', headers }, options.limit, options.signal, () => this.reportProgress()).then((res) => ({
         statusCode: res.statusCode,
         headers: res.headers,
         body: res.body,

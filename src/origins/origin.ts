@@ -54,12 +54,9 @@ export interface FetchOptions {
 /** A file read whole (a narinfo, a small compressed NAR): its body as the pieces it came in, no stream. */
 export type BodyFetch = Fetched<CollectedBody>;
 
-export interface BodyFetchOptions {
+export interface BodyFetchOptions extends Pick<FetchOptions, 'signal' | 'evenIfOpen'> {
   /** A body longer than this is cut off (its `whole` rejects with TooLarge). */
   limit: number;
-  signal?: AbortSignal;
-  /** Ask even though the circuit is open (as for FetchOptions). */
-  evenIfOpen?: boolean;
 }
 
 /** What callers see of an origin's circuit: its state and changes. Only the origin itself reports successes and failures. */

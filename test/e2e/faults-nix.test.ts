@@ -149,12 +149,8 @@ describe('faults met by real Nix through the proxy: the Pi (xz) and the upstream
       });
 
       it('the Pi breaks off once in the middle of a NAR nobody else has, held back (spooled): the proxy reads the Pi again from byte 0 and Nix sees no break', async () => {
-        let first = true;
-        pi.files.get(bigAt.pi)!.behaviour = (req, res, body) => {
-          const fault = first ? behave.resetAfter(Math.floor(body.length / 2)) : behave.ok();
-          first = false;
-          return fault(req, res, body);
-        };
+        const big = pi.files.get(bigAt.pi)!;
+        big.behaviour = behave.firstThen(behave.resetAfter(Math.floor(big.body.length / 2)), behave.ok());
         upstream.every(behave.status(404));
         upstream.fallback = behave.status(404);
         // No NAR fetched ahead: Nix's own request meets the break, while the NAR is held (in a spool file: no memory budget).
@@ -170,12 +166,8 @@ describe('faults met by real Nix through the proxy: the Pi (xz) and the upstream
       });
 
       it('the Pi breaks off once in the middle of a NAR nobody else has, streamed (holdMaxSeconds 0): Nix resumes it (Range) through the proxy, and the command succeeds', async () => {
-        let first = true;
-        pi.files.get(bigAt.pi)!.behaviour = (req, res, body) => {
-          const fault = first ? behave.resetAfter(Math.floor(body.length / 2)) : behave.ok();
-          first = false;
-          return fault(req, res, body);
-        };
+        const big = pi.files.get(bigAt.pi)!;
+        big.behaviour = behave.firstThen(behave.resetAfter(Math.floor(big.body.length / 2)), behave.ok());
         upstream.every(behave.status(404));
         upstream.fallback = behave.status(404);
         // No NAR fetched ahead: Nix's own request meets the break.

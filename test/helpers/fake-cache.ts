@@ -43,6 +43,11 @@ export const behave = {
   redirect: (location: string): Behaviour => (_req, res) => {
     res.writeHead(302, { location, 'content-length': 0 }).end();
   },
+  /** `first` for the first request, `then` for every one after it (a Pi that breaks off once). */
+  firstThen: (first: Behaviour, then: Behaviour): Behaviour => {
+    let served = 0;
+    return (req, res, body) => (served++ === 0 ? first : then)(req, res, body);
+  },
   /** Announces the whole length, sends `after` bytes, then resets the connection. */
   resetAfter: (after: number): Behaviour => (_req, res, body) => {
     res.writeHead(200, { 'content-length': body.length });

@@ -74,12 +74,7 @@ describe('the Pi fails after its first byte: the proxy goes on from upstream at 
 describe('the Pi breaks off a NAR only it has (a path built at home): its circuit opens, and the resume still goes to it', () => {
   const SIZE = 2_000_000;
   async function breakOnce(sc: Scenario) {
-    let first = true;
-    sc.pi.nar((req, res, body) => {
-      const b = first ? behave.resetAfter(600_000) : behave.ok();
-      first = false;
-      return b(req, res, body);
-    });
+    sc.pi.nar(behave.firstThen(behave.resetAfter(600_000), behave.ok()));
     sc.upstream.nar(behave.status(404));
     await sc.narinfo();
     const base = await sc.listen();

@@ -6,6 +6,7 @@ import { OriginSet } from '../../src/origins/origin-set.js';
 import { parseNarInfo } from '../../src/protocol/narinfo.js';
 import { NarInfoResolver } from '../../src/server/narinfo-resolver.js';
 import { Stats } from '../../src/stats/recorder.js';
+import { fetchesNothing } from '../helpers/lookup-origin.js';
 
 /**
  * The resolver's cached answers found upstream while the Pi did not answer in
@@ -40,13 +41,7 @@ function origin(name: string, kind: OriginKind, answer: (hash: string) => { has:
       breaker.success();
       return has ? { status: 'present', info: info(hash), trustedBy: 'k' } : { status: 'absent', reason: 'not-found' };
     },
-    async fetchFile() {
-      return { status: 'unknown', cause: 'unreachable', reason: 'not used' };
-    },
-    async fetchBody() {
-      return { status: 'unknown', cause: 'unreachable', reason: 'not used' };
-    },
-    reportFailure() {},
+    ...fetchesNothing,
     async close() {
       breaker.close();
     },

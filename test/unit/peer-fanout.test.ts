@@ -7,6 +7,7 @@ import { parseNarInfo } from '../../src/protocol/narinfo.js';
 import { NarInfoResolver } from '../../src/server/narinfo-resolver.js';
 import { Stats } from '../../src/stats/recorder.js';
 import { randomStoreHash } from '../helpers/nar-fixtures.js';
+import { fetchesNothing } from '../helpers/lookup-origin.js';
 
 /**
  * Peers (other machines' shares) as the resolver asks them: after the LAN
@@ -38,13 +39,7 @@ function origin(name: string, kind: OriginKind, has: Set<string> | 'all', delayM
       const info = parseNarInfo(`StorePath: /nix/store/${storeHash}-x\nURL: nar/x.nar\nCompression: none\nNarHash: sha256:1z36l1l7cvc7d3x3y814zv4pdgx17j6i2i8ml4japbpzwc5yh155\nNarSize: 120\nReferences: \n`);
       return { status: 'present', info, trustedBy: 'k' };
     },
-    async fetchFile() {
-      return { status: 'unknown', cause: 'unreachable', reason: 'not used' };
-    },
-    async fetchBody() {
-      return { status: 'unknown', cause: 'unreachable', reason: 'not used' };
-    },
-    reportFailure() {},
+    ...fetchesNothing,
     async close() {
       breaker.close();
     },

@@ -6,6 +6,7 @@ import { OriginSet } from '../../src/origins/origin-set.js';
 import { parseNarInfo } from '../../src/protocol/narinfo.js';
 import { NarInfoResolver } from '../../src/server/narinfo-resolver.js';
 import { Stats } from '../../src/stats/recorder.js';
+import { fetchesNothing } from '../helpers/lookup-origin.js';
 
 const HASH = '3kklkssmzr75mhpv3s4qw1m26y4w6zrn';
 const INFO = parseNarInfo(`StorePath: /nix/store/${HASH}-x
@@ -35,13 +36,7 @@ function fakeOrigin(name: string, kind: OriginKind, answer: NarInfoLookup['statu
       await new Promise((r) => setTimeout(r, delayMs));
       return result;
     },
-    async fetchFile() {
-      return { status: 'unknown', cause: 'unreachable', reason: 'not used' };
-    },
-    async fetchBody() {
-      return { status: 'unknown', cause: 'unreachable', reason: 'not used' };
-    },
-    reportFailure() {},
+    ...fetchesNothing,
     async close() {
       breaker.close();
     },
