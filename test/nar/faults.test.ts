@@ -105,6 +105,24 @@ describe('the Pi breaks off a NAR only it has (a path built at home): its circui
   });
 });
 
+describe('a small xz NAR only the Pi has (read whole, not streamed): an open circuit is still asked, last', () => {
+  it('the Pi breaks off the file once and its circuit opens: Nix\'s retry gets the NAR from it, whole', async () => {
+    s = await scenario({ size: 40_000 }); // xz on the Pi, well under the read-whole size
+    s.pi.nar(behave.firstThen(behave.resetAfter(Math.floor(s.pi.file.length / 2)), behave.ok()));
+    s.upstream.nar(behave.status(404));
+    await s.narinfo();
+    const base = await s.listen();
+    const first = await fetchNar(base, s.narUrl());
+    expect(first.status).toBe(503); // nothing was sent: a status Nix retries
+    expect(s.origins.ordered()[0]!.breaker.isOpen).toBe(true);
+    const retry = await fetchNar(base, s.narUrl());
+    expect(retry.error).toBeUndefined();
+    expect(retry.status).toBe(200);
+    expect(retry.body.equals(s.fixture.nar)).toBe(true);
+    expect(narRequests(s.pi)).toHaveLength(2); // the break, then the whole file through the open circuit
+  });
+});
+
 describe('corrupt files on the Pi: verified in stream, quarantined, the next attempt comes from upstream', () => {
   it('one byte flipped near the end of a same-size NAR (in the held-back bytes): Nix gets the right NAR at once', async () => {
     s = await scenario({ size: 200_000, piCompression: 'none' });

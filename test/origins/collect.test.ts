@@ -36,6 +36,18 @@ describe('a body read whole (Origin.fetchBody)', () => {
     expect(connections).toBe(1);
   });
 
+  it('each piece is word from the origin: a slow body moves its circuit\'s lastSuccessAt after the head (a busy Pi, not a gone one)', async () => {
+    const o = await serve((_req, res) => {
+      res.writeHead(200, { 'content-length': 2 * 1000 });
+      res.write(Buffer.alloc(1000, 0x61), () => setTimeout(() => res.end(Buffer.alloc(1000, 0x62)), 60));
+    });
+    const res = await o.fetchBody('slow', { limit: 10_000 });
+    if (res.status !== 'present') throw new Error(res.status);
+    const atHead = o.breaker.lastSuccessAt;
+    await res.body.whole;
+    expect(o.breaker.lastSuccessAt).toBeGreaterThanOrEqual(atHead + 50);
+  });
+
   it('longer than its limit: cut off there (TooLarge), nothing past it kept, the connection closed', async () => {
     let closed = false;
     const o = await serve((_req, res) => {
