@@ -15,6 +15,7 @@
  *   npm run bench -- --only 15,16      # a lab's cache in an S3 bucket (radosgw) vs Nix 2.34's own s3:// store (issue 25)
  *   npm run bench -- --only 17         # every Nix on every link, Nix alone vs the proxy (issue 23)
  *   npm run bench -- --only 17 --links home --clients 2.34 --profile perf   # one link, one Nix, with a CPU profile of the proxy
+ *   BENCH_BEFORE_CLI=OLD/dist/cli/main.js npm run bench -- --only 17 --links home   # another build beside this one, in turn (docs/cpu-profile.md)
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
